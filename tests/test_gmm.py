@@ -232,3 +232,10 @@ def test_unknown_covariance_type_is_rejected():
         gmm.from_covariances(jnp.zeros(1), jnp.zeros((1, 1)), jnp.ones((1, 1)), "banana")
     with pytest.raises(ValueError, match="unknown covariance_type"):
         gmm.m_step(jnp.zeros((3, 1)), jnp.ones((3, 1)), covariance_type="ful")
+
+
+def test_mismatched_shapes_are_rejected():
+    with pytest.raises(ValueError, match=r"full mixture with means \(2, 3\) needs"):
+        gmm.from_covariances(jnp.zeros(2), jnp.zeros((2, 3)), jnp.ones((2, 3)), "full")
+    with pytest.raises(ValueError, match="needs logits"):
+        gmm.from_precisions(jnp.zeros(3), jnp.zeros((2, 3)), jnp.ones((2, 3)), "diag")

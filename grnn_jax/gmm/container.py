@@ -138,6 +138,18 @@ def _upper_cholesky(precision: jax.Array) -> jax.Array:
     return jnp.flip(jnp.linalg.cholesky(flipped), axis=(-1, -2))
 
 
+def _check_shapes(logits, means, cov, covariance_type: str) -> None:
+    """Raises ValueError when the fields' shapes do not fit together (checked at trace time)."""
+    k, d = means.shape[-2:]
+    expected = {"full": (k, d, d), "diag": (k, d), "spherical": (k,), "tied": (d, d)}[covariance_type]
+    if logits.shape[-1:] != (k,) or tuple(cov.shape[-len(expected):]) != expected:
+        raise ValueError(
+            f"{covariance_type} mixture with means {tuple(means.shape)} needs logits (..., {k}) and "
+            f"covariances/precisions (..., {', '.join(map(str, expected))}); got logits "
+            f"{tuple(logits.shape)} and {tuple(cov.shape)}"
+        )
+
+
 def from_covariances(
     logits: jax.Array, means: jax.Array, covariances: jax.Array, covariance_type: str
 ) -> GMM:
@@ -157,6 +169,8 @@ def from_covariances(
       4.0
     """
     check_covariance_type(covariance_type)
+    logits, means, covariances = map(jnp.asarray, (logits, means, covariances))
+    _check_shapes(logits, means, covariances, covariance_type)
     return GMM(logits, means, precision_cholesky(covariances, covariance_type), covariance_type)
 
 
@@ -165,6 +179,8 @@ def from_precisions(
 ) -> GMM:
     """Builds a GMM from log-weights, means and precision matrices (shaped as covariances)."""
     check_covariance_type(covariance_type)
+    logits, means, precisions = map(jnp.asarray, (logits, means, precisions))
+    _check_shapes(logits, means, precisions, covariance_type)
     if covariance_type in ("full", "tied"):
         prec_chol = _upper_cholesky(precisions)
     else:

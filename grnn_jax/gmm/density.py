@@ -84,7 +84,7 @@ def log_prob(gmm: GMM, x: jax.Array) -> jax.Array:
     Example:
       >>> import jax.numpy as jnp
       >>> from grnn_jax import gmm
-      >>> g = gmm.from_covariances(jnp.zeros(1), jnp.zeros((1, 1)), jnp.ones((1, 1)), "full")
+      >>> g = gmm.from_covariances(jnp.zeros(1), jnp.zeros((1, 1)), jnp.ones((1, 1, 1)), "full")
       >>> print(round(float(gmm.log_prob(g, jnp.zeros(1))), 4))
       -0.9189
     """
