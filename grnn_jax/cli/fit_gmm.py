@@ -1,0 +1,235 @@
+"""``grnn fit-gmm``: fit a Gaussian mixture to a .npy or .csv table by EM.
+
+Every check (file, extension, parse, NaN, rank, sizes, the --init-from file,
+the --out folder) runs before any compute, so bad input writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from grnn_jax import gmm
+from grnn_jax.estimator import GaussianMixture
+from grnn_jax.validation import check_data
+
+SAVED_KEYS = ("weights", "means", "covariances", "precisions_cholesky", "covariance_type")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Registers ``fit-gmm`` on the ``grnn`` dispatcher's sub-parsers.
+
+    Example:
+      >>> import argparse
+      >>> from grnn_jax.cli import fit_gmm
+      >>> sub = argparse.ArgumentParser(prog="grnn").add_subparsers(dest="command")
+      >>> args = fit_gmm.add_parser(sub).parse_args(["x.csv", "--components", "3", "--json"])
+      >>> args.components, args.covariance_type, args.json, args.func is fit_gmm.run
+      (3, None, True, True)
+    """
+    p = subparsers.add_parser(
+        "fit-gmm",
+        help="fit a Gaussian mixture to a .npy or .csv table",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("data", help=".npy file holding an (N, D) array, or a numeric .csv (header optional)")
+    p.add_argument("--components", "-k", type=int, required=True, help="number of components K")
+    p.add_argument("--covariance-type", choices=gmm.COVARIANCE_TYPES, default=None,
+                   help="full (default), diag, spherical or tied; defaults to the --init-from file's")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation (default 0)")
+    p.add_argument("--max-iter", type=int, default=100, help="EM iterations at most (default 100)")
+    p.add_argument("--tol", type=float, default=1e-3,
+                   help="stop when the mean log-likelihood gains less than this (default 1e-3)")
+    p.add_argument("--reg-covar", type=float, default=1e-6,
+                   help="added to every variance, > 0 (default 1e-6)")
+    p.add_argument("--n-init", type=int, default=1, help="restarts; the best is kept (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    p.add_argument("--out", help="save the fitted parameters to this .npz file")
+    p.add_argument("--init-from", help="start EM from parameters saved by --out")
+    p.set_defaults(func=run)
+    return p
+
+
+def _parse_float(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _load_csv(path: Path) -> np.ndarray:
+    """Reads a numeric CSV, with or without a header row, into an (N, D) float64 array.
+
+    A first row with any non-numeric cell is taken as the header. A non-numeric
+    cell anywhere else raises a ValueError naming its column and line.
+    """
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise ValueError(f"{path} holds no rows")
+    header = None
+    if any(_parse_float(c) is None for c in rows[0]):
+        header, rows = [c.strip() for c in rows[0]], rows[1:]
+        if not rows:
+            raise ValueError(f"{path} holds a header row but no data")
+    first_line = 2 if header else 1
+    width = len(header) if header else len(rows[0])
+    out = np.empty((len(rows), width))
+    for i, row in enumerate(rows):
+        line = first_line + i
+        if len(row) != width:
+            raise ValueError(f"{path} line {line} has {len(row)} fields; expected {width}")
+        for j, cell in enumerate(row):
+            value = _parse_float(cell)
+            if value is None:
+                name = f"column {j + 1}" + (f" ({header[j]!r})" if header else "")
+                raise ValueError(f"{path}: {name} is not numeric: line {line} holds {cell.strip()!r}")
+            out[i, j] = value
+    return out
+
+
+def _load_data(path_str: str) -> np.ndarray:
+    """Loads a .npy or .csv table; raises FileNotFoundError/ValueError naming the problem."""
+    path = Path(path_str)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"{path} is not a plain numeric .npy array: {err}") from None
+    elif ext == ".csv":
+        x = _load_csv(path)
+    else:
+        raise ValueError(f"unsupported data file extension {ext or '(none)'!r} of {path}; "
+                         f"expected .npy or .csv")
+    return check_data(x, str(path), ndim=2)
+
+
+def _load_params(path_str: str, *, n_components: int, n_features: int, covariance_type: str | None):
+    """Reads a --out file and checks it against K, D and the covariance type.
+
+    Returns:
+      ``(covariance_type, weights, means, precisions)`` as scikit-learn's ``*_init`` take them.
+    """
+    path = Path(path_str)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            saved = {k: f[k] for k in f.files}
+    except (ValueError, OSError) as err:
+        raise ValueError(f"--init-from {path} is not a parameter .npz file: {err}") from None
+    missing = [k for k in ("weights", "means", "precisions_cholesky", "covariance_type") if k not in saved]
+    if missing:
+        raise ValueError(f"--init-from {path} lacks {', '.join(missing)}; save it with --out")
+    ctype = str(saved["covariance_type"])
+    if covariance_type is not None and covariance_type != ctype:
+        raise ValueError(f"--init-from {path} holds a {ctype!r} mixture but --covariance-type is "
+                         f"{covariance_type!r}; drop --covariance-type or pass {ctype!r}")
+    means = np.asarray(saved["means"], np.float64)
+    if means.ndim != 2 or means.shape[0] != n_components or means.shape[1] != n_features:
+        raise ValueError(f"--init-from {path} holds means of shape {means.shape}, but --components "
+                         f"{n_components} on {n_features}-feature data needs "
+                         f"({n_components}, {n_features})")
+    p = np.asarray(saved["precisions_cholesky"], np.float64)
+    precisions = p @ np.swapaxes(p, -1, -2) if ctype in ("full", "tied") else p**2
+    return ctype, np.asarray(saved["weights"], np.float64), means, precisions
+
+
+def _save_params(path: Path, est) -> None:
+    """Writes the fitted parameters atomically: a temp file in the same folder, then os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, weights=est.weights_, means=est.means_, covariances=est.covariances_,
+                     precisions_cholesky=est.precisions_cholesky_,
+                     covariance_type=np.array(est.covariance_type))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _check_args(args) -> None:
+    for flag, value, low in (("--components", args.components, 1), ("--max-iter", args.max_iter, 1),
+                             ("--n-init", args.n_init, 1)):
+        if value < low:
+            raise ValueError(f"{flag} must be >= {low}; got {value}")
+    if not args.tol >= 0:
+        raise ValueError(f"--tol must be >= 0; got {args.tol}")
+    if not (args.reg_covar > 0 and np.isfinite(args.reg_covar)):
+        raise ValueError(f"--reg-covar must be > 0; got {args.reg_covar}")
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix != ".npz":
+            raise ValueError(f"--out {out} must end in .npz")
+        if not out.parent.is_dir():
+            raise ValueError(f"--out folder {out.parent} does not exist")
+
+
+def run(args) -> int:
+    """Fits, prints a summary or JSON, and saves with --out; returns the exit status."""
+    _check_args(args)
+    x = _load_data(args.data)
+    n, d = x.shape
+    k = args.components
+    if k > n:
+        raise ValueError(f"--components {k} is more than the {n} rows of {args.data}")
+    if n < 2:
+        raise ValueError(f"{args.data} has {n} row; at least 2 are needed")
+    init = {}
+    ctype = args.covariance_type or "full"
+    if args.init_from is not None:
+        ctype, w, mu, prec = _load_params(args.init_from, n_components=k, n_features=d,
+                                         covariance_type=args.covariance_type)
+        init = dict(weights_init=w, means_init=mu, precisions_init=prec)
+    est = GaussianMixture(k, covariance_type=ctype, tol=args.tol, reg_covar=args.reg_covar,
+                          max_iter=args.max_iter, n_init=args.n_init, random_state=args.seed,
+                          **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(x)
+    report = {
+        "data": str(args.data),
+        "n_samples": n,
+        "n_features": d,
+        "n_components": k,
+        "covariance_type": ctype,
+        "log_likelihood": est.score(x),
+        "bic": est.bic(x),
+        "aic": est.aic(x),
+        "n_iter": est.n_iter_,
+        "converged": est.converged_,
+        "weights": est.weights_.tolist(),
+        "means": est.means_.tolist(),
+        "covariances": est.covariances_.tolist(),
+    }
+    if args.out is not None:
+        _save_params(Path(args.out), est)
+        report["out"] = str(args.out)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_summary(report)
+    return 0
+
+
+def _print_summary(r: dict) -> None:
+    status = "converged" if r["converged"] else "did NOT converge (raise --max-iter or --tol)"
+    print(f"{r['n_components']}-component {r['covariance_type']} GMM on {r['n_samples']} x "
+          f"{r['n_features']} data from {r['data']}: {status} after {r['n_iter']} iterations")
+    print(f"mean log-likelihood {r['log_likelihood']:.6g}   BIC {r['bic']:.6g}   AIC {r['aic']:.6g}")
+    for i, (w, mu) in enumerate(zip(r["weights"], r["means"])):
+        print(f"  component {i}: weight {w:.4f}  mean [{', '.join(f'{m:.4g}' for m in mu)}]")
+    if "out" in r:
+        print(f"parameters saved to {r['out']}")
