@@ -1,0 +1,50 @@
+"""Data: padded-sequence container, standardisation, splits, batching, a synthetic process
+with exact log-density, and real datasets that ship with the package."""
+
+from grnn_jax.data import synthetic
+from grnn_jax.data.batching import (
+    Batch,
+    batch_at,
+    batches_per_epoch,
+    iterate_batches,
+    train_batches,
+)
+from grnn_jax.data.real import (
+    DATASETS,
+    DatasetSpec,
+    dataset_splits,
+    load_dataset,
+    load_eustock,
+    load_geyser,
+    load_storms,
+)
+from grnn_jax.data.sequences import Sequences
+from grnn_jax.data.splits import Splits, chunk_series, split_indices, split_sequences, split_series
+from grnn_jax.data.standardise import Standardiser
+from grnn_jax.data.synthetic import SwitchingAR, default_switching_ar, sample_switching_ar
+
+__all__ = [
+    "Batch",
+    "DATASETS",
+    "DatasetSpec",
+    "Sequences",
+    "Splits",
+    "Standardiser",
+    "SwitchingAR",
+    "batch_at",
+    "batches_per_epoch",
+    "chunk_series",
+    "dataset_splits",
+    "default_switching_ar",
+    "iterate_batches",
+    "load_dataset",
+    "load_eustock",
+    "load_geyser",
+    "load_storms",
+    "sample_switching_ar",
+    "split_indices",
+    "split_sequences",
+    "split_series",
+    "synthetic",
+    "train_batches",
+]

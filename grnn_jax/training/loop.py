@@ -1,0 +1,367 @@
+"""The fit loop: validation of inputs, the run's JSON config, checkpoints, resume, early
+stopping, metrics, and rebuilding a trained model from its work dir alone."""
+
+from __future__ import annotations
+
+import functools
+import math
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from grnn_jax.data import Sequences, Standardiser, batch_at
+from grnn_jax.training.checkpoint import RunCheckpoints
+from grnn_jax.training.config import TrainConfig, default_config, write_json_atomic
+from grnn_jax.training.rundir import (
+    CONFIG_FILE,
+    CONFIG_FORMAT,
+    METRICS_FILE,
+    append_metrics,
+    fingerprint,
+    read_metrics,
+    read_run_config,
+    truncate_metrics,
+)
+from grnn_jax.training.step import (
+    TrainState,
+    evaluate,
+    init_state,
+    make_optimizer,
+    make_schedule,
+    make_train_step,
+)
+
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training met too many consecutive non-finite steps and stopped."""
+
+
+def _check_seqs(seqs, name: str) -> Sequences:
+    if not isinstance(seqs, Sequences):
+        raise ValueError(f"{name} must be a grnn_jax.data.Sequences; got {type(seqs).__name__}")
+    return seqs
+
+
+def _optimizer_settings(cfg: TrainConfig) -> dict:
+    return dict(
+        learning_rate=cfg.learning_rate, num_steps=cfg.num_steps, warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm, end_lr_fraction=cfg.end_lr_fraction,
+    )
+
+
+def _compiled(cfg: TrainConfig, x64: bool):
+    """(net, tx, jitted train step, jitted schedule) for a config, cached on what they depend
+    on, so that resuming, re-running or early-stopping variants in one process do not compile
+    the step again (``x64`` is part of the key because every dtype follows it)."""
+    return _compiled_cached(cfg.model, tuple(sorted(_optimizer_settings(cfg).items())), x64)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_cached(model_cfg, opt_items: tuple, x64: bool):
+    del x64  # only a cache key
+    opt = dict(opt_items)
+    net = model_cfg.build()
+    tx = make_optimizer(**opt)
+    opt.pop("weight_decay"), opt.pop("clip_norm")
+    schedule = jax.jit(make_schedule(**opt))
+    return net, tx, make_train_step(net, tx), schedule
+
+
+def _dtype():
+    return np.dtype(jnp.zeros(()).dtype)
+
+
+def _prepare(config, train_seqs, val_seqs, workdir, resume, until_step):
+    """Every check, with nothing written: returns (config, standardiser, resuming)."""
+    train_seqs = _check_seqs(train_seqs, "train data")
+    if until_step is not None and int(until_step) < 0:
+        raise ValueError(f"until_step must be >= 0; got {until_step}")
+    if val_seqs is not None:
+        _check_seqs(val_seqs, "validation data")
+        if val_seqs.n_features != train_seqs.n_features:
+            raise ValueError(
+                f"validation data have {val_seqs.n_features} features; training data have "
+                f"{train_seqs.n_features}"
+            )
+        if val_seqs.n_covariates != train_seqs.n_covariates:
+            raise ValueError("validation and training data have different numbers of covariates")
+    d = train_seqs.n_features
+    saved = None
+    if resume and (Path(workdir) / CONFIG_FILE).exists():
+        saved = read_run_config(workdir)
+        if int(saved["n_features"]) != d:
+            raise ValueError(
+                f"{workdir} holds a model of {saved['n_features']} features; the data have {d}"
+            )
+        if saved.get("train_data_sha256") not in (None, fingerprint(train_seqs)):
+            raise ValueError(
+                f"the training data differ from those of the run in {workdir}; resuming needs "
+                "the same data (or resume=False to start over)"
+            )
+        saved_cfg = TrainConfig.from_dict(saved["train_config"])
+        if config is not None and config != saved_cfg:
+            raise ValueError(
+                f"{workdir} holds a run with a different configuration; pass the same config "
+                "(or None) to resume, or resume=False to start over"
+            )
+        config = saved_cfg
+    if config is None:
+        config = default_config(train_seqs)
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig; got {type(config).__name__}")
+    config.validate()
+    if config.model.n_features != d:
+        raise ValueError(f"the model expects {config.model.n_features} features; the data have {d}")
+    if config.model.n_covariates != train_seqs.n_covariates:
+        raise ValueError(
+            f"the model expects {config.model.n_covariates} covariates; the data have "
+            f"{train_seqs.n_covariates}"
+        )
+    if saved is not None:
+        standardiser = Standardiser.from_dict(saved["standardiser"])
+    elif config.standardise:
+        standardiser = Standardiser.fit(train_seqs)
+    else:
+        standardiser = Standardiser.identity(d)
+    return config, standardiser, saved is not None
+
+
+def train(
+    config: TrainConfig | None,
+    train_seqs: Sequences,
+    val_seqs: Sequences | None,
+    workdir: str | Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    until_step: int | None = None,
+) -> tuple[TrainState, list[dict]]:
+    """Trains a GRNN, checkpointing into ``workdir``; resumes a run found there.
+
+    Args:
+      config: the run's settings; None takes the saved one when resuming, else
+        ``default_config(train_seqs)``.
+      train_seqs: training sequences, original units.
+      val_seqs: validation sequences (original units) for the best checkpoint and early
+        stopping; None evaluates nothing and keeps only the last checkpoint.
+      workdir: the run's directory: ``config.json``, ``metrics.jsonl``, ``checkpoints/``.
+      resume: continue from ``checkpoints/last`` when the work dir holds a run (same
+        parameters as an uninterrupted run); False starts over, replacing what is there.
+      progress: show a tqdm bar with the training loss and validation NLL.
+      until_step: stop (with a checkpoint) after this global step, to run a budget in pieces.
+
+    Returns:
+      (final state, the run's metric records as in ``metrics.jsonl``).
+
+    Raises:
+      ValueError: bad data or settings, or a run in ``workdir`` that does not match;
+        raised before anything in ``workdir`` is written.
+      NonFiniteTrainingError: ``max_consecutive_skips`` non-finite steps in a row; the
+        last good checkpoint stays as it was.
+
+    Example:
+      >>> import tempfile
+      >>> from grnn_jax import data
+      >>> from grnn_jax.train import ModelConfig, TrainConfig, evaluate, load_trained, train
+      >>> proc = data.default_switching_ar(1)
+      >>> tr, _ = data.sample_switching_ar(proc, seed=0, n_sequences=8, length=5)
+      >>> va, _ = data.sample_switching_ar(proc, seed=1, n_sequences=4, length=5)
+      >>> cfg = TrainConfig(ModelConfig(n_features=1, n_components=1, hidden_size=4),
+      ...                   num_steps=4, batch_size=4, eval_every=2)
+      >>> with tempfile.TemporaryDirectory() as wd:
+      ...     state, history = train(cfg, tr, va, wd, progress=False)
+      ...     net, params, standardiser, config = load_trained(wd)
+      ...     res = evaluate(net, params, va, standardiser=standardiser)
+      >>> int(state.step), res.n_steps, [r["step"] for r in history if r["kind"] == "eval"]
+      (4, 20, [2, 4])
+    """
+    workdir = Path(workdir)
+    config, standardiser, resuming = _prepare(
+        config, train_seqs, val_seqs, workdir, resume, until_step
+    )
+
+    # From here on the work dir changes.
+    workdir.mkdir(parents=True, exist_ok=True)
+    metrics_path = workdir / METRICS_FILE
+    if not resuming:
+        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+        metrics_path.unlink(missing_ok=True)
+        write_json_atomic(
+            workdir / CONFIG_FILE,
+            {
+                "format": CONFIG_FORMAT,
+                "train_config": config.to_dict(),
+                "standardiser": standardiser.to_dict(),
+                "n_features": train_seqs.n_features,
+                "n_covariates": train_seqs.n_covariates,
+                "n_train_sequences": train_seqs.n_sequences,
+                "n_train_steps": train_seqs.n_steps,
+                "train_data_sha256": fingerprint(train_seqs),
+            },
+        )
+
+    dtype = _dtype()
+    train_z = standardiser.transform(train_seqs)
+    net, tx, step_fn, schedule = _compiled(config, _dtype() == np.float64)
+    example = batch_at(train_z, 0, batch_size=config.batch_size, seed=config.seed, dtype=dtype)
+    state = init_state(net, tx, example, key=jax.random.key(config.seed))
+    run = {"step": 0, "best_val_nll": None, "best_step": None, "evals_since_best": 0,
+           "stopped_early": False}
+
+    ckpts = RunCheckpoints(workdir)
+    try:
+        if resuming and ckpts.latest_step("last") is not None:
+            state, run = ckpts.restore("last", state)
+        truncate_metrics(metrics_path, int(run["step"]))
+        end = config.num_steps if until_step is None else min(config.num_steps, int(until_step))
+        state, run = _loop(
+            config, net, step_fn, schedule, state, run, train_z, val_seqs, standardiser, ckpts,
+            metrics_path, end, progress, dtype,
+        )
+    finally:
+        ckpts.close()
+    return state, read_metrics(workdir)
+
+
+def _loop(cfg, net, step_fn, schedule, state, run, train_z, val_seqs, standardiser, ckpts,
+          metrics_path, end, progress, dtype):
+    start = int(state.step)
+    if run.get("stopped_early"):
+        end = start
+    bar = tqdm(total=cfg.num_steps, initial=start, disable=not progress, desc="train", leave=False)
+    pending, first = [], None
+    log_jac = standardiser.log_jacobian
+    # Throughput counts training only: not the first step of a call (compilation), not
+    # evaluations or checkpoints.
+    train_time, steps_done, obs_done, mark = 0.0, 0, 0, None
+    last_loss = math.nan
+    try:
+        for step in range(start, end):
+            batch = batch_at(train_z, step, batch_size=cfg.batch_size, seed=cfg.seed, dtype=dtype)
+            state, m = step_fn(state, batch)
+            if mark is None:
+                jax.block_until_ready(m)
+                mark = time.perf_counter()
+                first = m
+            else:
+                pending.append(m)
+            done = step + 1
+            is_eval = val_seqs is not None and (done % cfg.eval_every == 0 or done == cfg.num_steps)
+            if done % cfg.log_every == 0 or is_eval or done == end:
+                fetched = jax.device_get(pending)
+                now = time.perf_counter()
+                train_time, mark = train_time + now - mark, now
+                steps_done += len(fetched)
+                obs_done += int(sum(int(f["n_obs"]) for f in fetched))
+                if first is not None:
+                    fetched, first = [jax.device_get(first)] + fetched, None
+                pending = []
+                losses = [float(f["loss"]) for f in fetched if not f["skipped"]]
+                last_loss = float(np.mean(losses)) if losses else math.nan
+                rate = steps_done / train_time if train_time > 0 else math.nan
+                obs_rate = obs_done / train_time if train_time > 0 else math.nan
+                rec = {
+                    "step": done, "kind": "train", "loss": last_loss,
+                    "nll": last_loss + standardiser.log_jacobian,
+                    "grad_norm": float(fetched[-1]["grad_norm"]),
+                    "n_skipped": int(state.n_skipped),
+                    "lr": float(schedule(done - int(state.n_skipped))),
+                    "steps_per_s": rate, "obs_steps_per_s": obs_rate,
+                }
+                append_metrics(metrics_path, [rec])
+                bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(run["best_val_nll"]))
+                if int(state.n_consecutive_skipped) >= cfg.max_consecutive_skips:
+                    last = ckpts.latest_step("last")
+                    raise NonFiniteTrainingError(
+                        f"training stopped at step {done}: {int(state.n_consecutive_skipped)} "
+                        "consecutive steps had a non-finite loss or gradient and were skipped; "
+                        + (f"the last good checkpoint (step {last}) is intact"
+                           if last is not None else "no checkpoint had been written yet")
+                        + "; try a lower learning_rate or check the data"
+                    )
+            bar.update(1)
+            if is_eval:
+                res = evaluate(net, state.params, val_seqs, standardiser=standardiser)
+                run = _after_eval(run, done, res.nll)
+                if run["best_step"] == done:
+                    ckpts.save("best", state, run)
+                append_metrics(metrics_path, [{
+                    "step": done, "kind": "eval", "val_nll": res.nll,
+                    "best_val_nll": run["best_val_nll"], "best_step": run["best_step"],
+                }])
+                bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(res.nll))
+                stop = bool(cfg.patience) and run["evals_since_best"] >= cfg.patience
+                # Recorded in the checkpoint, so that resuming a stopped run does not go on.
+                run = dict(run, stopped_early=stop)
+                ckpts.save("last", state, run)
+                if stop:
+                    if progress:
+                        tqdm.write(
+                            f"early stop at step {done}: no better validation NLL in "
+                            f"{cfg.patience} evaluations (best {run['best_val_nll']:.4f} at "
+                            f"step {run['best_step']})"
+                        )
+                    break
+                mark = time.perf_counter()
+        run = dict(run, step=int(state.step))
+        ckpts.save("last", state, run)
+    finally:
+        bar.close()
+    return state, run
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _after_eval(run: dict, step: int, nll: float) -> dict:
+    run = dict(run, step=step)
+    best = run["best_val_nll"]
+    if math.isfinite(nll) and (best is None or nll < best):
+        return dict(run, best_val_nll=nll, best_step=step, evals_since_best=0)
+    return dict(run, evals_since_best=run["evals_since_best"] + 1)
+
+
+def load_trained(workdir: str | Path, *, which: str = "best"):
+    """Rebuilds a trained model from its work dir alone.
+
+    Args:
+      workdir: a directory written by :func:`train`.
+      which: "best" (lowest validation NLL; falls back to "last" when the run had no
+        validation data) or "last".
+
+    Returns:
+      (net, params, standardiser, config); see the example of :func:`train`.
+
+    Raises:
+      FileNotFoundError: no run or no checkpoint there.
+      ValueError: unknown ``which``.
+    """
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last'; got {which!r}")
+    saved = read_run_config(workdir)
+    config = TrainConfig.from_dict(saved["train_config"])
+    standardiser = Standardiser.from_dict(saved["standardiser"])
+    net = config.model.build()
+    tx = make_optimizer(**_optimizer_settings(config))
+    d, c = config.model.n_features, config.model.n_covariates
+    dtype = _dtype()
+    x = jnp.zeros((1, 2, d), dtype)
+    u = jnp.zeros((1, 2, c), dtype) if c else None
+
+    def _init():
+        params = net.init(jax.random.key(0), x, u=u)
+        z = jnp.zeros((), jnp.int32)
+        return TrainState(z, params, tx.init(params), z, z)
+
+    abstract = jax.eval_shape(_init)
+    with RunCheckpoints(workdir, read_only=True) as ckpts:
+        kind = which if ckpts.latest_step(which) is not None else "last"
+        state, _ = ckpts.restore(kind, abstract)
+    return net, state.params, standardiser, config

@@ -1,0 +1,214 @@
+"""The optimiser, the jitted train step (skipping non-finite updates), and evaluation.
+
+The loss is the model's own mixture log-density (``model.step_log_probs``, i.e.
+``gmm.log_prob`` of the per-step mixtures): there is no second density to drift from it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from grnn_jax import model as model_lib
+from grnn_jax.data import Batch, Sequences, Standardiser, iterate_batches
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training (a pytree that Orbax saves as is).
+
+    Attributes:
+      step: global step; also the position in the batch stream (it advances on skipped
+        steps too, so a bad batch is not retried forever).
+      params: network variables.
+      opt_state: Optax state (its step count advances only on applied updates).
+      n_skipped: total non-finite steps skipped.
+      n_consecutive_skipped: non-finite steps skipped since the last applied update.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    n_skipped: jax.Array
+    n_consecutive_skipped: jax.Array
+
+
+def make_schedule(
+    *, learning_rate: float, num_steps: int, warmup_steps: int, end_lr_fraction: float = 0.01
+) -> optax.Schedule:
+    """Linear warm-up from 0 to ``learning_rate``, then cosine decay to
+    ``learning_rate * end_lr_fraction`` at ``num_steps``.
+
+    Example:
+      >>> from grnn_jax.training import make_schedule
+      >>> f = make_schedule(learning_rate=1.0, num_steps=10, warmup_steps=2)
+      >>> [round(float(f(i)), 3) for i in (0, 1, 2, 10)]
+      [0.0, 0.5, 1.0, 0.01]
+    """
+    warmup = int(min(warmup_steps, max(num_steps - 1, 0)))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=learning_rate, warmup_steps=warmup,
+        decay_steps=max(num_steps, warmup + 1), end_value=learning_rate * end_lr_fraction,
+    )
+
+
+def make_optimizer(
+    *, learning_rate: float, num_steps: int, warmup_steps: int, weight_decay: float,
+    clip_norm: float, end_lr_fraction: float = 0.01,
+) -> optax.GradientTransformation:
+    """``clip_by_global_norm`` then AdamW on :func:`make_schedule`'s schedule.
+
+    Example:
+      >>> from grnn_jax.training import make_optimizer
+      >>> tx = make_optimizer(learning_rate=1e-3, num_steps=100, warmup_steps=10,
+      ...                     weight_decay=1e-4, clip_norm=1.0)
+      >>> callable(tx.update)
+      True
+    """
+    schedule = make_schedule(
+        learning_rate=learning_rate, num_steps=num_steps, warmup_steps=warmup_steps,
+        end_lr_fraction=end_lr_fraction,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(clip_norm),
+        optax.adamw(schedule, weight_decay=weight_decay),
+    )
+
+
+def init_state(net, tx: optax.GradientTransformation, example: Batch, *, key: jax.Array) -> TrainState:
+    """Initialises parameters on ``example``'s shapes, and the optimiser (in one jit: run
+    op by op, a recurrent network's init compiles dozens of tiny programs)."""
+
+    # Parameters do not depend on the batch or sequence length: one step of one row suffices.
+    x = jnp.asarray(example.x)[:1, :1]
+    u = None if example.u is None else jnp.asarray(example.u)[:1, :1]
+    return _init_jit(net, tx, key, x, u)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_jit(net, tx, key, x, u):
+    params = net.init(key, x, u=u)
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(zero, params, tx.init(params), zero, zero)
+
+
+def batch_loss(net, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """Mean negative log-likelihood per observed step of ``batch`` (model units), and the
+    number of observed steps."""
+    lp = model_lib.step_log_probs(net, params, batch.x, batch.lengths, batch.u)
+    mask = jnp.arange(batch.x.shape[1])[None, :] < batch.lengths[:, None]
+    n = jnp.sum(mask)
+    total = jnp.sum(jnp.where(mask, lp, 0.0))
+    return -total / jnp.maximum(n, 1).astype(total.dtype), n
+
+
+def _select(ok, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def make_train_step(net, tx: optax.GradientTransformation):
+    """A jitted, pure ``train_step(state, batch) -> (state, metrics)``.
+
+    A step whose loss or gradient is not finite changes neither parameters nor optimiser
+    state; it only advances ``state.step`` and the skip counters. ``metrics`` holds
+    ``loss`` (mean NLL per observed step, model units), ``grad_norm`` (before clipping),
+    ``n_obs`` and ``skipped``.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from grnn_jax.data import Sequences, batch_at
+      >>> from grnn_jax.training import ModelConfig, init_state, make_optimizer, make_train_step
+      >>> net = ModelConfig(n_features=1, n_components=2, hidden_size=4).build()
+      >>> tx = make_optimizer(learning_rate=1e-2, num_steps=5, warmup_steps=0,
+      ...                     weight_decay=0.0, clip_norm=1.0)
+      >>> b = batch_at(Sequences(np.random.default_rng(0).normal(size=(4, 6, 1))), 0,
+      ...              batch_size=4, seed=0)
+      >>> state = init_state(net, tx, b, key=jax.random.key(0))
+      >>> state, m = make_train_step(net, tx)(state, b)
+      >>> int(state.step), bool(m["skipped"])
+      (1, False)
+    """
+
+    @jax.jit
+    def train_step(state: TrainState, batch: Batch):
+        (loss, n), grads = jax.value_and_grad(
+            lambda p: batch_loss(net, p, batch), has_aux=True
+        )(state.params)
+        grad_norm = optax.tree.norm(grads)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # Zeroed gradients keep NaN out of the discarded branch's arithmetic.
+        safe_grads = jax.tree.map(lambda g: jnp.where(ok, g, 0.0), grads)
+        updates, opt_state = tx.update(safe_grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        skipped = (~ok).astype(jnp.int32)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=_select(ok, params, state.params),
+            opt_state=_select(ok, opt_state, state.opt_state),
+            n_skipped=state.n_skipped + skipped,
+            n_consecutive_skipped=jnp.where(ok, 0, state.n_consecutive_skipped + 1),
+        )
+        metrics = {"loss": loss, "grad_norm": grad_norm, "n_obs": n, "skipped": ~ok}
+        return new_state, metrics
+
+    return train_step
+
+
+class EvalResult(NamedTuple):
+    """Held-out fit.
+
+    Attributes:
+      nll: mean negative log-likelihood per observed step, nats, in the data's original
+        units (the standardisation's log-Jacobian included).
+      log_likelihood: total log-likelihood of all observed steps, original units.
+      n_steps: number of observed steps.
+      nll_standardised: ``nll`` in the model's (standardised) units.
+    """
+
+    nll: float
+    log_likelihood: float
+    n_steps: int
+    nll_standardised: float
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_log_lik(net, params, x, lengths, u):
+    lp = model_lib.step_log_probs(net, params, x, lengths, u)
+    mask = jnp.arange(x.shape[1])[None, :] < lengths[:, None]
+    return jnp.sum(jnp.where(mask, lp, 0.0))
+
+
+def evaluate(
+    net, params, seqs: Sequences, *, standardiser: Standardiser | None = None, batch_size: int = 64
+) -> EvalResult:
+    """Held-out NLL per observed step in original units.
+
+    Args:
+      net: the network (``model.GRNN``).
+      params: its variables.
+      seqs: sequences in original units.
+      standardiser: the map the model was trained under; None means the model sees ``seqs``
+        as they are.
+      batch_size: rows per evaluation batch (the last batch is padded; padding counts nothing).
+
+    Returns:
+      EvalResult; ``log_likelihood = -nll * n_steps``. See the example of
+      :func:`grnn_jax.training.train`.
+    """
+    if not isinstance(seqs, Sequences):
+        raise ValueError(f"seqs must be a Sequences; got {type(seqs).__name__}")
+    st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
+    z = st.transform(seqs)
+    dtype = jnp.zeros(()).dtype
+    total = 0.0
+    for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
+        total += float(_batch_log_lik(net, params, b.x, b.lengths, b.u))
+    n = z.n_steps
+    nll_std = -total / n
+    nll = nll_std + st.log_jacobian
+    return EvalResult(nll=nll, log_likelihood=-nll * n, n_steps=n, nll_standardised=nll_std)
