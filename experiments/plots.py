@@ -1,0 +1,212 @@
+"""Figures of the main experiment (matplotlib, Agg backend; every function writes one PNG).
+
+Mixtures handed to these functions are in the data's original units (see
+``to_original_units``), so axes read in minutes, knots, degrees...
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from grnn_jax import gmm  # noqa: E402
+
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+@jax.jit
+def to_original_units(g: gmm.GMM, mean: np.ndarray, std: np.ndarray) -> gmm.GMM:
+    """The mixture of ``x = z * std + mean`` when ``z`` follows ``g`` (a full-covariance GMM back)."""
+    std = jnp.asarray(std, g.means.dtype)
+    cov = gmm.covariances(g)
+    ctype = g.covariance_type
+    if ctype == "diag":
+        cov = cov[..., None] * jnp.eye(g.n_features, dtype=cov.dtype)
+    elif ctype == "spherical":
+        cov = cov[..., None, None] * jnp.eye(g.n_features, dtype=cov.dtype)
+    elif ctype == "tied":
+        cov = jnp.broadcast_to(cov[..., None, :, :], g.means.shape + (g.n_features,))
+    cov = cov * std[:, None] * std[None, :]
+    means = g.means * std + jnp.asarray(mean, g.means.dtype)
+    return gmm.from_covariances(g.logits, means, cov, "full")
+
+
+def _marginal_2d(g: gmm.GMM, dims: tuple[int, int]) -> gmm.GMM:
+    """The joint marginal of two dimensions of a full-covariance mixture."""
+    idx = jnp.asarray(dims)
+    cov = gmm.covariances(g)[..., idx[:, None], idx[None, :]]
+    return gmm.from_covariances(g.logits, g.means[..., idx], cov, "full")
+
+
+def learning_curves(runs: dict[str, list[dict]], path: str | Path, *,
+                    log_jacobian: float = 0.0) -> None:
+    """Training loss and validation NLL against the step, one colour per run.
+
+    Args:
+      runs: name -> the run's ``metrics.jsonl`` records (``kind`` "train"/"eval").
+      path: the PNG to write.
+      log_jacobian: added to the training loss (model units) to put it in original units.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (name, records), c in zip(runs.items(), COLORS):
+        tr = [r for r in records if r.get("kind") == "train" and np.isfinite(r.get("loss", np.nan))]
+        ev = [r for r in records if r.get("kind") == "eval"]
+        if tr:
+            ax.plot([r["step"] for r in tr], [r["loss"] + log_jacobian for r in tr], color=c,
+                    alpha=0.45, lw=1, label=f"{name}: train")
+        if ev:
+            ax.plot([r["step"] for r in ev], [r["val_nll"] for r in ev], color=c, lw=2,
+                    label=f"{name}: validation")
+            best = min(ev, key=lambda r: r["val_nll"])
+            ax.plot(best["step"], best["val_nll"], "o", color=c, ms=6)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("NLL (nats per step, original units)")
+    ax.set_title("Learning curves (dot: best validation, the kept parameters)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def next_step_densities(x: np.ndarray, models: dict[str, gmm.GMM], steps: Sequence[int],
+                        path: str | Path, *, feature_names: Sequence[str],
+                        dims: tuple[int, int] = (0, 1), grid: int = 120) -> None:
+    """Predicted density of the next observation at a few steps, with the true one marked.
+
+    Args:
+      x: (T, D) one held-out sequence, original units.
+      models: name -> per-step predictive mixtures with batch shape (T,), original units.
+      steps: the steps t to show (each panel: p(x_t | x_<t) and x_t).
+      path: the PNG to write.
+      feature_names: names of the D features.
+      dims: the two dimensions to show (the density is their joint marginal).
+      grid: grid points per axis.
+    """
+    a, b = dims
+    pad_a = 0.15 * np.ptp(x[:, a])
+    pad_b = 0.15 * np.ptp(x[:, b])
+    ga = np.linspace(x[:, a].min() - pad_a, x[:, a].max() + pad_a, grid)
+    gb = np.linspace(x[:, b].min() - pad_b, x[:, b].max() + pad_b, grid)
+    mesh = np.stack(np.meshgrid(ga, gb), axis=-1)  # (grid, grid, 2)
+    fig, axes = plt.subplots(len(models), len(steps), figsize=(3.2 * len(steps), 3.0 * len(models)),
+                             squeeze=False)
+    for i, (name, g) in enumerate(models.items()):
+        dens_steps = np.asarray(_grid_density(g, jnp.asarray(steps), jnp.asarray(mesh), dims))
+        for j, t in enumerate(steps):
+            ax = axes[i, j]
+            dens = dens_steps[j]
+            ax.contourf(ga, gb, dens, levels=12, cmap="Blues")
+            ax.plot(x[:t, a], x[:t, b], ".", color="0.6", ms=3)
+            if t > 0:
+                ax.plot(x[t - 1, a], x[t - 1, b], "s", color="tab:orange", ms=5, label="x[t-1]")
+            ax.plot(x[t, a], x[t, b], "*", color="tab:red", ms=12, label="x[t] (true)")
+            if i == 0:
+                ax.set_title(f"step t={t}")
+            if j == 0:
+                ax.set_ylabel(f"{name}\n{feature_names[b]}")
+            if i == len(models) - 1:
+                ax.set_xlabel(feature_names[a])
+            if i == 0 and j == 0:
+                ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Predicted density of the next observation p(x_t | x_<t), held-out sequence")
+    _save(fig, path)
+
+
+@functools.partial(jax.jit, static_argnames="dims")
+def _grid_density(g: gmm.GMM, steps: jax.Array, mesh: jax.Array, dims: tuple[int, int]) -> jax.Array:
+    """(len(steps), G, G) joint density of ``dims`` at the chosen steps on a (G, G, 2) mesh."""
+    g2 = _marginal_2d(jax.tree_util.tree_map(lambda a: a[steps][:, None, None], g), dims)
+    return jnp.exp(gmm.log_prob(g2, mesh.astype(g2.means.dtype)))
+
+
+def samples_vs_real(real: Sequence[np.ndarray], sampled: np.ndarray, path: str | Path, *,
+                    feature_names: Sequence[str], n_show: int = 3) -> None:
+    """Sampled sequences beside real ones: each feature against the step, and a scatter of
+    consecutive pairs ``(x_{t-1}[d], x_t[d'])`` showing the sequential structure.
+
+    Args:
+      real: held-out sequences, each (T_i, D), original units.
+      sampled: (N, T, D) sequences generated by the model, original units.
+      path: the PNG to write.
+      feature_names: names of the D features.
+      n_show: sequences drawn per side in the time-series panels.
+    """
+    d = sampled.shape[-1]
+    fig, axes = plt.subplots(d + 1, 2, figsize=(11, 2.2 * (d + 1)), squeeze=False)
+    sides = (("real (held out)", list(real)[:n_show]), ("sampled", list(sampled)[:n_show]))
+    for col, (title, seqs) in enumerate(sides):
+        for k in range(d):
+            ax = axes[k, col]
+            for s, c in zip(seqs, COLORS):
+                ax.plot(np.arange(len(s)), s[:, k], ".-", color=c, ms=3, lw=0.8)
+            ax.set_ylabel(feature_names[k])
+            if k == 0:
+                ax.set_title(title)
+        axes[d - 1, col].set_xlabel("step")
+    # Lag-one scatter of the last feature against the next step's first one (geyser:
+    # duration of an eruption against the waiting time before the next).
+    src, dst = d - 1, 0
+    for col, seqs in enumerate((list(real), list(sampled))):
+        ax = axes[d, col]
+        for s in seqs:
+            ax.plot(s[:-1, src], s[1:, dst], ".", color="0.3" if col == 0 else "tab:blue",
+                    ms=3, alpha=0.7)
+        ax.set_xlabel(f"{feature_names[src]} at t-1")
+        ax.set_ylabel(f"{feature_names[dst]} at t")
+    _share_limits(axes[d, 0], axes[d, 1])
+    for k in range(d):
+        _share_limits(axes[k, 0], axes[k, 1], x=False)
+    fig.suptitle("Real sequences and sequences sampled from the GRNN")
+    _save(fig, path)
+
+
+def pit_histograms(hists: dict[str, np.ndarray], path: str | Path, *,
+                   feature_names: Sequence[str]) -> None:
+    """PIT histograms (densities on [0, 1]; flat at 1 when calibrated), one panel per feature.
+
+    Args:
+      hists: name -> (n_bins, D) histogram heights from ``calibration.pit_histogram``.
+      path: the PNG to write.
+      feature_names: names of the D features.
+    """
+    d = next(iter(hists.values())).shape[1]
+    fig, axes = plt.subplots(1, d, figsize=(3.2 * d, 3.0), squeeze=False)
+    for k in range(d):
+        ax = axes[0, k]
+        for (name, h), c in zip(hists.items(), COLORS):
+            edges = np.linspace(0, 1, h.shape[0] + 1)
+            ax.stairs(h[:, k], edges, color=c, lw=1.5, label=name)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_title(feature_names[k])
+        ax.set_xlabel("PIT")
+    axes[0, 0].set_ylabel("density")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("PIT histograms of the one-step predictions on held-out steps")
+    _save(fig, path)
+
+
+def _share_limits(ax1, ax2, *, x: bool = True) -> None:
+    if x:
+        lo = min(ax1.get_xlim()[0], ax2.get_xlim()[0])
+        hi = max(ax1.get_xlim()[1], ax2.get_xlim()[1])
+        ax1.set_xlim(lo, hi)
+        ax2.set_xlim(lo, hi)
+    lo = min(ax1.get_ylim()[0], ax2.get_ylim()[0])
+    hi = max(ax1.get_ylim()[1], ax2.get_ylim()[1])
+    ax1.set_ylim(lo, hi)
+    ax2.set_ylim(lo, hi)
+
+
+def _save(fig, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,477 @@
+"""``grnn train``, ``grnn evaluate`` and ``grnn sample``: a GRNN from the command line.
+
+Data files are ``.npz`` holding ``x`` (S, T, D) (a (T, D) array is one sequence)
+and optionally ``lengths`` (S,). Every check of the files, the flags and the
+work dir runs before anything is computed or written, so bad input leaves the
+work dir as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from grnn_jax.data import Sequences, dataset_splits
+from grnn_jax.training import (
+    CONFIG_FILE,
+    ModelConfig,
+    NonFiniteTrainingError,
+    TrainConfig,
+    default_config,
+    evaluate,
+    load_trained,
+    read_run_config,
+    train,
+)
+
+# Keys of an experiment config that describe the data or the experiment rather than training.
+DATA_KEYS = ("dataset", "window", "split_seed", "val_fraction")
+EXPERIMENT_KEY = "experiment"
+_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "model")
+
+# Flags of ``grnn train`` that set a training field (flag dest -> dotted config key).
+_FLAG_KEYS = {
+    "components": "model.n_components",
+    "covariance_type": "model.covariance_type",
+    "cell": "model.cell",
+    "hidden": "model.hidden_size",
+    "layers": "model.n_layers",
+    "steps": "num_steps",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "seed": "seed",
+    "val_fraction": "val_fraction",
+}
+
+
+# ----------------------------------------------------------------------------- parsers
+
+
+def add_parser(subparsers) -> None:
+    """Registers ``train``, ``evaluate`` and ``sample`` on the ``grnn`` dispatcher."""
+    _add_train(subparsers)
+    _add_evaluate(subparsers)
+    _add_sample(subparsers)
+
+
+def _add_train(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train", help="train a GRNN on sequences in a .npz file or on an experiment config's data",
+        description="Trains a GRNN; keeps the parameters with the best validation NLL. With only "
+        "--data and --workdir the settings are chosen from the size of the data.")
+    src = p.add_argument_group("data (one of --data or --config is required)")
+    src.add_argument("--data", help=".npz holding x (S, T, D) and optionally lengths (S,)")
+    src.add_argument("--config", help="experiment config, a .py file with get_config() -> dict")
+    p.add_argument("--workdir", required=True, help="run directory (config.json, metrics.jsonl, checkpoints/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a config entry, e.g. num_steps=200 or model.hidden_size=64 (repeatable)")
+    p.add_argument("--components", "-k", type=int, help="mixture components per step")
+    p.add_argument("--covariance-type", choices=("full", "diag", "spherical"))
+    p.add_argument("--cell", choices=("lstm", "gru", "ln_lstm"))
+    p.add_argument("--hidden", type=int, help="hidden units per layer")
+    p.add_argument("--layers", type=int, help="recurrent layers")
+    p.add_argument("--steps", type=int, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, help="sequences per batch")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int, help="seed of initialisation, shuffling and the validation split")
+    p.add_argument("--val-fraction", type=float,
+                   help="share of the --data sequences held out for validation (default 0.15; a "
+                        "single sequence gives its last part)")
+    p.add_argument("--restart", action="store_true",
+                   help="start over instead of resuming the run found in --workdir")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_train)
+    return p
+
+
+def _add_evaluate(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("evaluate", help="held-out NLL of a trained GRNN on a .npz file",
+                              description="Prints nll_per_step (nats per observed step, original "
+                              "units), log_likelihood and n_steps.")
+    p.add_argument("--workdir", required=True, help="a run directory written by grnn train")
+    p.add_argument("--data", required=True, help=".npz holding x (S, T, D) and optionally lengths (S,)")
+    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint (default best)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_evaluate)
+    return p
+
+
+def _add_sample(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("sample", help="sample sequences from a trained GRNN",
+                              description="Writes x (N, T, D) in original units to --out.")
+    p.add_argument("--workdir", required=True, help="a run directory written by grnn train")
+    p.add_argument("--num", type=int, required=True, help="number of sequences N")
+    p.add_argument("--steps", type=int, required=True, help="steps per sequence T")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="> 0; below 1 sharpens, above 1 flattens every step's mixture (default 1)")
+    p.add_argument("--prime", help=".npz whose x (one sequence, or N of equal length) is fed first")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint (default best)")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.set_defaults(func=run_sample)
+    return p
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def load_config_file(path: str | os.PathLike) -> dict:
+    """Imports a config file and returns a deep copy of its ``get_config()``.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: no ``get_config``, or it does not return a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"_grnn_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # a config is user code: report any failure as bad input
+        raise ValueError(f"config {path} failed to load: {type(err).__name__}: {err}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"config {path} defines no get_config()")
+    cfg = module.get_config()
+    if not isinstance(cfg, dict):
+        raise ValueError(f"get_config() of {path} must return a dict; got {type(cfg).__name__}")
+    return copy.deepcopy(cfg)
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        low = text.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        if low in ("none", "null"):
+            return None
+        return text
+
+
+def _canonical_key(key: str) -> list[str]:
+    parts = key.split(".")
+    if len(parts) == 1 and parts[0] in _MODEL_FIELDS:
+        return ["model", parts[0]]  # shorthand: hidden_size=64 means model.hidden_size
+    return parts
+
+
+def set_entry(cfg: dict, key: str, value) -> dict:
+    """Sets a dotted ``key`` (``model.hidden_size``; a bare model field is read as one) in place.
+
+    Example:
+      >>> set_entry({}, "hidden_size", 8)
+      {'model': {'hidden_size': 8}}
+    """
+    parts = _canonical_key(key)
+    if not all(parts):
+        raise ValueError(f"malformed config key {key!r}")
+    node = cfg
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"config entry {p!r} is not a section; cannot set {key!r}")
+    node[parts[-1]] = value
+    return cfg
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """Applies ``KEY=VALUE`` strings (values read as Python literals, else as strings).
+
+    Example:
+      >>> apply_overrides({"num_steps": 5}, ["num_steps=10", "model.cell=gru", "lr_note=slow"])
+      {'num_steps': 10, 'model': {'cell': 'gru'}, 'lr_note': 'slow'}
+    """
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE; got {item!r}")
+        set_entry(cfg, key.strip(), _parse_value(text.strip()))
+    return cfg
+
+
+def resolve_train_config(cfg: dict, train_seqs: Sequences) -> TrainConfig:
+    """``default_config(train_seqs)`` with the training entries of ``cfg`` laid over it.
+
+    ``cfg`` may hold TrainConfig fields, a ``model`` section of ModelConfig fields (or bare
+    model fields), data keys (``dataset``, ``window``, ``split_seed``, ``val_fraction``) and an
+    ``experiment`` section; the last two are not training settings and are skipped here.
+
+    Raises:
+      ValueError: an unknown key, or a value that TrainConfig.validate refuses.
+
+    Example:
+      >>> import numpy as np
+      >>> from grnn_jax.data import Sequences
+      >>> c = resolve_train_config({"dataset": "x", "hidden_size": 8, "num_steps": 5},
+      ...                          Sequences(np.zeros((4, 10, 2))))
+      >>> c.model.hidden_size, c.model.n_features, c.num_steps
+      (8, 2, 5)
+    """
+    base = default_config(train_seqs).to_dict()
+    for key, value in cfg.items():
+        if key in DATA_KEYS or key == EXPERIMENT_KEY:
+            continue
+        if key == "model":
+            if not isinstance(value, dict):
+                raise ValueError("config entry 'model' must be a dict of model settings")
+            unknown = sorted(set(value) - set(_MODEL_FIELDS))
+            if unknown:
+                raise ValueError(f"unknown model settings {unknown}; known: {list(_MODEL_FIELDS)}")
+            base["model"].update(value)
+        elif key in _MODEL_FIELDS:
+            base["model"][key] = value
+        elif key in _TRAIN_FIELDS:
+            base[key] = value
+        else:
+            raise ValueError(
+                f"unknown config key {key!r}; known: {list(_TRAIN_FIELDS)}, model.*, "
+                f"{list(DATA_KEYS)}, {EXPERIMENT_KEY!r}")
+    if base["model"]["n_features"] != train_seqs.n_features:
+        raise ValueError(f"the config's model.n_features is {base['model']['n_features']}; the data "
+                         f"have {train_seqs.n_features} features")
+    try:
+        return TrainConfig.from_dict(base).validate()
+    except TypeError as err:
+        raise ValueError(f"bad config value: {err}") from None
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_sequences(path: str | os.PathLike, what: str = "data") -> Sequences:
+    """Reads and checks a ``.npz`` of sequences; errors name the file and the problem.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not an .npz, no ``x``, wrong rank, NaN/inf in an observed step, lengths
+        outside [1, T] or of the wrong shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{what} file {path} is not a readable .npz (not a zip archive)")
+    try:
+        seqs = Sequences.load(path)
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"{what} file {path} is not a readable .npz: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"{what} file {path}: {err}") from None
+    if seqs.u is not None:
+        raise ValueError(f"{what} file {path} holds covariates 'u', which the command line does not take")
+    return seqs
+
+
+def split_validation(seqs: Sequences, fraction: float, *, seed: int) -> tuple[Sequences, Sequences | None]:
+    """(train, validation): a seeded share of the sequences, or the last part of a single one.
+
+    ``fraction = 0`` keeps everything for training (no validation, the last parameters kept).
+
+    Example:
+      >>> import numpy as np
+      >>> from grnn_jax.data import Sequences
+      >>> tr, va = split_validation(Sequences(np.zeros((1, 20, 2))), 0.25, seed=0)
+      >>> tr.x.shape, va.x.shape
+      ((1, 15, 2), (1, 5, 2))
+      >>> tr, va = split_validation(Sequences(np.zeros((8, 5, 2))), 0.25, seed=0)
+      >>> tr.n_sequences, va.n_sequences
+      (6, 2)
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"--val-fraction must lie in [0, 1); got {fraction}")
+    if fraction == 0:
+        return seqs, None
+    if seqs.n_sequences == 1:
+        n = int(seqs.lengths[0])
+        n_val = int(round(fraction * n))
+        if n_val < 1 or n - n_val < 2:
+            raise ValueError(f"one sequence of {n} steps is too short to hold out {fraction:.0%} "
+                             "for validation; pass --val-fraction 0 or more data")
+        x = seqs.x[0, :n]
+        return Sequences(x[None, : n - n_val]), Sequences(x[None, n - n_val :])
+    n_val = max(1, int(round(fraction * seqs.n_sequences)))
+    if n_val >= seqs.n_sequences:
+        raise ValueError(f"{seqs.n_sequences} sequences cannot be split with --val-fraction {fraction}; "
+                         "pass --val-fraction 0 or more sequences")
+    perm = np.random.default_rng(seed).permutation(seqs.n_sequences)
+    return seqs.select(np.sort(perm[n_val:])), seqs.select(np.sort(perm[:n_val]))
+
+
+def config_splits(cfg: dict, *, seed: int = 0):
+    """Train/validation/test splits of the dataset a config names (``dataset``, ``window``,
+    ``split_seed``)."""
+    name = cfg.get("dataset")
+    if name is None:
+        raise ValueError("the config names no 'dataset'; pass --data")
+    return dataset_splits(str(name), seed=int(cfg.get("split_seed", seed)), window=cfg.get("window"))
+
+
+def _check_workdir_model(workdir: Path, n_features: int, what: str) -> dict:
+    saved = read_run_config(workdir)  # FileNotFoundError when there is no run
+    if int(saved["n_features"]) != n_features:
+        raise ValueError(f"{what} has {n_features} features; the model in {workdir} was trained "
+                         f"on {saved['n_features']}")
+    return saved
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _quiet_checkpoint_logs() -> None:
+    # Orbax logs an absl WARNING for every checkpoint directory opened read-only; on the
+    # command line they read like problems when nothing is wrong.
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def run_train(args) -> int:
+    """``grnn train``: every check first, then :func:`grnn_jax.training.train`."""
+    _quiet_checkpoint_logs()
+    if args.data is None and args.config is None:
+        raise ValueError("pass --data TRAIN.npz or --config CONFIG.py")
+    cfg = load_config_file(args.config) if args.config else {}
+    apply_overrides(cfg, args.overrides)
+    for dest, key in _FLAG_KEYS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            set_entry(cfg, key, value)
+    workdir = Path(args.workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir {workdir} exists and is not a directory")
+    seed = int(cfg.get("seed", 0))
+    resuming = not args.restart and (workdir / CONFIG_FILE).exists()
+    if args.data is not None:
+        seqs = load_sequences(args.data, "--data")
+        if resuming:
+            _check_workdir_model(workdir, seqs.n_features, f"--data {args.data}")
+        train_seqs, val_seqs = split_validation(seqs, float(cfg.get("val_fraction", 0.15)), seed=seed)
+    else:
+        splits = config_splits(cfg, seed=seed)
+        train_seqs, val_seqs = splits.train, splits.val
+        if resuming:
+            _check_workdir_model(workdir, train_seqs.n_features, f"dataset {cfg['dataset']!r}")
+    config = resolve_train_config(cfg, train_seqs)
+    try:
+        _, metrics = train(config, train_seqs, val_seqs, workdir, resume=not args.restart,
+                           progress=not (args.quiet or args.json))
+    except NonFiniteTrainingError as err:
+        print(f"grnn train: {err}", file=sys.stderr)
+        return 1
+    evals = [m for m in metrics if m.get("kind") == "eval"]
+    best = min(evals, key=lambda m: m["val_nll"]) if evals else None
+    report = {
+        "workdir": str(workdir),
+        "n_train_sequences": train_seqs.n_sequences,
+        "n_train_steps": train_seqs.n_steps,
+        "n_val_steps": 0 if val_seqs is None else val_seqs.n_steps,
+        "steps": max((m["step"] for m in metrics), default=0),
+        "best_val_nll": None if best is None else best["val_nll"],
+        "best_step": None if best is None else best["step"],
+        "config": config.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        m = config.model
+        print(f"trained a {m.n_components}-component {m.covariance_type} GRNN ({m.cell}, "
+              f"{m.n_layers}x{m.hidden_size}) for {report['steps']} steps on "
+              f"{report['n_train_steps']} steps of {report['n_train_sequences']} sequences")
+        if best is not None:
+            print(f"best validation NLL {best['val_nll']:.4f} nats/step (original units) at step "
+                  f"{best['step']}; those parameters are kept as 'best'")
+        print(f"run saved in {workdir}")
+    return 0
+
+
+def run_evaluate(args) -> int:
+    """``grnn evaluate``: held-out NLL per observed step in original units."""
+    _quiet_checkpoint_logs()
+    workdir = Path(args.workdir)
+    seqs = load_sequences(args.data, "--data")
+    _check_workdir_model(workdir, seqs.n_features, f"--data {args.data}")
+    net, params, standardiser, _ = load_trained(workdir, which=args.which)
+    res = evaluate(net, params, seqs, standardiser=standardiser)
+    report = {"nll_per_step": res.nll, "log_likelihood": res.log_likelihood, "n_steps": res.n_steps,
+              "n_sequences": seqs.n_sequences, "workdir": str(workdir), "data": str(args.data)}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"nll_per_step {res.nll:.6f}  (nats per observed step, original units)")
+        print(f"log_likelihood {res.log_likelihood:.6f}")
+        print(f"n_steps {res.n_steps}")
+    return 0
+
+
+def _load_prime(path: str, n_samples: int, n_features: int) -> np.ndarray:
+    seqs = load_sequences(path, "--prime")
+    if seqs.n_features != n_features:
+        raise ValueError(f"--prime {path} has {seqs.n_features} features; the model has {n_features}")
+    if seqs.n_sequences == 1:
+        return seqs.x[0, : int(seqs.lengths[0])]
+    if seqs.n_sequences != n_samples:
+        raise ValueError(f"--prime {path} holds {seqs.n_sequences} sequences; give one, or --num "
+                         f"({n_samples}) of them")
+    if np.any(seqs.lengths != seqs.lengths[0]):
+        raise ValueError(f"--prime {path}: the sequences must have equal lengths")
+    return seqs.x[:, : int(seqs.lengths[0])]
+
+
+def _save_npz_atomic(path: Path, **arrays) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def run_sample(args) -> int:
+    """``grnn sample``: sequences in original units, written to ``--out``."""
+    _quiet_checkpoint_logs()
+    import jax
+
+    from grnn_jax import model
+
+    for flag, v in (("--num", args.num), ("--steps", args.steps)):
+        if v < 1:
+            raise ValueError(f"{flag} must be >= 1; got {v}")
+    if not (np.isfinite(args.temperature) and args.temperature > 0):
+        raise ValueError(f"--temperature must be positive; got {args.temperature}")
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out {out} must end in .npz")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out folder {out.parent} does not exist")
+    workdir = Path(args.workdir)
+    saved = read_run_config(workdir)
+    prime = None
+    if args.prime is not None:
+        prime = _load_prime(args.prime, args.num, int(saved["n_features"]))
+    if int(saved.get("n_covariates", 0)):
+        raise ValueError(f"the model in {workdir} takes covariates; the command line cannot supply them")
+    net, params, standardiser, _ = load_trained(workdir, which=args.which)
+    z_prime = None if prime is None else standardiser.apply(prime)
+    z = model.generate(jax.random.key(args.seed), net, params, args.steps, n_samples=args.num,
+                       prime=z_prime, temperature=args.temperature)
+    x = standardiser.inverse(np.asarray(z, np.float64))
+    _save_npz_atomic(out, x=x, lengths=np.full(args.num, args.steps, np.int64))
+    print(f"wrote {args.num} sequences of {args.steps} steps to {out}")
+    return 0
