@@ -1,0 +1,108 @@
+"""Host-side argument checks for the EM entry points (before any compute)."""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grnn_jax.gmm import GMM, check_covariance_type
+from grnn_jax.validation import check_data, check_finite, check_positive
+
+
+def check_int(value, name: str, *, minimum: int = 1) -> int:
+    """Returns ``value`` as an int, or raises a ValueError unless it is an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_key(key) -> jax.Array:
+    """A PRNG key (``jax.random.key`` or legacy ``PRNGKey``), else a ValueError."""
+    if key is None:
+        raise ValueError("key is required (e.g. key=jax.random.key(0))")
+    k = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    typed = jnp.issubdtype(k.dtype, jax.dtypes.prng_key)
+    if not (typed and k.shape == ()) and not (k.dtype == jnp.uint32 and k.shape == (2,)):
+        raise ValueError(f"key must be a single PRNG key such as jax.random.key(0); got {k.dtype}{k.shape}")
+    return k
+
+
+def check_x(x, name: str = "x", *, batched_ok: bool = True):
+    """Observations (N, D), or (B, N, D) where allowed, as a finite float array.
+
+    A JAX array is checked on its device and returned as is (no host copy of
+    large data); anything else comes back as a numpy array.
+    """
+    allowed = (2, 3) if batched_ok else (2,)
+    shape = np.shape(x)
+    if len(shape) not in allowed:
+        shapes = "(N, D) or (B, N, D)" if batched_ok else "(N, D)"
+        raise ValueError(f"{name} must have shape {shapes}; got shape {shape}")
+    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating) and x.size:
+        if bool(jnp.all(jnp.isfinite(x))):
+            return x
+        x = np.asarray(x)  # only to name the first bad entry
+    return check_data(np.asarray(x), name, ndim=len(shape))
+
+
+def check_weights(weights, x: np.ndarray, n_components: int | None = None) -> np.ndarray | None:
+    """Row weights shaped ``x.shape[:-1]``: finite, non-negative, enough positive per data set."""
+    if weights is None:
+        return None
+    w = np.asarray(weights)
+    if w.dtype == object or not (np.issubdtype(w.dtype, np.number) or w.dtype == bool):
+        raise ValueError(f"weights must be numeric; got dtype {w.dtype}")
+    w = w.astype(np.float64)
+    if w.shape != x.shape[:-1]:
+        raise ValueError(f"weights must have shape {x.shape[:-1]} (one per row of x); got {w.shape}")
+    check_finite(w, "weights")
+    if (w < 0).any():
+        where = tuple(int(i) for i in np.argwhere(w < 0)[0])
+        raise ValueError(f"weights must be non-negative; the first negative one is at index {where}")
+    positive = (w > 0).sum(axis=-1)
+    if (positive == 0).any():
+        raise ValueError("weights are all zero" + (" for some data set" if w.ndim > 1 else ""))
+    if n_components is not None and (positive < n_components).any():
+        raise ValueError(
+            f"only {int(positive.min())} rows have positive weight; at least n_components="
+            f"{n_components} are needed"
+        )
+    return w
+
+
+def check_rows(x: np.ndarray, n_components: int) -> None:
+    n = x.shape[-2]
+    if n < n_components:
+        raise ValueError(f"x has {n} rows, fewer than n_components={n_components}")
+
+
+def check_gmm(g, n_components: int | None, n_features: int, covariance_type: str, batch_ok: tuple) -> GMM:
+    """A GMM whose sizes and type agree with the fit's, with finite parameters."""
+    if not isinstance(g, GMM):
+        raise ValueError(f"init must be a GMM or a method name; got {type(g).__name__}")
+    if g.covariance_type != covariance_type:
+        raise ValueError(
+            f"init has covariance_type {g.covariance_type!r} but covariance_type={covariance_type!r}"
+        )
+    if n_components is not None and g.n_components != n_components:
+        raise ValueError(f"init has {g.n_components} components; n_components={n_components}")
+    if g.n_features != n_features:
+        raise ValueError(f"init has {g.n_features} features; x has {n_features}")
+    if g.batch_shape not in batch_ok:
+        raise ValueError(f"init has batch shape {g.batch_shape}; expected one of {batch_ok}")
+    for field in ("logits", "means", "prec_chol"):
+        check_finite(np.asarray(getattr(g, field)), f"init.{field}")
+    return g
+
+
+def check_fit_args(covariance_type, tol, reg_covar, max_iter, n_init, block_size):
+    check_covariance_type(covariance_type)
+    check_positive(tol, "tol", allow_zero=True)
+    check_positive(reg_covar, "reg_covar")
+    check_int(max_iter, "max_iter")
+    check_int(n_init, "n_init")
+    if block_size is not None:
+        check_int(block_size, "block_size")

@@ -1,0 +1,274 @@
+"""Fitting a mixture by EM: a ``lax.while_loop`` in one ``jit``, restarts in one ``vmap``.
+
+The loop is scikit-learn's: for each iteration the E-step gives the mean
+log-likelihood of the current parameters (the "lower bound"), the M-step
+updates them, and the loop stops when the bound changed by less than ``tol``.
+So ``history[i]`` belongs to the parameters before the i-th M-step and the
+returned parameters are those after the last one.
+
+EM runs in standardised coordinates (weighted mean 0 and unit variance per
+feature; one common scale for spherical covariance) with ``reg_covar`` mapped
+accordingly; EM is equivariant under this change, so the result is the same
+mixture while float32 keeps its precision for data far from the origin or at
+tiny or huge scales.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from grnn_jax.gmm import GMM
+from grnn_jax.em import checks
+from grnn_jax.em.blocks import default_block_size, fit_standardizer
+from grnn_jax.em.init import INIT_METHODS, init_std
+from grnn_jax.em.stats import e_step_std, m_step_std
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns (with a leading B axis on every field for batched data).
+
+    Attributes:
+      gmm: the fitted mixture (of the best restart).
+      log_likelihood: () mean (weighted) per-row log-likelihood at the last
+        iteration, as scikit-learn's ``lower_bound_``.
+      history: (max_iter,) mean log-likelihood per iteration; NaN after ``n_iter``.
+      n_iter: () number of iterations run.
+      converged: () whether the change fell below ``tol``.
+    """
+
+    gmm: GMM
+    log_likelihood: jax.Array
+    history: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+
+
+def _em_loop(x, w, std, total, g0: GMM, reg, tol, max_iter: int, block_size: int):
+    ctype = g0.covariance_type
+    dtype = x.dtype
+
+    def cond(state):
+        _, _, it, converged, _ = state
+        return (it < max_iter) & ~converged
+
+    def body(state):
+        g, bound, it, _, history = state
+        stats, ll_sum = e_step_std(g, x, w, std, block_size)
+        new_bound = ll_sum / total
+        g = m_step_std(stats, ctype, reg)
+        converged = jnp.abs(new_bound - bound) < tol
+        return g, new_bound, it + 1, converged, history.at[it].set(new_bound)
+
+    state = (
+        g0,
+        jnp.asarray(-jnp.inf, dtype),
+        jnp.asarray(0, jnp.int32),
+        jnp.asarray(False),
+        jnp.full((max_iter,), jnp.nan, dtype),
+    )
+    g, bound, it, converged, history = lax.while_loop(cond, body, state)
+    return g, bound, history, it, converged
+
+
+def _fit_one(x, w, key, init_gmm, tol, reg_covar, *, n_components, covariance_type, init, n_init, max_iter, block_size):
+    """Fits one data set; ``init_gmm`` (in data coordinates) overrides ``init``."""
+    x = jnp.asarray(x)
+    dtype = x.dtype
+    ctype = covariance_type
+    bs = block_size or default_block_size(x.shape[1], n_components, ctype)
+    std, total, mean_var = fit_standardizer(x, w, bs, isotropic=ctype == "spherical")
+    reg = jnp.asarray(reg_covar, dtype) / jnp.square(std.scale)
+    tol = jnp.asarray(tol, dtype)
+
+    def run(g0):
+        return _em_loop(x, w, std, total, g0, reg, tol, max_iter, bs)
+
+    if init_gmm is not None:
+        g0 = jax.tree.map(lambda a: jnp.asarray(a, dtype), init_gmm)
+        g, bound, history, it, converged = run(std.gmm_to(g0))
+    else:
+
+        def restart(k):
+            return run(init_std(x, w, std, mean_var, k, n_components, ctype, init, reg, bs))
+
+        if n_init == 1:
+            g, bound, history, it, converged = restart(key)
+        else:
+            runs = jax.vmap(restart)(jax.random.split(key, n_init))
+            bounds = runs[1]
+            # scikit-learn keeps the first restart with the highest final bound.
+            best = jnp.argmax(jnp.where(jnp.isnan(bounds), -jnp.inf, bounds))
+            g, bound, history, it, converged = jax.tree.map(lambda a: a[best], runs)
+    shift = std.log_det.astype(dtype)
+    return FitResult(std.gmm_from(g), bound - shift, history - shift, it, converged)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "block_size"))
+def fit_from(
+    x: jax.Array,
+    init_gmm: GMM,
+    *,
+    weights: jax.Array | None = None,
+    tol: float | jax.Array = 1e-3,
+    reg_covar: float | jax.Array = 1e-6,
+    max_iter: int = 100,
+    block_size: int | None = None,
+) -> FitResult:
+    """EM from given parameters: the pure, jitted core of :func:`fit`.
+
+    No argument checks (use :func:`fit` for those); ``jax.vmap`` it over data
+    sets or initial mixtures, or call it inside your own ``jit``. ``tol`` and
+    ``reg_covar`` may be traced; ``max_iter`` and ``block_size`` are static.
+
+    Args:
+      x: (N, D) observations.
+      init_gmm: starting mixture (its covariance type is the fit's).
+      weights: optional (N,) non-negative row weights.
+      tol: stop when the mean log-likelihood changes by less than this.
+      reg_covar: positive variance floor.
+      max_iter: the most EM iterations (and the length of ``history``).
+      block_size: rows per E-step block; None picks one from D and K.
+
+    Returns:
+      :class:`FitResult`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from grnn_jax import em, gmm
+      >>> x = jnp.array([[0.0], [0.2], [0.1], [5.0], [5.2], [5.1]])
+      >>> g0 = gmm.from_covariances(jnp.zeros(2), jnp.array([[1.0], [4.0]]), jnp.ones((2, 1)), "diag")
+      >>> res = em.fit_from(x, g0, max_iter=50)
+      >>> [round(m, 2) for m in res.gmm.means[:, 0].tolist()], bool(res.converged)
+      ([0.1, 5.1], True)
+    """
+    return _fit_one(
+        x,
+        weights,
+        None,
+        init_gmm,
+        tol,
+        reg_covar,
+        n_components=init_gmm.n_components,
+        covariance_type=init_gmm.covariance_type,
+        init=None,
+        n_init=1,
+        max_iter=max_iter,
+        block_size=block_size,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "n_components",
+        "covariance_type",
+        "init",
+        "n_init",
+        "max_iter",
+        "block_size",
+        "batched",
+        "gmm_batched",
+    ),
+)
+def _fit_jit(x, w, key, init_gmm, tol, reg_covar, *, batched, gmm_batched, **static):
+    one = functools.partial(_fit_one, **static)
+    if not batched:
+        return one(x, w, key, init_gmm, tol, reg_covar)
+    keys = jax.random.split(key, x.shape[0])
+    axes = (0, None if w is None else 0, 0, 0 if gmm_batched else None, None, None)
+    return jax.vmap(one, in_axes=axes)(x, w, keys, init_gmm, tol, reg_covar)
+
+
+def fit(
+    x,
+    n_components: int,
+    *,
+    key: jax.Array,
+    covariance_type: str = "full",
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    max_iter: int = 100,
+    init: str | GMM = "k-means++",
+    n_init: int = 1,
+    weights=None,
+    block_size: int | None = None,
+) -> FitResult:
+    """Fits a Gaussian mixture by EM (scikit-learn's ``GaussianMixture.fit``).
+
+    Arguments are checked on the host first (ValueError naming the problem);
+    then initialisation, all restarts and all iterations run in one compiled
+    call, which a second call with the same shapes and static arguments reuses.
+
+    Args:
+      x: (N, D) observations, or (B, N, D) for B independent data sets fitted
+        in one ``vmap`` (every result field then gets a leading B axis).
+      n_components: K.
+      key: PRNG key for the initialisation (split per data set and restart).
+      covariance_type: "full", "diag", "spherical" or "tied".
+      tol: stop when the mean log-likelihood changes by less than this (>= 0).
+      reg_covar: positive variance floor added to every covariance.
+      max_iter: the most EM iterations (>= 1).
+      init: "k-means++", "kmeans", "random", "random_from_data" (see
+        :mod:`grnn_jax.em.init`) or a GMM to start from (batch shape () or (B,);
+        ``n_init`` is then ignored).
+      n_init: restarts; the one with the highest final log-likelihood is kept.
+      weights: optional non-negative row weights shaped ``x.shape[:-1]``; an
+        integer weight acts as that many copies of the row.
+      block_size: rows per E-step block; None picks one from D and K.
+
+    Returns:
+      :class:`FitResult`. Degenerate but legal data (identical rows, constant
+      features, tiny or huge scales) give finite parameters: ``reg_covar``
+      floors every variance, empty components keep a negligible weight, and
+      covariances that rounding made indefinite fall back to their diagonal.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from grnn_jax import em
+      >>> x = jnp.concatenate([jax.random.normal(jax.random.key(1), (100, 2)) + 5,
+      ...                      jax.random.normal(jax.random.key(2), (100, 2)) - 5])
+      >>> res = em.fit(x, 2, key=jax.random.key(0))
+      >>> sorted(res.gmm.means[:, 0].round(0).tolist()), bool(res.converged)
+      ([-5.0, 5.0], True)
+    """
+    checks.check_fit_args(covariance_type, tol, reg_covar, max_iter, n_init, block_size)
+    k = checks.check_int(n_components, "n_components")
+    key = checks.check_key(key)
+    xa = checks.check_x(x)
+    batched = xa.ndim == 3
+    checks.check_rows(xa, k)
+    w = checks.check_weights(weights, xa, k)
+    init_gmm = None
+    gmm_batched = False
+    if isinstance(init, str):
+        if init not in INIT_METHODS:
+            raise ValueError(f"unknown init {init!r}; expected a GMM or one of {INIT_METHODS}")
+        method = init
+    else:
+        batch_ok = ((), (xa.shape[0],)) if batched else ((),)
+        init_gmm = checks.check_gmm(init, k, xa.shape[-1], covariance_type, batch_ok)
+        gmm_batched = batched and init_gmm.batch_shape != ()
+        method, n_init = None, 1
+    xj = jnp.asarray(xa)
+    wj = None if w is None else jnp.asarray(w, xj.dtype)
+    return _fit_jit(
+        xj,
+        wj,
+        key,
+        init_gmm,
+        float(tol),
+        float(reg_covar),
+        batched=batched,
+        gmm_batched=gmm_batched,
+        n_components=k,
+        covariance_type=covariance_type,
+        init=method,
+        n_init=int(n_init),
+        max_iter=int(max_iter),
+        block_size=block_size,
+    )
