@@ -16,6 +16,21 @@ def check_finite(a: np.ndarray, name: str) -> None:
         )
 
 
+def check_finite_steps(a: np.ndarray, valid: np.ndarray, name: str) -> None:
+    """Raises ValueError naming the first NaN/inf of ``a (S, T, D)`` at a valid step.
+
+    ``valid`` is an (S, T) bool mask; values at invalid (padded) steps are ignored.
+    """
+    bad = ~np.isfinite(a) & valid[..., None]
+    if bad.any():
+        s, t, d = (int(i) for i in np.argwhere(bad)[0])
+        kind = "NaN" if np.isnan(a[s, t, d]) else "inf"
+        raise ValueError(
+            f"{name} has a non-finite value at index {(s, t, d)}, inside the valid steps: "
+            f"{kind} at sequence {s}, step {t}, feature {d} ({int(bad.sum())} in all)"
+        )
+
+
 def check_data(
     x, name: str = "X", *, ndim: int = 2, min_rows: int | None = None, n_features: int | None = None
 ) -> np.ndarray:
@@ -53,5 +68,5 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> floa
     v = float(value)
     ok = np.isfinite(v) and (v >= 0 if allow_zero else v > 0)
     if not ok:
-        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}; got {value!r}")
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {value!r}")
     return v

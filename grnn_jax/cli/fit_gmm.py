@@ -19,7 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from grnn_jax import gmm
 from grnn_jax.estimator import GaussianMixture
-from grnn_jax.validation import check_data
+from grnn_jax.validation import check_data, check_positive
 
 SAVED_KEYS = ("weights", "means", "covariances", "precisions_cholesky", "covariance_type")
 
@@ -167,8 +167,7 @@ def _check_args(args) -> None:
             raise ValueError(f"{flag} must be >= {low}; got {value}")
     if not args.tol >= 0:
         raise ValueError(f"--tol must be >= 0; got {args.tol}")
-    if not (args.reg_covar > 0 and np.isfinite(args.reg_covar)):
-        raise ValueError(f"--reg-covar must be > 0; got {args.reg_covar}")
+    check_positive(args.reg_covar, "--reg-covar")
     if args.out is not None:
         out = Path(args.out)
         if out.suffix != ".npz":

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from grnn_jax.data import Sequences, dataset_splits
+from grnn_jax.validation import check_positive
 from grnn_jax.training import (
     CONFIG_FILE,
     ModelConfig,
@@ -453,8 +454,7 @@ def run_sample(args) -> int:
     for flag, v in (("--num", args.num), ("--steps", args.steps)):
         if v < 1:
             raise ValueError(f"{flag} must be >= 1; got {v}")
-    if not (np.isfinite(args.temperature) and args.temperature > 0):
-        raise ValueError(f"--temperature must be positive; got {args.temperature}")
+    check_positive(args.temperature, "--temperature")
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out {out} must end in .npz")

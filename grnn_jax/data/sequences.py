@@ -8,17 +8,11 @@ from typing import Sequence as _Seq
 
 import numpy as np
 
+from grnn_jax.validation import check_finite_steps
 
-def _check_valid_finite(a: np.ndarray, lengths: np.ndarray, name: str) -> None:
-    valid = np.arange(a.shape[1])[None, :] < lengths[:, None]  # (S, T)
-    bad = ~np.isfinite(a) & valid[..., None]
-    if bad.any():
-        s, t, d = (int(i) for i in np.argwhere(bad)[0])
-        kind = "NaN" if np.isnan(a[s, t, d]) else "inf"
-        raise ValueError(
-            f"{name} has {int(bad.sum())} non-finite value(s) in valid steps; "
-            f"the first is {kind} at sequence {s}, step {t}, feature {d}"
-        )
+
+def _valid(a: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    return np.arange(a.shape[1])[None, :] < lengths[:, None]  # (S, T)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +67,7 @@ class Sequences:
                 raise ValueError(
                     f"lengths must lie in [1, {n_t}]; sequence {i} has length {int(lengths[i])}"
                 )
-        _check_valid_finite(x, lengths, "x")
+        check_finite_steps(x, _valid(x, lengths), "x")
         u = self.u
         if u is not None:
             u = np.asarray(u)
@@ -81,7 +75,7 @@ class Sequences:
                 raise ValueError(f"u must have shape ({n_seq}, {n_t}, C); got {u.shape}")
             if not np.issubdtype(u.dtype, np.floating):
                 u = u.astype(np.float64)
-            _check_valid_finite(u, lengths, "u")
+            check_finite_steps(u, _valid(u, lengths), "u")
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "lengths", lengths)
         object.__setattr__(self, "u", u)

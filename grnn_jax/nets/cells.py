@@ -104,7 +104,7 @@ class LSTMCell(_Cell):
         return (z, z)
 
 
-class LayerNormLSTMCell(_Cell):
+class LayerNormLSTMCell(LSTMCell):
     """LSTM with layer normalisation of both gate halves and of the cell (Ba et al., 2016).
 
     Example:
@@ -144,10 +144,6 @@ class LayerNormLSTMCell(_Cell):
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(_layer_norm(c, w["ln_c_scale"], w["ln_c_bias"]))
         return (c, h), h
-
-    def initial_carry(self, batch_shape, dtype):
-        z = jnp.zeros(tuple(batch_shape) + (self.hidden_size,), dtype)
-        return (z, z)
 
 
 class GRUCell(_Cell):

@@ -21,6 +21,7 @@ import numpy as np
 from grnn_jax import gmm as gmm_lib
 from grnn_jax.heads import MixtureHead, check_head_covariance_type
 from grnn_jax.nets.cells import CELLS, check_cell
+from grnn_jax.validation import check_finite_steps
 
 # Layout choices, measured on the shared 2-core CPU (LSTM hidden 256, T=100,
 # batch 64, 3-D input, K=20 full; scripts/bench_train.py and ad-hoc timings;
@@ -273,12 +274,8 @@ def _masked_step_log_probs(net, params, x, mask, u):
 
 def _check_valid_finite(a, mask, name: str) -> None:
     a_np, m_np = _concrete(a), _concrete(mask)
-    if a_np is None or m_np is None:
-        return
-    bad = ~np.isfinite(a_np) & m_np[..., None]
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} has a non-finite value at index {where}, inside the valid steps")
+    if a_np is not None and m_np is not None:
+        check_finite_steps(a_np, m_np, name)
 
 
 def sequence_log_prob(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:
