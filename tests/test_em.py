@@ -51,7 +51,7 @@ def _reference_m_step(x, g, w, ctype):
     return gmm.m_step(x, gmm.responsibilities(g, x), covariance_type=ctype, reg_covar=1e-6, weights=w)
 
 
-@pytest.mark.parametrize("ctype, d", [(c, 3) for c in CTYPES] + [("full", 5)])  # D > K: batched outer products
+@pytest.mark.parametrize("ctype, d", [(c, 3) for c in CTYPES] + [("full", 7)])  # D > 2K: batched outer products
 @pytest.mark.parametrize("weighted", [False, True])
 def test_e_step_then_m_step_equals_gmm_m_step(x64, ctype, d, weighted):
     rng = np.random.default_rng(0)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from grnn_jax.gmm import GMM
+from grnn_jax.em.log_joint import uses_packed_moments
 
 _TARGET_BLOCK_FLOATS = 2**20
 _MIN_BLOCK, _MAX_BLOCK = 256, 16384
@@ -28,20 +29,21 @@ _MIN_BLOCK, _MAX_BLOCK = 256, 16384
 def default_block_size(n_features: int, n_components: int, covariance_type: str) -> int:
     """Rows per block for the E-step: the per-block buffers stay near 4 MB.
 
-    A block holds the ``(rows, K*D)`` projections (full covariance) or the
-    ``(rows, K)`` log-densities plus the packed second moments of its rows; the
-    size that keeps them in the 2 MB L2 / 32 MB L3 caches of a 2-core EPYC while
-    the matmuls stay large was best when calibrated there (256 rows at D=64,
-    K=32; 1,024 at D=16, K=32; larger blocks cost up to 2x).
+    A block holds its features (``D(D+1)/2 + D`` columns for full covariance)
+    and ``(rows, K)`` log-densities, plus the ``(rows, K*D)`` projections where
+    full covariance cannot use packed features. Sizes that keep these in the
+    2 MB L2 / 32 MB L3 caches of a 2-core EPYC while the matmuls stay large
+    were best when calibrated there (256 rows at D=64, K=32; 4,096 at D=16,
+    K=32; other sizes cost up to 2x).
 
     Example:
       >>> from grnn_jax import em
       >>> em.default_block_size(64, 32, "full"), em.default_block_size(16, 32, "full")
-      (256, 1024)
+      (256, 4096)
     """
     d, k = int(n_features), int(n_components)
     if covariance_type == "full":
-        per_row = k * d + d * (d + 1) // 2 + d
+        per_row = d * (d + 1) // 2 + d + (k if uses_packed_moments(d, k) else k * d)
     elif covariance_type == "tied":
         per_row = 3 * d + k
     else:
@@ -154,6 +156,15 @@ def standardize_block(xb: jax.Array, wb: jax.Array, std: Standardizer) -> jax.Ar
     inv = (1.0 / std.scale).astype(xb.dtype)
     z = (xb - std.center.astype(xb.dtype)) * inv
     return jnp.where((wb > 0)[:, None], z, 0.0)
+
+
+def max_sq_norm(x: jax.Array, w: jax.Array | None, std: Standardizer, block_size: int) -> jax.Array:
+    """() the largest squared norm of a standardised row with positive weight (one blocked pass)."""
+
+    def fn(c, xb, wb, start):
+        return jnp.maximum(c, jnp.max(jnp.sum(jnp.square(standardize_block(xb, wb, std)), axis=-1))), None
+
+    return map_reduce(fn, jnp.zeros((), x.dtype), x, w, block_size)[0]
 
 
 def fit_standardizer(

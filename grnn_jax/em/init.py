@@ -35,7 +35,8 @@ from grnn_jax.em.blocks import (
     map_reduce,
     standardize_block,
 )
-from grnn_jax.em.stats import _HI, accumulate, m_step_std
+from grnn_jax.em.log_joint import _HI
+from grnn_jax.em.stats import accumulate, m_step_std
 
 INIT_METHODS = ("k-means++", "kmeans", "random", "random_from_data")
 _LLOYD_MAX_ITER = 100
@@ -101,7 +102,7 @@ def kmeans_plusplus(x, w, std: Standardizer, key, n_components: int, block_size:
 def _hard_resp_fn(centers):
     k = centers.shape[0]
 
-    def resp_fn(zb, start):
+    def resp_fn(zb, phi, start):
         labels = jnp.argmin(_sq_dist(zb, centers), axis=-1)
         return jax.nn.one_hot(labels, k, dtype=zb.dtype), jnp.zeros(zb.shape[0], zb.dtype)
 
@@ -166,7 +167,7 @@ def init_std(
         return _seed_mixture((x[idx] - std.center) / std.scale, ctype, reg)
     if method == "random":
 
-        def resp_fn(zb, start):
+        def resp_fn(zb, phi, start):
             u = jax.random.uniform(jax.random.fold_in(key, start), (zb.shape[0], k), zb.dtype)
             return u / jnp.sum(u, -1, keepdims=True), jnp.zeros(zb.shape[0], zb.dtype)
 

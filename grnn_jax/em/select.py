@@ -13,7 +13,7 @@ from grnn_jax.gmm import GMM, n_parameters
 from grnn_jax.em import checks
 from grnn_jax.em.blocks import default_block_size, fit_standardizer, map_reduce, standardize_block
 from grnn_jax.em.fit import FitResult, fit
-from grnn_jax.em.stats import _log_joint_fn
+from grnn_jax.em.log_joint import projection_log_joint
 
 
 @functools.partial(jax.jit, static_argnames=("block_size",))
@@ -37,7 +37,7 @@ def log_likelihood_sum(g: GMM, x: jax.Array, weights: jax.Array | None = None, *
     ctype = g.covariance_type
     bs = block_size or default_block_size(g.n_features, g.n_components, ctype)
     std, total, _ = fit_standardizer(x, weights, bs, isotropic=ctype == "spherical")
-    log_joint = _log_joint_fn(std.gmm_to(jax.tree.map(lambda a: a.astype(dtype), g)))
+    log_joint = projection_log_joint(std.gmm_to(jax.tree.map(lambda a: a.astype(dtype), g)))
 
     def fn(acc, xb, wb, start):
         ll = jax.nn.logsumexp(log_joint(standardize_block(xb, wb, std)), axis=-1)

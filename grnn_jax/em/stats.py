@@ -1,23 +1,22 @@
 """The E-step as one pass over the data that returns sufficient statistics.
 
 The pass never stores the ``N x K`` responsibilities: a ``lax.scan`` over row
-blocks computes each block's log-densities with one large matmul, turns them into
-responsibilities and immediately folds them into the M-step sums. For full
-covariance the per-row second moments are the packed upper triangle of
-``x x^T`` (``D(D+1)/2`` columns), so ``resp.T @ packed`` costs half the flops of
-the full outer products; when D > K, one batched ``(D, R) @ (R, D)`` product per
-component is faster than building the packed columns (see ``_packed``).
+blocks computes each block's features ``phi`` (:func:`~grnn_jax.em.log_joint.stat_features`),
+its log-densities (one matmul, :mod:`grnn_jax.em.log_joint`), turns them into
+responsibilities and immediately folds them into the M-step sums
+``resp.T @ phi``. For full covariance the per-row second moments are the packed
+upper triangle of ``x x^T`` (``D(D+1)/2`` columns), half the flops of the full
+outer products; when D > 2K, one batched ``(D, R) @ (R, D)`` product per
+component is faster than building the packed columns.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from grnn_jax.gmm import GMM, check_covariance_type, log_weights, precision_cholesky
@@ -25,10 +24,20 @@ from grnn_jax.em.blocks import (
     Standardizer,
     default_block_size,
     map_reduce,
+    max_sq_norm,
     standardize_block,
 )
-
-_HI = lax.Precision.HIGHEST  # EM sums need full float32 on accelerators too
+from grnn_jax.em.log_joint import (
+    _HI,
+    branch,
+    has_quadratic_form,
+    projection_log_joint,
+    quadratic_form_ok,
+    quadratic_log_joint,
+    stat_features,
+    unpack_triangle,
+    uses_packed_moments,
+)
 
 
 class SufficientStats(NamedTuple):
@@ -50,118 +59,16 @@ class SufficientStats(NamedTuple):
     sxx: jax.Array
 
 
-def _triu(d: int):
-    return np.triu_indices(d)
-
-
-def _packed_outer(x: jax.Array) -> jax.Array:
-    """(R, D(D+1)/2) products ``x_i x_j`` for i <= j, row-major over the triangle."""
-    d = x.shape[1]
-    return jnp.concatenate([x[:, i : i + 1] * x[:, i:] for i in range(d)], axis=1)
-
-
-def _unpack(packed: jax.Array, d: int) -> jax.Array:
-    """(..., D(D+1)/2) -> (..., D, D) symmetric."""
-    iu, ju = _triu(d)
-    index = np.zeros((d, d), np.int32)
-    index[iu, ju] = np.arange(iu.size)
-    index[ju, iu] = np.arange(iu.size)
-    return packed[..., index]
-
-
-def _log_joint_fn(g: GMM):
-    """A function ``xb (R, D) -> (R, K)`` of ``log pi_k + log N(x | k)``.
-
-    Everything that depends only on the parameters is computed once here, not
-    per block; per block there is one matmul.
-    """
-    ctype = g.covariance_type
-    d = g.n_features
-    k = g.n_components
-    p = g.prec_chol
-    mu = g.means
-    if ctype in ("full", "tied"):
-        log_det = jnp.sum(jnp.log(jnp.diagonal(p, axis1=-2, axis2=-1)), axis=-1)
-    elif ctype == "diag":
-        log_det = jnp.sum(jnp.log(p), axis=-1)
-    else:
-        log_det = d * jnp.log(p)
-    const = log_weights(g) + log_det - 0.5 * d * math.log(2 * math.pi)
-
-    if ctype == "full":
-        # All K factors side by side: one (R, D) @ (D, K*D) matmul per block.
-        p_all = jnp.transpose(p, (1, 0, 2)).reshape(d, k * d)
-        offset = jnp.einsum("kd,kde->ke", mu, p, precision=_HI).reshape(k * d)
-
-        def log_joint(xb):
-            y = jnp.matmul(xb, p_all, precision=_HI) - offset
-            maha = jnp.sum(jnp.square(y.reshape(xb.shape[0], k, d)), axis=-1)
-            return const - 0.5 * maha
-
-    elif ctype == "tied":
-        mp = jnp.matmul(mu, p, precision=_HI)  # (K, D)
-        rhs = jnp.concatenate([jnp.eye(d, dtype=p.dtype), -2.0 * mp.T], axis=1)
-        mp_sq = jnp.sum(jnp.square(mp), axis=-1)
-
-        def log_joint(xb):
-            y = jnp.matmul(xb, jnp.matmul(p, rhs, precision=_HI), precision=_HI)
-            yy = jnp.sum(jnp.square(y[:, :d]), axis=-1, keepdims=True)
-            maha = jnp.maximum(yy + y[:, d:] + mp_sq, 0.0)
-            return const - 0.5 * maha
-
-    else:
-        prec = jnp.square(p)  # (K, D) or (K,)
-        if ctype == "spherical":
-            rhs = jnp.concatenate([prec[None, :], -2.0 * (mu * prec[:, None]).T], axis=0)
-            mu_term = jnp.sum(jnp.square(mu), axis=-1) * prec
-
-            def feats(xb):
-                return jnp.concatenate([jnp.sum(jnp.square(xb), -1, keepdims=True), xb], axis=1)
-
-        else:
-            rhs = jnp.concatenate([prec.T, -2.0 * (mu * prec).T], axis=0)  # (2D, K)
-            mu_term = jnp.sum(jnp.square(mu) * prec, axis=-1)
-
-            def feats(xb):
-                return jnp.concatenate([jnp.square(xb), xb], axis=1)
-
-        def log_joint(xb):
-            maha = jnp.maximum(jnp.matmul(feats(xb), rhs, precision=_HI) + mu_term, 0.0)
-            return const - 0.5 * maha
-
-    return log_joint
-
-
-def _packed(d: int, k: int) -> bool:
-    """Whether full-covariance second moments go through the packed triangle.
-
-    Building the ``D(D+1)/2`` packed columns costs the same for any K, while
-    the batched ``(D, R) @ (R, D)`` products scale with K; on a 2-core EPYC the
-    packed form was faster for D <= K (1.3-2x at D=16, K=32) and the batched
-    form for D > K (1.2x at D=64, K=32; 3x at D=64, K=8).
-    """
-    return d <= k
-
-
-def _stat_features(xb: jax.Array, ctype: str, k: int = 0) -> jax.Array:
-    """Per-row features whose responsibility-weighted sums give ``sx`` and ``sxx``."""
-    if ctype == "full" and _packed(xb.shape[1], k):
-        return jnp.concatenate([xb, _packed_outer(xb)], axis=1)
-    if ctype == "diag":
-        return jnp.concatenate([xb, jnp.square(xb)], axis=1)
-    if ctype == "spherical":
-        return jnp.concatenate([xb, jnp.sum(jnp.square(xb), -1, keepdims=True)], axis=1)
-    return xb
-
-
 def accumulate(resp_fn, x, w, std: Standardizer, n_components: int, ctype: str, block_size: int):
     """Sufficient statistics (in standardised coordinates) for any responsibilities.
 
     Args:
-      resp_fn: ``resp_fn(zb (R, D), start) -> (resp (R, K), ll (R,))`` on
-        standardised rows; ``ll`` is each row's log-likelihood (or zeros).
+      resp_fn: ``resp_fn(zb (R, D), phi (R, F), start) -> (resp (R, K), ll (R,))``
+        on standardised rows and their :func:`stat_features`; ``ll`` is each
+        row's log-likelihood (or zeros).
       x, w: raw rows (N, D) and weights (N,) or None.
       std: the coordinates to work in.
+      ctype: a covariance type, or "means" for first moments only (k-means).
 
     Returns:
       ``(SufficientStats, ll_sum)`` with ``ll_sum = sum_i w_i ll_i``.
@@ -169,20 +76,23 @@ def accumulate(resp_fn, x, w, std: Standardizer, n_components: int, ctype: str, 
     d = x.shape[1]
     k = n_components
     dtype = x.dtype
-    n_feat = _stat_features(jnp.zeros((1, d), dtype), ctype, k).shape[1]
-    batched_outer = ctype == "full" and not _packed(d, k)
+    n_feat = stat_features(jnp.zeros((1, d), dtype), ctype, k).shape[1]
+    batched_outer = ctype == "full" and not uses_packed_moments(d, k)
 
     def fn(carry, xb, wb, start):
-        # Materialise the standardised block once: fused into its consumers it
-        # would be recomputed for each of the D(D+1)/2 packed columns.
+        # Materialise the standardised block and its features once: fused into
+        # their consumers (the packed columns into each matmul tile) they would
+        # be recomputed many times over (2-4x slower on CPU).
         zb = lax.optimization_barrier(standardize_block(xb, wb, std))
-        resp, ll = resp_fn(zb, start)
-        keep = wb > 0
-        resp = jnp.where(keep[:, None], resp * wb[:, None], 0.0)
-        ll = jnp.where(keep, ll * wb, 0.0)
+        phi = stat_features(zb, ctype, k)
+        resp, ll = resp_fn(zb, phi, start)
+        # Zero-weight rows were standardised to 0, so their responsibilities
+        # are finite and a product drops them; their log-likelihood may be -inf.
+        resp = resp * wb[:, None]
+        ll = jnp.where(wb > 0, ll * wb, 0.0)
         n, s, sxx_acc, ll_sum = carry
         n = n + jnp.sum(resp, axis=0)
-        s = s + jnp.matmul(resp.T, _stat_features(zb, ctype, k), precision=_HI)
+        s = s + jnp.matmul(resp.T, phi, precision=_HI)
         if ctype == "tied":
             sxx_acc = sxx_acc + jnp.matmul((zb * wb[:, None]).T, zb, precision=_HI)
         elif batched_outer:
@@ -198,13 +108,12 @@ def accumulate(resp_fn, x, w, std: Standardizer, n_components: int, ctype: str, 
     )
     (n, s, sxx_acc, ll_sum), _ = map_reduce(fn, init, x, w, block_size)
     sx = s[:, :d]
-    sxx_tied = sxx_acc
     if batched_outer:
         sxx = 0.5 * (sxx_acc + jnp.swapaxes(sxx_acc, 1, 2))
     elif ctype == "full":
-        sxx = _unpack(s[:, d:], d)
+        sxx = unpack_triangle(s[:, d:], d)
     elif ctype == "tied":
-        sxx = 0.5 * (sxx_tied + sxx_tied.T)
+        sxx = 0.5 * (sxx_acc + sxx_acc.T)
     elif ctype == "diag":
         sxx = s[:, d:]
     elif ctype == "spherical":
@@ -214,24 +123,59 @@ def accumulate(resp_fn, x, w, std: Standardizer, n_components: int, ctype: str, 
     return SufficientStats(n, sx, sxx), ll_sum
 
 
-def posterior_fn(g: GMM):
-    """``zb -> (resp, ll)`` for the E-step; rows no component can explain get the prior."""
-    log_joint = _log_joint_fn(g)
-    prior = log_weights(g)
+def posterior_fn(log_joint, prior: jax.Array):
+    """``(zb, phi, start) -> (resp, ll)`` from ``log_joint(zb, phi) (R, K)``.
 
-    def resp_fn(zb, start):
-        joint = log_joint(zb)
-        ll = jax.nn.logsumexp(joint, axis=-1)
-        hopeless = jnp.isneginf(ll)
-        log_resp = jnp.where(hopeless[:, None], prior, joint - jnp.where(hopeless, 0.0, ll)[:, None])
-        return jnp.exp(log_resp), ll
+    Rows that no component can explain (every log-joint -inf) get the prior
+    ``exp(prior)`` as responsibilities and log-likelihood -inf.
+    """
+
+    prior_probs = jnp.exp(prior)
+
+    def resp_fn(zb, phi, start):
+        # A hand-written logsumexp that reuses its exponentials for the
+        # responsibilities: per block, every elementwise pass over (R, K) counts.
+        joint = log_joint(zb, phi)
+        top = jnp.max(joint, axis=-1, keepdims=True)
+        top = jnp.where(jnp.isfinite(top), top, 0.0)
+        e = jnp.exp(joint - top)
+        total = jnp.sum(e, axis=-1, keepdims=True)
+        resp = jnp.where(total > 0, e / total, prior_probs)
+        return resp, (top + jnp.log(total))[:, 0]
 
     return resp_fn
 
 
-def e_step_std(g: GMM, x, w, std: Standardizer, block_size: int):
-    """E-step of a mixture given in standardised coordinates, on raw rows."""
-    return accumulate(posterior_fn(g), x, w, std, g.n_components, g.covariance_type, block_size)
+def e_step_std(g: GMM, x, w, std: Standardizer, block_size: int, sq_norm):
+    """E-step of a mixture given in standardised coordinates, on raw rows.
+
+    ``sq_norm`` () bounds the squared norm of every standardised row (see
+    :func:`~grnn_jax.em.blocks.max_sq_norm`): with it, the log-densities take
+    the fast quadratic form when its rounding error is provably small, and the
+    projection form otherwise (:mod:`grnn_jax.em.log_joint`).
+    """
+    k, ctype = g.n_components, g.covariance_type
+
+    def run(log_joint_of):
+        def with_operands(ops):
+            g, x, w, std = ops
+            resp_fn = posterior_fn(log_joint_of(g), log_weights(g))
+            return accumulate(resp_fn, x, w, std, k, ctype, block_size)
+
+        return with_operands
+
+    def projection(g):
+        log_joint = projection_log_joint(g)
+        return lambda zb, phi: log_joint(zb)
+
+    def quadratic(g):
+        log_joint = quadratic_log_joint(g)
+        return lambda zb, phi: log_joint(phi)
+
+    operands = (g, x, w, std)
+    if not has_quadratic_form(g):
+        return run(projection)(operands)
+    return branch(quadratic_form_ok(g, sq_norm), run(quadratic), run(projection), operands)
 
 
 def _shift_stats(stats: SufficientStats, r: jax.Array, ctype: str) -> SufficientStats:
@@ -290,7 +234,7 @@ def e_step(g: GMM, x: jax.Array, weights: jax.Array | None = None, *, block_size
     x = x.astype(dtype)
     r = jnp.sum(jnp.exp(log_weights(g))[:, None] * g.means, axis=0).astype(dtype)
     std = Standardizer(r, jnp.ones(d, dtype))
-    stats, ll_sum = e_step_std(std.gmm_to(g), x, weights, std, bs)
+    stats, ll_sum = e_step_std(std.gmm_to(g), x, weights, std, bs, max_sq_norm(x, weights, std, bs))
     return _shift_stats(stats, r, ctype), ll_sum
 
 

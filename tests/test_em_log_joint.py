@@ -1,0 +1,141 @@
+"""The E-step's two forms of the log-joint density, the guard that picks one, and the batched branch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from grnn_jax import em, gmm
+from grnn_jax.em import log_joint as lj
+
+QUAD_TYPES = ["full", "diag", "spherical"]
+
+
+def _mixture(rng, d, k, ctype, var=1.0, dtype=np.float64):
+    means = rng.normal(size=(k, d)) * 2.0
+    if ctype == "full":
+        a = rng.normal(size=(k, d, d)) * 0.5
+        cov = (a @ np.swapaxes(a, 1, 2) / d + np.eye(d)) * var
+    elif ctype == "diag":
+        cov = rng.uniform(0.5, 2.0, size=(k, d)) * var
+    else:
+        cov = rng.uniform(0.5, 2.0, size=k) * var
+    logits = rng.normal(size=k)
+    return gmm.from_covariances(*(jnp.asarray(a, dtype) for a in (logits, means, cov)), ctype)
+
+
+def _scipy_log_joint(g, z):
+    cov = np.asarray(gmm.covariances(g), np.float64)
+    d = z.shape[1]
+    if g.covariance_type == "diag":
+        cov = np.stack([np.diag(c) for c in cov])
+    elif g.covariance_type == "spherical":
+        cov = np.stack([c * np.eye(d) for c in cov])
+    logw = np.asarray(gmm.log_weights(g), np.float64)
+    return np.stack(
+        [logw[i] + multivariate_normal(np.asarray(g.means[i], np.float64), cov[i]).logpdf(z) for i in range(len(logw))],
+        axis=1,
+    )
+
+
+@pytest.mark.parametrize("ctype", QUAD_TYPES)
+def test_both_forms_equal_scipy(x64, ctype):
+    rng = np.random.default_rng(0)
+    g = _mixture(rng, 4, 3, ctype)
+    z = jnp.asarray(rng.normal(size=(50, 4)) * 2.0)
+    expected = _scipy_log_joint(g, np.asarray(z))
+    phi = lj.stat_features(z, ctype, 3)
+    np.testing.assert_allclose(lj.quadratic_log_joint(g)(phi), expected, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(lj.projection_log_joint(g)(z), expected, rtol=1e-10, atol=1e-9)
+
+
+def test_packed_outer_round_trips_to_the_outer_product():
+    z = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    full = lj.unpack_triangle(lj.packed_outer(jnp.asarray(z)), 4)
+    np.testing.assert_allclose(full, z[:, :, None] * z[:, None, :], rtol=1e-6)
+
+
+@pytest.mark.parametrize("d", [16, 64])
+@pytest.mark.parametrize("var", [1e-1, 1e-3])
+def test_error_bound_covers_the_measured_float32_error(x64, d, var):
+    """The guard's bound is above the quadratic form's actual float32 error, near each component."""
+    rng = np.random.default_rng(2)
+    k = d // 2  # packed features (and the quadratic form) need D <= 2K
+    g64 = _mixture(rng, d, k, "full", var=var)
+    z64 = rng.normal(size=(2000, d))
+    g32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), g64)
+    z32 = jnp.asarray(z64, jnp.float32)
+    truth = np.asarray(lj.projection_log_joint(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), g32))(z32.astype(jnp.float64)))
+    quad = np.asarray(lj.quadratic_log_joint(g32)(lj.stat_features(z32, "full", k)), np.float64)
+    near = truth > truth.max(axis=1, keepdims=True) - 10.0  # where responsibilities are not negligible
+    err = np.abs(quad - truth)[near].max()
+    _, _, _, terms = lj.quadratic_form(g32)
+    bound = float(lj._quad_error_bound(terms, jnp.max(jnp.sum(z32**2, -1)), d + d * (d + 1) // 2, jnp.float32))
+    assert err <= bound
+    assert bound < 100 * err  # and not uselessly loose
+
+
+def test_guard_rejects_a_collapsed_component_far_from_the_origin(x64):
+    rng = np.random.default_rng(3)
+    good = _mixture(rng, 16, 4, "full", dtype=np.float32)
+    collapsed = gmm.from_covariances(
+        good.logits, good.means.at[0].set(3.0), gmm.covariances(good).at[0].set(1e-6 * jnp.eye(16, dtype=jnp.float32)), "full"
+    )
+    assert bool(lj.quadratic_form_ok(good, jnp.float32(30.0)))
+    assert not bool(lj.quadratic_form_ok(collapsed, jnp.float32(30.0)))
+    # float64 has the precision to spare for the same mixture.
+    assert bool(lj.quadratic_form_ok(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), collapsed), 30.0))
+
+
+def test_float32_e_step_with_a_collapsed_component_matches_float64(x64):
+    """The E-step falls back to the projection form where the quadratic one would lose digits."""
+    rng = np.random.default_rng(4)
+    d, k = 8, 4
+    x = rng.normal(size=(500, d)) * 3.0
+    x[:50] = 5.0 + rng.normal(size=(50, d)) * 1e-3  # a tight cluster off the origin
+    g = gmm.from_covariances(
+        jnp.zeros(k), jnp.asarray(np.concatenate([np.full((1, d), 5.0), rng.normal(size=(k - 1, d))])),
+        jnp.asarray(np.concatenate([1e-6 * np.eye(d)[None], np.broadcast_to(9.0 * np.eye(d), (k - 1, d, d))])),
+        "full",
+    )
+    g32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), g)
+    x32 = jnp.asarray(x, jnp.float32)
+    s32, ll32 = em.e_step(g32, x32)
+    s64, ll64 = em.e_step(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), g32), x32.astype(jnp.float64))
+    assert abs(float(ll32) - float(ll64)) / len(x) < 1e-3
+    np.testing.assert_allclose(s32.n, s64.n, rtol=1e-4, atol=1e-3)
+
+
+def test_branch_is_all_or_nothing_under_vmap():
+    def twice(ops):
+        return ops[0] * 2.0
+
+    def thrice(ops):
+        return ops[0] * 3.0
+
+    def f(pred, x):
+        return lj.branch(pred, twice, thrice, (x,))
+
+    x = jnp.ones((2, 3))
+    np.testing.assert_array_equal(jax.vmap(f)(jnp.array([True, True]), x), 2.0 * x)
+    np.testing.assert_array_equal(jax.vmap(f)(jnp.array([True, False]), x), 3.0 * x)
+    np.testing.assert_array_equal(jax.vmap(f, in_axes=(None, 0))(True, x), 2.0 * x)
+    nested = jax.vmap(jax.vmap(f))(jnp.array([[True, True], [True, False]]), jnp.ones((2, 2, 3)))
+    np.testing.assert_array_equal(nested, 3.0 * jnp.ones((2, 2, 3)))
+    # A jaxpr with one cond, not a select over both branches.
+    jaxpr = jax.make_jaxpr(jax.vmap(f))(jnp.array([True, False]), x)
+    assert "cond" in str(jaxpr)
+
+
+@pytest.mark.parametrize("ctype", QUAD_TYPES)
+def test_vmapped_e_step_equals_separate_calls(x64, ctype):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(300, 3)))
+    gs = [_mixture(rng, 3, 4, ctype) for _ in range(3)]
+    batch = jax.tree.map(lambda *a: jnp.stack(a), *gs)
+    stats, ll = jax.vmap(lambda g: em.e_step(g, x))(batch)
+    for i, g in enumerate(gs):
+        s_i, ll_i = em.e_step(g, x)
+        np.testing.assert_allclose(ll[i], ll_i, rtol=1e-10)
+        np.testing.assert_allclose(stats.sxx[i], s_i.sxx, rtol=1e-10)
