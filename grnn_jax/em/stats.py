@@ -151,7 +151,8 @@ def e_step_std(g: GMM, x, w, std: Standardizer, block_size: int, sq_norm):
 
     ``sq_norm`` () bounds the squared norm of every standardised row (see
     :func:`~grnn_jax.em.blocks.max_sq_norm`): with it, the log-densities take
-    the fast quadratic form when its rounding error is provably small, and the
+    the fast quadratic form where its rounding-error bound is below
+    :data:`~grnn_jax.em.log_joint.QUAD_FORM_TOL`, and the
     projection form otherwise (:mod:`grnn_jax.em.log_joint`).
     """
     k, ctype = g.n_components, g.covariance_type
