@@ -93,16 +93,34 @@ def _data(n: int, d: int, k: int, seed: int = 0):
     return x, weights, means
 
 
-def _time_loop(run, iters: int, repeats: int, budget_s: float) -> list[float]:
+def _timed(run) -> float:
+    t = time.perf_counter()
+    run()
+    return time.perf_counter() - t
+
+
+def _repeat(measure, repeats: int, budget_s: float) -> list[float]:
+    """Up to ``repeats`` values of ``measure()``, stopping once ``budget_s`` seconds have passed."""
     out = []
     t_all = time.perf_counter()
     for _ in range(repeats):
-        t = time.perf_counter()
-        run()
-        out.append((time.perf_counter() - t) / iters)
+        out.append(measure())
         if time.perf_counter() - t_all > budget_s:
             break
     return out
+
+
+def _marginal_times(fit, iters: int, repeats: int, budget_s: float) -> list[float]:
+    """Seconds per iteration as ``(fit(1 + iters) - fit(1)) / iters``, per-fit set-up excluded.
+
+    The two fits alternate, so that a change in machine load hits both.
+    """
+
+    def pair():
+        one = _timed(lambda: fit(1))
+        return max(_timed(lambda: fit(1 + iters)) - one, 0.0) / iters
+
+    return _repeat(pair, repeats, budget_s)
 
 
 def _matmul_rate(n: int = 2048, repeats: int = 7) -> float:
@@ -139,23 +157,7 @@ def _worker_jax(n, d, k, ctype, iters, repeats, budget, block_size, reg):
     rate = _matmul_rate()
     peak = _Peak()
     peak.start()
-    # As for pomegranate: (fit(1 + iters) - fit(1)) / iters, so the per-fit set-up
-    # (standardising pass, standardised copy, error-bound pass) is excluded; the
-    # two fits alternate so that a change in machine load hits both.
-    def pair():
-        t = time.perf_counter()
-        fit(1)
-        one = time.perf_counter() - t
-        t = time.perf_counter()
-        fit(1 + iters)
-        return max(time.perf_counter() - t - one, 0.0) / iters
-
-    times = []
-    t_all = time.perf_counter()
-    for _ in range(repeats):
-        times.append(pair())
-        if time.perf_counter() - t_all > budget:
-            break
+    times = _marginal_times(fit, iters, repeats, budget)
     bs = block_size or em.default_block_size(d, k, ctype)
     return dict(times=times, peak_mib=peak.mib(), matmul_flops=rate, block_size=bs)
 
@@ -186,7 +188,7 @@ def _worker_sklearn(n, d, k, ctype, iters, repeats, budget, block_size, reg):
 
     peak = _Peak()
     peak.start()
-    times = _time_loop(run, 1, repeats, budget)
+    times = _repeat(lambda: _timed(run), repeats, budget)
     blas = [
         f"{i.get('internal_api')}:{i.get('architecture')} x{i.get('num_threads')}"
         for i in threadpool_info()
@@ -219,10 +221,7 @@ def _worker_pomegranate(n, d, k, ctype, iters, repeats, budget, block_size, reg)
     model(1).fit(x)  # warm-up
     peak = _Peak()
     peak.start()
-    # Per iteration = (fit(1 + iters) - fit(1)) / iters, so set-up is excluded.
-    one = _time_loop(lambda: model(1).fit(x), 1, repeats, budget)
-    many = _time_loop(lambda: model(1 + iters).fit(x), 1, repeats, budget)
-    times = [max(t - statistics.median(one), 0.0) / iters for t in many]
+    times = _marginal_times(lambda max_iter: model(max_iter).fit(x), iters, repeats, budget)
     return dict(times=times, peak_mib=peak.mib(), torch_threads=torch.get_num_threads())
 
 

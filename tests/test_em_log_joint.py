@@ -46,7 +46,7 @@ def test_both_forms_equal_scipy(x64, ctype):
     z = jnp.asarray(rng.normal(size=(50, 4)) * 2.0)
     expected = _scipy_log_joint(g, np.asarray(z))
     phi = lj.stat_features(z, ctype, 3)
-    np.testing.assert_allclose(lj.quadratic_log_joint(g)(phi), expected, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(lj.quadratic_log_joint(lj.quadratic_form(g))(phi), expected, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(lj.projection_log_joint(g)(z), expected, rtol=1e-10, atol=1e-9)
 
 
@@ -67,11 +67,10 @@ def test_error_bound_covers_the_measured_float32_error(x64, d, var):
     g32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), g64)
     z32 = jnp.asarray(z64, jnp.float32)
     truth = np.asarray(lj.projection_log_joint(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), g32))(z32.astype(jnp.float64)))
-    quad = np.asarray(lj.quadratic_log_joint(g32)(lj.stat_features(z32, "full", k)), np.float64)
+    quad = np.asarray(lj.quadratic_log_joint(lj.quadratic_form(g32))(lj.stat_features(z32, "full", k)), np.float64)
     near = truth > truth.max(axis=1, keepdims=True) - 10.0  # where responsibilities are not negligible
     err = np.abs(quad - truth)[near].max()
-    _, _, _, terms = lj.quadratic_form(g32)
-    bound = float(lj._quad_error_bound(terms, jnp.max(jnp.sum(z32**2, -1)), d + d * (d + 1) // 2, jnp.float32))
+    bound = float(lj.error_bound(lj.quadratic_form(g32), jnp.max(jnp.sum(z32**2, -1))))
     assert err <= bound
     assert bound < 100 * err  # and not uselessly loose
 
@@ -82,10 +81,13 @@ def test_guard_rejects_a_collapsed_component_far_from_the_origin(x64):
     collapsed = gmm.from_covariances(
         good.logits, good.means.at[0].set(3.0), gmm.covariances(good).at[0].set(1e-6 * jnp.eye(16, dtype=jnp.float32)), "full"
     )
-    assert bool(lj.quadratic_form_ok(good, jnp.float32(30.0)))
-    assert not bool(lj.quadratic_form_ok(collapsed, jnp.float32(30.0)))
+    def ok(g, max_sq_norm):
+        return bool(lj.error_bound(lj.quadratic_form(g), max_sq_norm) <= lj.QUAD_FORM_TOL)
+
+    assert ok(good, jnp.float32(30.0))
+    assert not ok(collapsed, jnp.float32(30.0))
     # float64 has the precision to spare for the same mixture.
-    assert bool(lj.quadratic_form_ok(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), collapsed), 30.0))
+    assert ok(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), collapsed), 30.0)
 
 
 def test_float32_e_step_with_a_collapsed_component_matches_float64(x64):

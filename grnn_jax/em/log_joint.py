@@ -14,11 +14,11 @@ densities. Two ways to get them:
   float32 a component collapsed to a tiny variance away from the origin would
   lose about a nat per point.
 
-:func:`e_step_log_joint` takes the quadratic form for a block only when a
-rounding-error bound for that block and every component is below
-:data:`QUAD_FORM_TOL` nats, and the projection form otherwise; under ``vmap``
-(restarts, batched data sets) the choice is made for the whole batch, so it
-stays a branch rather than running both forms.
+The E-step (:func:`grnn_jax.em.stats.e_step_std`) takes the quadratic form
+only when :func:`error_bound` for the mixture and the data's largest row norm
+is below :data:`QUAD_FORM_TOL` nats, and the projection form otherwise; under
+``vmap`` (restarts, batched data sets) :func:`branch` makes the choice for the
+whole batch, so it stays a branch rather than running both forms.
 
 The features ``phi`` are ``[z, z_i z_j (i <= j)]`` for full covariance,
 ``[z, z**2]`` for diag and ``[z, |z|^2]`` for spherical (:func:`stat_features`);
@@ -28,7 +28,7 @@ their responsibility-weighted sums are the M-step's sufficient statistics.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -162,15 +162,25 @@ def projection_log_joint(g: GMM) -> Callable[[jax.Array], jax.Array]:
     return log_joint
 
 
-def quadratic_form(g: GMM):
-    """Coefficients of the quadratic-form log-joint and its rounding-error terms.
+class QuadraticForm(NamedTuple):
+    """The log-joint as an affine function of the features, and its error terms.
 
-    Returns:
-      ``(coef (F, K), const (K,), peak (K,), err (3, K))``: the log-joint of
-      features ``phi (R, F)`` (:func:`stat_features`) is
-      ``min(phi @ coef + const, peak)`` (``peak`` is its value at the mean);
-      ``err`` holds ``a_k, b_k, c_k`` of :data:`QUAD_FORM_TOL`'s bound.
+    Attributes:
+      coef: (F, K) so that the log-joint of features ``phi (R, F)``
+        (:func:`stat_features`) is ``min(phi @ coef + const, peak)``.
+      const: (K,) the affine part's constant.
+      peak: (K,) the log-joint at each component's mean (its maximum).
+      err: (3, K) ``a_k, b_k, c_k`` of :data:`QUAD_FORM_TOL`'s bound.
     """
+
+    coef: jax.Array
+    const: jax.Array
+    peak: jax.Array
+    err: jax.Array
+
+
+def quadratic_form(g: GMM) -> QuadraticForm:
+    """The quadratic-form coefficients of a full, diag or spherical mixture."""
     ctype = g.covariance_type
     p, mu = g.prec_chol, g.means
     peak = _log_norm(g)
@@ -186,19 +196,26 @@ def quadratic_form(g: GMM):
     else:
         lam = jnp.square(p)  # (K, D) or (K,)
         lam_d = lam if ctype == "diag" else lam[:, None]
-        quad = lam if ctype == "diag" else lam[:, None]
+        quad = lam_d
         lam_mu = lam_d * mu
         a = jnp.max(lam_d, axis=-1)
     c = jnp.sum(lam_mu * mu, axis=-1)
     b = jnp.sqrt(jnp.sum(jnp.square(lam_mu), axis=-1))
     coef = jnp.concatenate([lam_mu, -0.5 * quad], axis=1).T
-    return coef, peak - 0.5 * c, peak, jnp.stack([a, b, c])
+    return QuadraticForm(coef, peak - 0.5 * c, peak, jnp.stack([a, b, c]))
 
 
-def _quad_error_bound(err: jax.Array, r2: jax.Array, n_features: int, dtype) -> jax.Array:
-    a, b, c = err
-    eps = jnp.finfo(dtype).eps
-    return 0.5 * eps * math.sqrt(n_features) * jnp.max(a * r2 + 2.0 * b * jnp.sqrt(r2) + c)
+def error_bound(form: QuadraticForm, max_sq_norm: jax.Array) -> jax.Array:
+    """() bound, in nats per row, on the quadratic form's rounding error (see :data:`QUAD_FORM_TOL`).
+
+    Args:
+      form: :func:`quadratic_form` of the mixture.
+      max_sq_norm: () the largest squared row norm ``|z|^2`` it will be evaluated at.
+    """
+    a, b, c = form.err
+    n_features = form.coef.shape[0]
+    eps = jnp.finfo(form.coef.dtype).eps
+    return 0.5 * eps * math.sqrt(n_features) * jnp.max(a * max_sq_norm + 2.0 * b * jnp.sqrt(max_sq_norm) + c)
 
 
 def branch(pred, if_true: Callable, if_false: Callable, operands):
@@ -230,13 +247,12 @@ def branch(pred, if_true: Callable, if_false: Callable, operands):
     return cond(pred, operands)
 
 
-def quadratic_log_joint(g: GMM) -> Callable[[jax.Array], jax.Array]:
+def quadratic_log_joint(form: QuadraticForm) -> Callable[[jax.Array], jax.Array]:
     """A function ``phi (R, F) -> (R, K)`` of ``log pi_k + log N(z | k)`` in quadratic form.
 
-    ``phi`` are the rows' :func:`stat_features`; check :func:`quadratic_form_ok` first.
+    ``phi`` are the rows' :func:`stat_features`; check :func:`error_bound` first.
     """
-    coef, const, peak, _ = quadratic_form(g)
-    return lambda phi: jnp.minimum(jnp.matmul(phi, coef, precision=_HI) + const, peak)
+    return lambda phi: jnp.minimum(jnp.matmul(phi, form.coef, precision=_HI) + form.const, form.peak)
 
 
 def has_quadratic_form(g: GMM) -> bool:
@@ -245,15 +261,3 @@ def has_quadratic_form(g: GMM) -> bool:
     return ctype in ("diag", "spherical") or (
         ctype == "full" and uses_packed_moments(g.n_features, g.n_components)
     )
-
-
-def quadratic_form_ok(g: GMM, max_sq_norm: jax.Array) -> jax.Array:
-    """() bool: the quadratic form's error bound is within :data:`QUAD_FORM_TOL`.
-
-    Args:
-      g: mixture in the coordinates of the rows.
-      max_sq_norm: () the largest squared row norm ``|z|^2`` it will be evaluated at.
-    """
-    _, _, _, err = quadratic_form(g)
-    n_feat = stat_features(jnp.zeros((1, g.n_features), g.means.dtype), g.covariance_type, g.n_components).shape[1]
-    return _quad_error_bound(err, max_sq_norm, n_feat, g.means.dtype) <= QUAD_FORM_TOL
