@@ -7,6 +7,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from grnn_jax import em, gmm
+from grnn_jax.em import features
 from grnn_jax.em import log_joint as lj
 
 QUAD_TYPES = ["full", "diag", "spherical"]
@@ -23,6 +24,11 @@ def _mixture(rng, d, k, ctype, var=1.0, dtype=np.float64):
         cov = rng.uniform(0.5, 2.0, size=k) * var
     logits = rng.normal(size=k)
     return gmm.from_covariances(*(jnp.asarray(a, dtype) for a in (logits, means, cov)), ctype)
+
+
+def _columns(z):
+    """(N, D) rows -> (D+1, N) augmented columns, as the E-step holds a block."""
+    return jnp.concatenate([z.T, jnp.ones((1, z.shape[0]), z.dtype)], axis=0)
 
 
 def _scipy_log_joint(g, z):
@@ -45,15 +51,30 @@ def test_both_forms_equal_scipy(x64, ctype):
     g = _mixture(rng, 4, 3, ctype)
     z = jnp.asarray(rng.normal(size=(50, 4)) * 2.0)
     expected = _scipy_log_joint(g, np.asarray(z))
-    phi = lj.stat_features(z, ctype, 3)
-    np.testing.assert_allclose(lj.quadratic_log_joint(lj.quadratic_form(g))(phi), expected, rtol=1e-10, atol=1e-9)
-    np.testing.assert_allclose(lj.projection_log_joint(g)(z), expected, rtol=1e-10, atol=1e-9)
+    phi = features.stat_features(_columns(z), ctype, 3)
+    np.testing.assert_allclose(lj.quadratic_log_joint(lj.quadratic_form(g))(phi).T, expected, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(lj.projection_log_joint(g)(_columns(z)).T, expected, rtol=1e-10, atol=1e-9)
 
 
-def test_packed_outer_round_trips_to_the_outer_product():
-    z = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
-    full = lj.unpack_triangle(lj.packed_outer(jnp.asarray(z)), 4)
-    np.testing.assert_allclose(full, z[:, :, None] * z[:, None, :], rtol=1e-6)
+@pytest.mark.parametrize("ctype", ["full", "diag", "spherical", "tied"])
+@pytest.mark.parametrize("d", [1, 2, 3, 7])
+def test_feature_sums_split_into_weighted_moments(x64, ctype, d):
+    """``phi @ resp^T`` gives counts, first and second moments, against brute force."""
+    rng = np.random.default_rng(1)
+    k = 4
+    z = rng.normal(size=(9, d))
+    resp = rng.uniform(size=(9, k))
+    phi = features.stat_features(_columns(jnp.asarray(z)), ctype, k)
+    assert phi.shape[0] == features.n_stat_features(d, ctype, k)
+    n, sx, sxx = features.split_sums(jnp.asarray(resp.T @ np.asarray(phi).T), d, ctype, k)
+    np.testing.assert_allclose(n, resp.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(sx, resp.T @ z, rtol=1e-12)
+    outer = np.einsum("rk,ri,rj->kij", resp, z, z)
+    expected = {"full": outer, "diag": np.einsum("kii->ki", outer), "spherical": np.einsum("kii->k", outer), "tied": None}
+    if expected[ctype] is None:
+        assert sxx is None
+    else:
+        np.testing.assert_allclose(sxx, expected[ctype], rtol=1e-12)
 
 
 @pytest.mark.parametrize("d", [16, 64])
@@ -66,8 +87,8 @@ def test_error_bound_covers_the_measured_float32_error(x64, d, var):
     z64 = rng.normal(size=(2000, d))
     g32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), g64)
     z32 = jnp.asarray(z64, jnp.float32)
-    truth = np.asarray(lj.projection_log_joint(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), g32))(z32.astype(jnp.float64)))
-    quad = np.asarray(lj.quadratic_log_joint(lj.quadratic_form(g32))(lj.stat_features(z32, "full", k)), np.float64)
+    truth = np.asarray(lj.projection_log_joint(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), g32))(_columns(z32.astype(jnp.float64)))).T
+    quad = np.asarray(lj.quadratic_log_joint(lj.quadratic_form(g32))(features.stat_features(_columns(z32), "full", k)), np.float64).T
     near = truth > truth.max(axis=1, keepdims=True) - 10.0  # where responsibilities are not negligible
     err = np.abs(quad - truth)[near].max()
     bound = float(lj.error_bound(lj.quadratic_form(g32), jnp.max(jnp.sum(z32**2, -1))))
@@ -77,7 +98,7 @@ def test_error_bound_covers_the_measured_float32_error(x64, d, var):
 
 def test_guard_rejects_a_collapsed_component_far_from_the_origin(x64):
     rng = np.random.default_rng(3)
-    good = _mixture(rng, 16, 4, "full", dtype=np.float32)
+    good = _mixture(rng, 16, 8, "full", dtype=np.float32)
     collapsed = gmm.from_covariances(
         good.logits, good.means.at[0].set(3.0), gmm.covariances(good).at[0].set(1e-6 * jnp.eye(16, dtype=jnp.float32)), "full"
     )

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from grnn_jax.gmm import GMM
-from grnn_jax.em.log_joint import uses_packed_moments
+from grnn_jax.em.features import uses_packed_moments
 
 _TARGET_BLOCK_FLOATS = 2**20
 _MIN_BLOCK, _MAX_BLOCK = 256, 16384
@@ -29,12 +29,13 @@ _MIN_BLOCK, _MAX_BLOCK = 256, 16384
 def default_block_size(n_features: int, n_components: int, covariance_type: str) -> int:
     """Rows per block for the E-step: the per-block buffers stay near 4 MB.
 
-    A block holds its features (``D(D+1)/2 + D`` columns for full covariance)
-    and ``(rows, K)`` log-densities, plus the ``(rows, K*D)`` projections where
-    full covariance cannot use packed features. Sizes that keep these in the
-    2 MB L2 / 32 MB L3 caches of a 2-core EPYC while the matmuls stay large
-    were best when calibrated there (256 rows at D=64, K=32; 4,096 at D=16,
-    K=32; other sizes cost up to 2x).
+    A block of R rows holds its features (``(D+1)(D+2)/2`` rows of R for full
+    covariance with packed moments, see :mod:`grnn_jax.em.features`) and its
+    ``(K, R)`` log-densities; without packed moments, the ``(K*D, R)``
+    projections and responsibility-weighted rows instead. Sizes that keep
+    these in the 2 MB L2 / 32 MB L3 caches of a 2-core EPYC while the matmuls
+    stay large were best when calibrated there (256 rows at D=64, K=32; 4,096
+    at D=16, K=32; other sizes cost up to 1.5x).
 
     Example:
       >>> from grnn_jax import em
@@ -43,7 +44,7 @@ def default_block_size(n_features: int, n_components: int, covariance_type: str)
     """
     d, k = int(n_features), int(n_components)
     if covariance_type == "full":
-        per_row = d * (d + 1) // 2 + d + (k if uses_packed_moments(d, k) else k * d)
+        per_row = (d + 1) * (d + 2) // 2 + k if uses_packed_moments(d, k) else d + 1 + 2 * k * d
     elif covariance_type == "tied":
         per_row = 3 * d + k
     else:
@@ -156,6 +157,22 @@ def standardize_block(xb: jax.Array, wb: jax.Array, std: Standardizer) -> jax.Ar
     inv = (1.0 / std.scale).astype(xb.dtype)
     z = (xb - std.center.astype(xb.dtype)) * inv
     return jnp.where((wb > 0)[:, None], z, 0.0)
+
+
+def block_columns(xb: jax.Array, wb: jax.Array, std: Standardizer) -> jax.Array:
+    """(D+1, R) standardised rows as columns, plus a row of ones.
+
+    Rows with weight 0 become zero columns (they may hold anything, NaN
+    included); their ones stay, so weight them out of any sum.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from grnn_jax.em.blocks import block_columns, identity_standardizer
+      >>> block_columns(jnp.array([[1.0, 2.0]]), jnp.ones(1), identity_standardizer(2, jnp.float32))[:, 0].tolist()
+      [1.0, 2.0, 1.0]
+    """
+    zt = standardize_block(xb, wb, std).T
+    return jnp.concatenate([zt, jnp.ones((1, zt.shape[1]), zt.dtype)], axis=0)
 
 
 def max_sq_norm(x: jax.Array, w: jax.Array | None, std: Standardizer, block_size: int) -> jax.Array:

@@ -32,8 +32,8 @@ from grnn_jax.em.blocks import (
     Standardizer,
     default_block_size,
     fit_standardizer,
+    block_columns,
     map_reduce,
-    standardize_block,
 )
 from grnn_jax.em.log_joint import _HI
 from grnn_jax.em.stats import accumulate, m_step_std
@@ -43,21 +43,22 @@ _LLOYD_MAX_ITER = 100
 _LLOYD_TOL = 1e-4
 
 
-def _sq_dist(zb: jax.Array, centers: jax.Array) -> jax.Array:
-    """(R, C) squared distances; rows and centres are standardised, so no cancellation."""
-    d = (
-        jnp.sum(jnp.square(zb), -1, keepdims=True)
-        - 2.0 * jnp.matmul(zb, centers.T, precision=_HI)
-        + jnp.sum(jnp.square(centers), -1)
-    )
-    return jnp.maximum(d, 0.0)
+def _sq_dist(zt1: jax.Array, centers: jax.Array) -> jax.Array:
+    """(C, R) squared distances of augmented columns ``zt1 (D+1, R)`` to ``centers (C, D)``.
+
+    Rows and centres are standardised, so the expansion does not cancel badly.
+    """
+    d = centers.shape[1]
+    coef = jnp.concatenate([-2.0 * centers, jnp.sum(jnp.square(centers), -1, keepdims=True)], axis=1)
+    dist = jnp.sum(jnp.square(zt1[:d]), 0, keepdims=True) + jnp.matmul(coef, zt1, precision=_HI)
+    return jnp.maximum(dist, 0.0)
 
 
 def _distances(x, w, std: Standardizer, centers, block_size):
     """(N, C) squared distances of every (standardised) row to ``centers``; 0 where w = 0."""
 
     def fn(c, xb, wb, start):
-        d = _sq_dist(standardize_block(xb, wb, std), centers)
+        d = _sq_dist(block_columns(xb, wb, std), centers).T
         return c, jnp.where((wb > 0)[:, None], d, 0.0)
 
     return map_reduce(fn, (), x, w, block_size)[1]
@@ -102,9 +103,9 @@ def kmeans_plusplus(x, w, std: Standardizer, key, n_components: int, block_size:
 def _hard_resp_fn(centers):
     k = centers.shape[0]
 
-    def resp_fn(zb, phi, start):
-        labels = jnp.argmin(_sq_dist(zb, centers), axis=-1)
-        return jax.nn.one_hot(labels, k, dtype=zb.dtype), jnp.zeros(zb.shape[0], zb.dtype)
+    def resp_fn(zt, phi, start):
+        labels = jnp.argmin(_sq_dist(zt, centers), axis=0)
+        return jax.nn.one_hot(labels, k, dtype=zt.dtype, axis=0), jnp.zeros(zt.shape[1], zt.dtype)
 
     return resp_fn
 
@@ -167,9 +168,9 @@ def init_std(
         return _seed_mixture((x[idx] - std.center) / std.scale, ctype, reg)
     if method == "random":
 
-        def resp_fn(zb, phi, start):
-            u = jax.random.uniform(jax.random.fold_in(key, start), (zb.shape[0], k), zb.dtype)
-            return u / jnp.sum(u, -1, keepdims=True), jnp.zeros(zb.shape[0], zb.dtype)
+        def resp_fn(zt, phi, start):
+            u = jax.random.uniform(jax.random.fold_in(key, start), (k, zt.shape[1]), zt.dtype)
+            return u / jnp.sum(u, 0, keepdims=True), jnp.zeros(zt.shape[1], zt.dtype)
 
         stats, _ = accumulate(resp_fn, x, w, std, k, ctype, block_size)
         return m_step_std(stats, ctype, reg)

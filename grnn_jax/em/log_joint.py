@@ -1,28 +1,26 @@
 """Per-block ``log pi_k + log N(z | k)`` for the E-step, in two numerical forms.
 
-The E-step needs, for every row block ``zb (R, D)``, the ``(R, K)`` log-joint
-densities. Two ways to get them:
+A block of R standardised rows arrives as augmented columns ``zt1 (D+1, R)``
+(rows as columns, plus a row of ones; :func:`~grnn_jax.em.blocks.block_columns`)
+and its log-joint densities are ``(K, R)``. Two ways to get them:
 
-* **Projection form** (accurate): ``y = z P_k - mu_k P_k`` for all K factors as
-  one ``(R, D) @ (D, K*D)`` matmul, then ``|y|^2`` per component. Its rounding
-  error is small near each component, but the elementwise work on the
-  ``(R, K*D)`` projections dominates at moderate D.
+* **Projection form** (accurate): ``y = P_k^T (z - mu_k)`` for all K factors as
+  one ``(K*D, D+1) @ (D+1, R)`` matmul (the ones row carries the ``-P_k^T mu_k``
+  offsets), then ``|y|^2`` per component. Its rounding error is small near
+  each component, but the elementwise work on the ``(K*D, R)`` projections
+  costs about a quarter of the matmul's time at D=64.
 * **Quadratic form** (fast): ``maha_k = z^T L_k z - 2 z^T L_k mu_k + mu_k^T L_k mu_k``
-  with ``L_k = P_k P_k^T`` is linear in the features ``phi(z) = [z, triu(z z^T)]``
-  that the M-step needs anyway, so the log-joint is one ``(R, F) @ (F, K)``
-  matmul on them. Its rounding error grows like ``eps * |z|^2 * |L_k|``: in
-  float32 a component collapsed to a tiny variance away from the origin would
-  lose about a nat per point.
+  with ``L_k = P_k P_k^T`` is linear in the pair products ``phi`` that the
+  M-step needs anyway (:func:`~grnn_jax.em.features.stat_features`), so the
+  log-joint is one ``(K, F) @ (F, R)`` matmul on them. Its rounding error
+  grows like ``eps * |z|^2 * |L_k|``: in float32 a component collapsed to a
+  tiny variance away from the origin would lose about a nat per point.
 
 The E-step (:func:`grnn_jax.em.stats.e_step_std`) takes the quadratic form
 only when :func:`error_bound` for the mixture and the data's largest row norm
 is below :data:`QUAD_FORM_TOL` nats, and the projection form otherwise; under
 ``vmap`` (restarts, batched data sets) :func:`branch` makes the choice for the
 whole batch, so it stays a branch rather than running both forms.
-
-The features ``phi`` are ``[z, z_i z_j (i <= j)]`` for full covariance,
-``[z, z**2]`` for diag and ``[z, |z|^2]`` for spherical (:func:`stat_features`);
-their responsibility-weighted sums are the M-step's sufficient statistics.
 """
 
 from __future__ import annotations
@@ -32,11 +30,11 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
 
 from grnn_jax.gmm import GMM, log_weights
+from grnn_jax.em.features import feature_pairs, uses_packed_moments
 
 _HI = lax.Precision.HIGHEST  # EM sums need full float32 on accelerators too
 
@@ -51,57 +49,6 @@ and 64, component variances 1e-1 to 1e-3 in standardised units, nearly
 diagonal to strongly correlated covariances, and fitted mixtures). So the
 quadratic form is used where its error is at most ~1e-3 nats.
 """
-
-
-def packed_outer(z: jax.Array) -> jax.Array:
-    """(R, D(D+1)/2) products ``z_i z_j`` for ``i <= j``, row-major over the triangle.
-
-    Two static column gathers and one product: on CPU this measured 1.3-1.6x
-    faster than concatenating ``D`` slices ``z[:, i:i+1] * z[:, i:]``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from grnn_jax.em.log_joint import packed_outer
-      >>> packed_outer(jnp.array([[1.0, 2.0, 3.0]])).tolist()
-      [[1.0, 2.0, 3.0, 4.0, 6.0, 9.0]]
-    """
-    iu, ju = np.triu_indices(z.shape[-1])
-    return z[..., iu] * z[..., ju]
-
-
-def unpack_triangle(packed: jax.Array, d: int) -> jax.Array:
-    """(..., D(D+1)/2) upper triangle, as :func:`packed_outer` orders it -> (..., D, D) symmetric."""
-    iu, ju = np.triu_indices(d)
-    index = np.zeros((d, d), np.int32)
-    index[iu, ju] = np.arange(iu.size)
-    index[ju, iu] = np.arange(iu.size)
-    return packed[..., index]
-
-
-def uses_packed_moments(n_features: int, n_components: int) -> bool:
-    """Whether full-covariance statistics (and the quadratic form) use packed features.
-
-    Building the ``D(D+1)/2`` packed columns costs the same for any K, while
-    the batched ``(D, R) @ (R, D)`` products of the alternative scale with K:
-    on a 2-core CPU the packed form was faster for ``D <= 2K`` (1.3x at D=64,
-    K=32) and the batched one for larger D (1.6x at D=64, K=8).
-    """
-    return n_features <= 2 * n_components
-
-
-def stat_features(zb: jax.Array, ctype: str, n_components: int = 0) -> jax.Array:
-    """(R, F) per-row features whose responsibility-weighted sums are the M-step's statistics.
-
-    ``[z, triu(z z^T)]`` (full, when :func:`uses_packed_moments`), ``[z, z**2]``
-    (diag), ``[z, |z|^2]`` (spherical), else ``z``.
-    """
-    if ctype == "full" and uses_packed_moments(zb.shape[1], n_components):
-        return jnp.concatenate([zb, packed_outer(zb)], axis=1)
-    if ctype == "diag":
-        return jnp.concatenate([zb, jnp.square(zb)], axis=1)
-    if ctype == "spherical":
-        return jnp.concatenate([zb, jnp.sum(jnp.square(zb), -1, keepdims=True)], axis=1)
-    return zb
 
 
 def _log_norm(g: GMM) -> jax.Array:
@@ -119,57 +66,60 @@ def _log_norm(g: GMM) -> jax.Array:
 
 
 def projection_log_joint(g: GMM) -> Callable[[jax.Array], jax.Array]:
-    """A function ``zb (R, D) -> (R, K)`` of ``log pi_k + log N(z | k)`` in projection form.
+    """A function ``zt1 (D+1, R) -> (K, R)`` of ``log pi_k + log N(z | k)`` in projection form.
 
-    Everything that depends only on the parameters is computed once here, not
-    per block.
+    ``zt1`` holds the rows as columns and a last row of ones
+    (:func:`~grnn_jax.em.blocks.block_columns`). Everything that depends only
+    on the parameters is computed once here, not per block.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from grnn_jax import gmm
       >>> from grnn_jax.em.log_joint import projection_log_joint
       >>> g = gmm.from_covariances(jnp.zeros(1), jnp.zeros((1, 1)), jnp.ones((1, 1, 1)), "full")
-      >>> round(float(projection_log_joint(g)(jnp.zeros((1, 1)))[0, 0]), 4)
+      >>> round(float(projection_log_joint(g)(jnp.array([[0.0], [1.0]]))[0, 0]), 4)
       -0.9189
     """
     ctype = g.covariance_type
     d, k = g.n_features, g.n_components
     p, mu = g.prec_chol, g.means
-    const = _log_norm(g)
+    const = _log_norm(g)[:, None]
 
     if ctype == "full":
-        # All K factors side by side: one (R, D) @ (D, K*D) matmul per block.
-        p_all = jnp.transpose(p, (1, 0, 2)).reshape(d, k * d)
-        offset = jnp.einsum("kd,kde->ke", mu, p, precision=_HI).reshape(k * d)
+        # All K factors stacked, the offsets in the ones column: one matmul per block.
+        offset = jnp.einsum("kd,kde->ke", mu, p, precision=_HI)
+        p_all = jnp.concatenate([jnp.swapaxes(p, 1, 2), -offset[:, :, None]], axis=2).reshape(k * d, d + 1)
 
-        def log_joint(zb):
-            y = jnp.matmul(zb, p_all, precision=_HI) - offset
-            return const - 0.5 * jnp.sum(jnp.square(y.reshape(zb.shape[0], k, d)), axis=-1)
+        def log_joint(zt1):
+            y = jnp.matmul(p_all, zt1, precision=_HI)
+            return const - 0.5 * jnp.sum(jnp.square(y.reshape(k, d, zt1.shape[1])), axis=1)
 
     elif ctype == "tied":
-        mp = jnp.matmul(mu, p, precision=_HI)  # (K, D)
+        mp = jnp.matmul(mu, p, precision=_HI)[:, :, None]  # (K, D, 1)
+        p_t = jnp.concatenate([p.T, jnp.zeros((d, 1), p.dtype)], axis=1)
 
-        def log_joint(zb):
-            y = jnp.matmul(zb, p, precision=_HI)
-            return const - 0.5 * jnp.sum(jnp.square(y[:, None, :] - mp), axis=-1)
+        def log_joint(zt1):
+            y = jnp.matmul(p_t, zt1, precision=_HI)
+            return const - 0.5 * jnp.sum(jnp.square(y - mp), axis=1)
 
     else:
-        scale = p if ctype == "diag" else p[:, None]
+        scale = (p if ctype == "diag" else jnp.broadcast_to(p[:, None], (k, d)))[:, :, None]
 
-        def log_joint(zb):
-            return const - 0.5 * jnp.sum(jnp.square((zb[:, None, :] - mu) * scale), axis=-1)
+        def log_joint(zt1):
+            return const - 0.5 * jnp.sum(jnp.square((zt1[:d] - mu[:, :, None]) * scale), axis=1)
 
     return log_joint
 
 
 class QuadraticForm(NamedTuple):
-    """The log-joint as an affine function of the features, and its error terms.
+    """The log-joint as a linear function of the features, and its error terms.
 
     Attributes:
-      coef: (F, K) so that the log-joint of features ``phi (R, F)``
-        (:func:`stat_features`) is ``min(phi @ coef + const, peak)``.
-      const: (K,) the affine part's constant.
-      peak: (K,) the log-joint at each component's mean (its maximum).
+      coef: (K, F) so that the log-joint of features ``phi (F, R)``
+        (:func:`~grnn_jax.em.features.stat_features`) is ``min(coef @ phi + const, peak)``.
+      const: (K, 1) the constant term, added outside the matmul (where its
+        rounding error does not scale with ``sqrt(F)``).
+      peak: (K, 1) the log-joint at each component's mean (its maximum).
       err: (3, K) ``a_k, b_k, c_k`` of :data:`QUAD_FORM_TOL`'s bound.
     """
 
@@ -180,29 +130,35 @@ class QuadraticForm(NamedTuple):
 
 
 def quadratic_form(g: GMM) -> QuadraticForm:
-    """The quadratic-form coefficients of a full, diag or spherical mixture."""
+    """The quadratic-form coefficients of a mixture for which :func:`has_quadratic_form`."""
+    if not has_quadratic_form(g):
+        raise ValueError(
+            f"no quadratic form for {g.covariance_type!r} covariance with D={g.n_features}, K={g.n_components}"
+        )
     ctype = g.covariance_type
+    d, k = g.n_features, g.n_components
     p, mu = g.prec_chol, g.means
     peak = _log_norm(g)
     if ctype == "full":
-        d = g.n_features
         lam = jnp.einsum("kij,klj->kil", p, p, precision=_HI)
-        iu, ju = np.triu_indices(d)
-        twice = np.where(iu == ju, 1.0, 2.0).astype(p.dtype)
-        quad = lam[:, iu, ju] * twice  # (K, D(D+1)/2)
         lam_mu = jnp.einsum("kij,kj->ki", lam, mu, precision=_HI)
         abs_p = jnp.abs(p)
         a = jnp.max(jnp.einsum("kil,kl->ki", abs_p, jnp.sum(abs_p, axis=1)), axis=-1)
     else:
-        lam = jnp.square(p)  # (K, D) or (K,)
-        lam_d = lam if ctype == "diag" else lam[:, None]
-        quad = lam_d
-        lam_mu = lam_d * mu
-        a = jnp.max(lam_d, axis=-1)
+        lam = jnp.broadcast_to(jnp.square(p) if ctype == "diag" else jnp.square(p)[:, None], (k, d))
+        lam_mu = lam * mu
+        a = jnp.max(lam, axis=-1)
     c = jnp.sum(lam_mu * mu, axis=-1)
     b = jnp.sqrt(jnp.sum(jnp.square(lam_mu), axis=-1))
-    coef = jnp.concatenate([lam_mu, -0.5 * quad], axis=1).T
-    return QuadraticForm(coef, peak - 0.5 * c, peak, jnp.stack([a, b, c]))
+    # The log-joint's coefficients on the augmented products z1_i z1_j (z1 = [z, 1]):
+    # -L/2 on z z^T, L mu on z (pair (i, D)); the constant (D, D) goes in ``const``.
+    aug = jnp.zeros((k, d + 1, d + 1), p.dtype)
+    aug = aug.at[:, :d, :d].set(-0.5 * lam if ctype == "full" else jax.vmap(jnp.diag)(-0.5 * lam))
+    aug = aug.at[:, :d, d].set(lam_mu)
+    rows, cols = feature_pairs(d, ctype, k)
+    # A product z_i z_j with i != j stands for both (i, j) and (j, i).
+    coef = aug[:, rows, cols] + jnp.where(rows == cols, 0.0, aug[:, cols, rows])
+    return QuadraticForm(coef, (peak - 0.5 * c)[:, None], peak[:, None], jnp.stack([a, b, c]))
 
 
 def error_bound(form: QuadraticForm, max_sq_norm: jax.Array) -> jax.Array:
@@ -213,7 +169,7 @@ def error_bound(form: QuadraticForm, max_sq_norm: jax.Array) -> jax.Array:
       max_sq_norm: () the largest squared row norm ``|z|^2`` it will be evaluated at.
     """
     a, b, c = form.err
-    n_features = form.coef.shape[0]
+    n_features = form.coef.shape[1]
     eps = jnp.finfo(form.coef.dtype).eps
     return 0.5 * eps * math.sqrt(n_features) * jnp.max(a * max_sq_norm + 2.0 * b * jnp.sqrt(max_sq_norm) + c)
 
@@ -248,11 +204,12 @@ def branch(pred, if_true: Callable, if_false: Callable, operands):
 
 
 def quadratic_log_joint(form: QuadraticForm) -> Callable[[jax.Array], jax.Array]:
-    """A function ``phi (R, F) -> (R, K)`` of ``log pi_k + log N(z | k)`` in quadratic form.
+    """A function ``phi (F, R) -> (K, R)`` of ``log pi_k + log N(z | k)`` in quadratic form.
 
-    ``phi`` are the rows' :func:`stat_features`; check :func:`error_bound` first.
+    ``phi`` are the block's :func:`~grnn_jax.em.features.stat_features`; check
+    :func:`error_bound` first.
     """
-    return lambda phi: jnp.minimum(jnp.matmul(phi, form.coef, precision=_HI) + form.const, form.peak)
+    return lambda phi: jnp.minimum(jnp.matmul(form.coef, phi, precision=_HI) + form.const, form.peak)
 
 
 def has_quadratic_form(g: GMM) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 
 from grnn_jax.gmm import GMM, n_parameters
 from grnn_jax.em import checks
-from grnn_jax.em.blocks import default_block_size, fit_standardizer, map_reduce, standardize_block
+from grnn_jax.em.blocks import block_columns, default_block_size, fit_standardizer, map_reduce
 from grnn_jax.em.fit import FitResult, fit
 from grnn_jax.em.log_joint import projection_log_joint
 
@@ -40,7 +40,7 @@ def log_likelihood_sum(g: GMM, x: jax.Array, weights: jax.Array | None = None, *
     log_joint = projection_log_joint(std.gmm_to(jax.tree.map(lambda a: a.astype(dtype), g)))
 
     def fn(acc, xb, wb, start):
-        ll = jax.nn.logsumexp(log_joint(standardize_block(xb, wb, std)), axis=-1)
+        ll = jax.nn.logsumexp(log_joint(block_columns(xb, wb, std)), axis=0)
         return acc + jnp.sum(jnp.where(wb > 0, ll * wb, 0.0)), None
 
     ll_sum, _ = map_reduce(fn, jnp.zeros((), dtype), x, weights, bs)

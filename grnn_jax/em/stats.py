@@ -1,13 +1,15 @@
 """The E-step as one pass over the data that returns sufficient statistics.
 
 The pass never stores the ``N x K`` responsibilities: a ``lax.scan`` over row
-blocks computes each block's features ``phi`` (:func:`~grnn_jax.em.log_joint.stat_features`),
-its log-densities (one matmul, :mod:`grnn_jax.em.log_joint`), turns them into
-responsibilities and immediately folds them into the M-step sums
-``resp.T @ phi``. For full covariance the per-row second moments are the packed
-upper triangle of ``x x^T`` (``D(D+1)/2`` columns), half the flops of the full
+blocks turns each block into augmented columns ``zt1 (D+1, R)``
+(:func:`~grnn_jax.em.blocks.block_columns`), computes its features
+``phi (F, R)`` (:mod:`grnn_jax.em.features`) and its log-densities (one matmul,
+:mod:`grnn_jax.em.log_joint`), turns them into responsibilities ``(K, R)`` and
+immediately folds them into the M-step sums ``phi @ resp^T``: counts, first
+and second moments in one matmul. For full covariance the second moments are
+the ``D(D+1)/2`` distinct products ``z_i z_j``, half the flops of the full
 outer products; when D > 2K, one batched ``(D, R) @ (R, D)`` product per
-component is faster than building the packed columns.
+component is faster than building them.
 """
 
 from __future__ import annotations
@@ -20,13 +22,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from grnn_jax.gmm import GMM, check_covariance_type, log_weights, precision_cholesky
-from grnn_jax.em.blocks import (
-    Standardizer,
-    default_block_size,
-    map_reduce,
-    max_sq_norm,
-    standardize_block,
-)
+from grnn_jax.em.blocks import Standardizer, block_columns, default_block_size, map_reduce, max_sq_norm
+from grnn_jax.em.features import n_stat_features, split_sums, stat_features, uses_packed_moments
 from grnn_jax.em.log_joint import (
     _HI,
     QUAD_FORM_TOL,
@@ -36,9 +33,6 @@ from grnn_jax.em.log_joint import (
     projection_log_joint,
     quadratic_form,
     quadratic_log_joint,
-    stat_features,
-    unpack_triangle,
-    uses_packed_moments,
 )
 
 
@@ -65,8 +59,9 @@ def accumulate(resp_fn, x, w, std: Standardizer, n_components: int, ctype: str, 
     """Sufficient statistics (in standardised coordinates) for any responsibilities.
 
     Args:
-      resp_fn: ``resp_fn(zb (R, D), phi (R, F), start) -> (resp (R, K), ll (R,))``
-        on standardised rows and their :func:`stat_features`; ``ll`` is each
+      resp_fn: ``resp_fn(zt1 (D+1, R), phi (F, R), start) -> (resp (K, R), ll (R,))``
+        on a block's augmented columns (:func:`~grnn_jax.em.blocks.block_columns`)
+        and its :func:`~grnn_jax.em.features.stat_features`; ``ll`` is each
         row's log-likelihood (or zeros).
       x, w: raw rows (N, D) and weights (N,) or None.
       std: the coordinates to work in.
@@ -78,71 +73,63 @@ def accumulate(resp_fn, x, w, std: Standardizer, n_components: int, ctype: str, 
     d = x.shape[1]
     k = n_components
     dtype = x.dtype
-    n_feat = stat_features(jnp.zeros((1, d), dtype), ctype, k).shape[1]
     batched_outer = ctype == "full" and not uses_packed_moments(d, k)
 
     def fn(carry, xb, wb, start):
-        # Materialise the standardised block once: fused into its consumers it
-        # would be recomputed for each packed column and matmul tile.
-        zb = lax.optimization_barrier(standardize_block(xb, wb, std))
-        phi = stat_features(zb, ctype, k)
-        resp, ll = resp_fn(zb, phi, start)
+        # Materialise the columns once: fused into their consumers they would
+        # be recomputed for each feature and matmul tile.
+        zt1 = lax.optimization_barrier(block_columns(xb, wb, std))
+        phi = stat_features(zt1, ctype, k)
+        resp, ll = resp_fn(zt1, phi, start)
         # Zero-weight rows were standardised to 0, so their responsibilities
         # are finite and a product drops them; their log-likelihood may be -inf.
-        resp = resp * wb[:, None]
+        resp = resp * wb
         ll = jnp.where(wb > 0, ll * wb, 0.0)
-        n, s, sxx_acc, ll_sum = carry
-        n = n + jnp.sum(resp, axis=0)
-        s = s + jnp.matmul(resp.T, phi, precision=_HI)
+        s, sxx_acc, ll_sum = carry
+        s = s + jnp.matmul(phi, resp.T, precision=_HI)
+        zt = zt1[:d]
         if ctype == "tied":
-            sxx_acc = sxx_acc + jnp.matmul((zb * wb[:, None]).T, zb, precision=_HI)
+            sxx_acc = sxx_acc + jnp.matmul(zt * wb, zt.T, precision=_HI)
         elif batched_outer:
-            sxx_acc = sxx_acc + jnp.einsum("rk,rd,re->kde", resp, zb, zb, precision=_HI)
-        return (n, s, sxx_acc, ll_sum + jnp.sum(ll)), None
+            # One (K*D, R) @ (R, D) matmul: 1.2x faster than the batched einsum.
+            weighted = (resp[:, None, :] * zt).reshape(k * d, -1)
+            sxx_acc = sxx_acc + jnp.matmul(weighted, zt.T, precision=_HI).reshape(k, d, d)
+        return (s, sxx_acc, ll_sum + jnp.sum(ll)), None
 
     acc_shape = {"tied": (d, d)}.get(ctype, (k, d, d) if batched_outer else (0,))
     init = (
-        jnp.zeros(k, dtype),
-        jnp.zeros((k, n_feat), dtype),
+        jnp.zeros((n_stat_features(d, ctype, k), k), dtype),
         jnp.zeros(acc_shape, dtype),
         jnp.zeros((), dtype),
     )
-    (n, s, sxx_acc, ll_sum), _ = map_reduce(fn, init, x, w, block_size)
-    sx = s[:, :d]
-    if batched_outer:
-        sxx = 0.5 * (sxx_acc + jnp.swapaxes(sxx_acc, 1, 2))
-    elif ctype == "full":
-        sxx = unpack_triangle(s[:, d:], d)
-    elif ctype == "tied":
-        sxx = 0.5 * (sxx_acc + sxx_acc.T)
-    elif ctype == "diag":
-        sxx = s[:, d:]
-    elif ctype == "spherical":
-        sxx = s[:, d]
-    else:  # "means": first moments only (k-means)
+    (s, sxx_acc, ll_sum), _ = map_reduce(fn, init, x, w, block_size)
+    n, sx, sxx = split_sums(s.T, d, ctype, k)
+    if ctype == "tied" or batched_outer:
+        sxx = 0.5 * (sxx_acc + jnp.swapaxes(sxx_acc, -1, -2))
+    elif sxx is None:  # "means": first moments only (k-means)
         sxx = jnp.zeros((0,), dtype)
     return SufficientStats(n, sx, sxx), ll_sum
 
 
 def posterior_fn(log_joint, prior: jax.Array):
-    """``(zb, phi, start) -> (resp, ll)`` from ``log_joint(zb, phi) (R, K)``.
+    """``(zt, phi, start) -> (resp (K, R), ll (R,))`` from ``log_joint(zt, phi) (K, R)``.
 
     Rows that no component can explain (every log-joint -inf) get the prior
     ``exp(prior)`` as responsibilities and log-likelihood -inf.
     """
 
-    prior_probs = jnp.exp(prior)
+    prior_probs = jnp.exp(prior)[:, None]
 
-    def resp_fn(zb, phi, start):
+    def resp_fn(zt, phi, start):
         # A hand-written logsumexp that reuses its exponentials for the
-        # responsibilities: per block, every elementwise pass over (R, K) counts.
-        joint = log_joint(zb, phi)
-        top = jnp.max(joint, axis=-1, keepdims=True)
+        # responsibilities: per block, every elementwise pass over (K, R) counts.
+        joint = log_joint(zt, phi)
+        top = jnp.max(joint, axis=0, keepdims=True)
         top = jnp.where(jnp.isfinite(top), top, 0.0)
         e = jnp.exp(joint - top)
-        total = jnp.sum(e, axis=-1, keepdims=True)
+        total = jnp.sum(e, axis=0, keepdims=True)
         resp = jnp.where(total > 0, e / total, prior_probs)
-        return resp, (top + jnp.log(total))[:, 0]
+        return resp, (top + jnp.log(total))[0]
 
     return resp_fn
 
@@ -168,11 +155,11 @@ def e_step_std(g: GMM, x, w, std: Standardizer, block_size: int, sq_norm):
 
     def projection(g, form):
         log_joint = projection_log_joint(g)
-        return lambda zb, phi: log_joint(zb)
+        return lambda zt, phi: log_joint(zt)
 
     def quadratic(g, form):
         log_joint = quadratic_log_joint(form)
-        return lambda zb, phi: log_joint(phi)
+        return lambda zt, phi: log_joint(phi)
 
     if not has_quadratic_form(g):
         return run(projection)((g, None, x, w, std))
