@@ -101,41 +101,40 @@ def _rescale(g: GMM, center, scale, *, forward: bool) -> GMM:
     return GMM(g.logits, means, prec_chol, ctype)
 
 
-def identity_standardizer(n_features: int, dtype) -> Standardizer:
-    return Standardizer(jnp.zeros(n_features, dtype), jnp.ones(n_features, dtype))
+BlockFn = Callable  # (carry, xb (R, D) or (D', R), wb (R,), start) -> (carry, y | None)
 
 
-BlockFn = Callable  # (carry, xb (R, D), wb (R,), start) -> (carry, y | None)
-
-
-def map_reduce(fn: BlockFn, carry, x: jax.Array, w: jax.Array | None, block_size: int):
-    """Runs ``fn`` over row blocks of ``x``; returns the carry and the per-row outputs.
+def map_reduce(fn: BlockFn, carry, x: jax.Array, w: jax.Array | None, block_size: int, *, axis: int = 0):
+    """Runs ``fn`` over blocks of the rows of ``x``; returns the carry and the per-row outputs.
 
     When N is not a multiple of the block size, the last block is shifted back
     to end at row N and the rows an earlier block already covered get weight 0.
     So one traced body handles every block and the data are never padded.
 
     Args:
-      fn: ``fn(carry, xb, wb, start) -> (carry, y)``; ``xb`` (R, D) raw rows,
-        ``wb`` (R,) their weights (0 for rows to ignore: zero-weight, or
-        already seen), ``start`` the index of the first row. ``y`` is a pytree
-        of per-row arrays with leading axis R, or None.
+      fn: ``fn(carry, xb, wb, start) -> (carry, y)``; ``xb`` the block (R, D)
+        (or (D', R) for ``axis=1``), ``wb`` (R,) its rows' weights (0 for
+        rows to ignore: zero-weight, or already seen), ``start`` the index of
+        the first row. ``y`` is a pytree of per-row arrays with leading axis
+        R, or None.
       carry: initial accumulator pytree.
-      x: (N, D) rows.
+      x: (N, D) rows, or (D', N) columns with ``axis=1``
+        (:func:`block_columns` of the whole data set).
       w: (N,) weights or None (all ones).
       block_size: rows per block (clipped to N).
+      axis: the axis of ``x`` that indexes rows.
 
     Returns:
       ``(carry, ys)`` with ys' leaves (N, ...) (None if fn returns None).
     """
-    n = x.shape[0]
+    n = x.shape[axis]
     block = int(min(block_size, n))
     n_blocks = -(-n // block)
     rows = jnp.arange(block)
 
     def body(c, i):
         start = jnp.minimum(i * block, n - block)
-        xb = lax.dynamic_slice_in_dim(x, start, block)
+        xb = lax.dynamic_slice_in_dim(x, start, block, axis=axis)
         wb = jnp.ones(block, x.dtype) if w is None else lax.dynamic_slice_in_dim(w, start, block)
         wb = jnp.where(start + rows >= i * block, wb, 0.0)
         return fn(c, xb, wb, start)
@@ -163,13 +162,16 @@ def block_columns(xb: jax.Array, wb: jax.Array, std: Standardizer) -> jax.Array:
     """(D+1, R) standardised rows as columns, plus a row of ones.
 
     Rows with weight 0 become zero columns (they may hold anything, NaN
-    included); their ones stay, so weight them out of any sum.
+    included); their ones stay, so weight them out of any sum. Applied to a
+    whole data set it gives the column-major copy that EM passes over
+    (``map_reduce(..., axis=1)``).
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from grnn_jax.em.blocks import block_columns, identity_standardizer
-      >>> block_columns(jnp.array([[1.0, 2.0]]), jnp.ones(1), identity_standardizer(2, jnp.float32))[:, 0].tolist()
-      [1.0, 2.0, 1.0]
+      >>> from grnn_jax.em.blocks import Standardizer, block_columns
+      >>> std = Standardizer(jnp.array([1.0, 0.0]), jnp.array([2.0, 1.0]))
+      >>> block_columns(jnp.array([[5.0, 2.0]]), jnp.ones(1), std)[:, 0].tolist()
+      [2.0, 2.0, 1.0]
     """
     zt = standardize_block(xb, wb, std).T
     return jnp.concatenate([zt, jnp.ones((1, zt.shape[1]), zt.dtype)], axis=0)

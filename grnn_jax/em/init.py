@@ -28,13 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from grnn_jax.gmm import GMM, check_covariance_type
-from grnn_jax.em.blocks import (
-    Standardizer,
-    default_block_size,
-    fit_standardizer,
-    block_columns,
-    map_reduce,
-)
+from grnn_jax.em.blocks import block_columns, default_block_size, fit_standardizer, map_reduce
 from grnn_jax.em.log_joint import _HI
 from grnn_jax.em.stats import accumulate, m_step_std
 
@@ -54,30 +48,32 @@ def _sq_dist(zt1: jax.Array, centers: jax.Array) -> jax.Array:
     return jnp.maximum(dist, 0.0)
 
 
-def _distances(x, w, std: Standardizer, centers, block_size):
-    """(N, C) squared distances of every (standardised) row to ``centers``; 0 where w = 0."""
+def _distances(xt1, w, centers, block_size):
+    """(N, C) squared distances of every column of ``xt1`` to ``centers``; 0 where w = 0."""
 
-    def fn(c, xb, wb, start):
-        d = _sq_dist(block_columns(xb, wb, std), centers).T
+    def fn(c, zt1, wb, start):
+        d = _sq_dist(zt1, centers).T
         return c, jnp.where((wb > 0)[:, None], d, 0.0)
 
-    return map_reduce(fn, (), x, w, block_size)[1]
+    return map_reduce(fn, (), xt1, w, block_size, axis=1)[1]
 
 
-def _row(x, i, std: Standardizer):
-    return (x[i] - std.center) / std.scale
+def _rows(xt1, idx):
+    """(len(idx), D) the rows ``idx`` of the columns ``xt1 (D+1, N)``."""
+    return xt1[:-1, idx].T
 
 
-def kmeans_plusplus(x, w, std: Standardizer, key, n_components: int, block_size: int):
-    """(K, D) k-means++ centres in standardised coordinates (greedy, weighted)."""
-    n, d = x.shape
+def kmeans_plusplus(xt1, w, key, n_components: int, block_size: int):
+    """(K, D) k-means++ centres among the columns of ``xt1`` (greedy, weighted)."""
+    d, n = xt1.shape[0] - 1, xt1.shape[1]
+    dtype = xt1.dtype
     n_trials = 2 + int(math.log(n_components))
-    wp = jnp.ones(n, x.dtype) if w is None else w
+    wp = jnp.ones(n, dtype) if w is None else w
     log_wp = jnp.log(wp)
     key, k0 = jax.random.split(key)
-    first = _row(x, jax.random.categorical(k0, log_wp), std)
-    closest = _distances(x, w, std, first[None], block_size)[:, 0]
-    centers = jnp.zeros((n_components, d), x.dtype).at[0].set(first)
+    first = _rows(xt1, jax.random.categorical(k0, log_wp)[None])
+    closest = _distances(xt1, w, first, block_size)[:, 0]
+    centers = jnp.zeros((n_components, d), dtype).at[0].set(first[0])
 
     def body(j, carry):
         centers, closest = carry
@@ -85,14 +81,14 @@ def kmeans_plusplus(x, w, std: Standardizer, key, n_components: int, block_size:
         k_u, k_fallback = jax.random.split(kj)
         cum = jnp.cumsum(wp * closest)
         total = cum[-1]
-        u = jax.random.uniform(k_u, (n_trials,), x.dtype) * total
+        u = jax.random.uniform(k_u, (n_trials,), dtype) * total
         picks = jnp.searchsorted(cum, u, method="compare_all")
         picks = jnp.clip(picks, 0, n - 1)
         # All remaining rows coincide with a centre: any (weighted) row will do.
         random_rows = jax.random.categorical(k_fallback, log_wp, shape=(n_trials,))
         picks = jnp.where(total > 0, picks, random_rows)
-        cand = (x[picks] - std.center) / std.scale  # (L, D)
-        dist = jnp.minimum(closest[:, None], _distances(x, w, std, cand, block_size))
+        cand = _rows(xt1, picks)  # (L, D)
+        dist = jnp.minimum(closest[:, None], _distances(xt1, w, cand, block_size))
         best = jnp.argmin(wp @ dist)
         return centers.at[j].set(cand[best]), dist[:, best]
 
@@ -103,19 +99,19 @@ def kmeans_plusplus(x, w, std: Standardizer, key, n_components: int, block_size:
 def _hard_resp_fn(centers):
     k = centers.shape[0]
 
-    def resp_fn(zt, phi, start):
-        labels = jnp.argmin(_sq_dist(zt, centers), axis=0)
-        return jax.nn.one_hot(labels, k, dtype=zt.dtype, axis=0), jnp.zeros(zt.shape[1], zt.dtype)
+    def resp_fn(zt1, phi, start):
+        labels = jnp.argmin(_sq_dist(zt1, centers), axis=0)
+        return jax.nn.one_hot(labels, k, dtype=zt1.dtype, axis=0), jnp.zeros(zt1.shape[1], zt1.dtype)
 
     return resp_fn
 
 
-def lloyd(x, w, std: Standardizer, centers, tol, block_size: int):
+def lloyd(xt1, w, centers, tol, block_size: int):
     """Lloyd iterations until the centres move less than ``tol`` (squared); empty clusters stay put."""
     k, d = centers.shape
 
     def step(centers):
-        stats, _ = accumulate(_hard_resp_fn(centers), x, w, std, k, "means", block_size)
+        stats, _ = accumulate(_hard_resp_fn(centers), xt1, w, k, "means", block_size)
         new = jnp.where(stats.n[:, None] > 0, stats.sx / jnp.maximum(stats.n, 1e-30)[:, None], centers)
         return new, jnp.sum(jnp.square(new - centers))
 
@@ -145,34 +141,32 @@ def _seed_mixture(centers, ctype: str, reg: jax.Array) -> GMM:
     return GMM(jnp.zeros(k, centers.dtype), centers, prec_chol, ctype)
 
 
-def init_std(
-    x, w, std: Standardizer, mean_var, key, n_components: int, ctype: str, method: str, reg, block_size: int
-) -> GMM:
-    """An initial mixture in the coordinates ``std``.
+def init_std(xt1, w, mean_var, key, n_components: int, ctype: str, method: str, reg, block_size: int) -> GMM:
+    """An initial mixture in the coordinates of the columns ``xt1 (D+1, N)`` (:func:`~grnn_jax.em.blocks.block_columns`).
 
     ``mean_var`` is the data's mean feature variance there (for the k-means
     tolerance) and ``reg`` the (D,) variance floors.
     """
     k = n_components
     if method in ("k-means++", "kmeans"):
-        centers = kmeans_plusplus(x, w, std, key, k, block_size)
+        centers = kmeans_plusplus(xt1, w, key, k, block_size)
         if method == "k-means++":
             return _seed_mixture(centers, ctype, reg)
         # scikit-learn's KMeans tolerance: 1e-4 times the mean feature variance.
-        centers = lloyd(x, w, std, centers, _LLOYD_TOL * mean_var, block_size)
-        stats, _ = accumulate(_hard_resp_fn(centers), x, w, std, k, ctype, block_size)
+        centers = lloyd(xt1, w, centers, _LLOYD_TOL * mean_var, block_size)
+        stats, _ = accumulate(_hard_resp_fn(centers), xt1, w, k, ctype, block_size)
         return m_step_std(stats, ctype, reg)
     if method == "random_from_data":
         p = None if w is None else w / jnp.sum(w)
-        idx = jax.random.choice(key, x.shape[0], (k,), replace=False, p=p)
-        return _seed_mixture((x[idx] - std.center) / std.scale, ctype, reg)
+        idx = jax.random.choice(key, xt1.shape[1], (k,), replace=False, p=p)
+        return _seed_mixture(_rows(xt1, idx), ctype, reg)
     if method == "random":
 
-        def resp_fn(zt, phi, start):
-            u = jax.random.uniform(jax.random.fold_in(key, start), (k, zt.shape[1]), zt.dtype)
-            return u / jnp.sum(u, 0, keepdims=True), jnp.zeros(zt.shape[1], zt.dtype)
+        def resp_fn(zt1, phi, start):
+            u = jax.random.uniform(jax.random.fold_in(key, start), (k, zt1.shape[1]), zt1.dtype)
+            return u / jnp.sum(u, 0, keepdims=True), jnp.zeros(zt1.shape[1], zt1.dtype)
 
-        stats, _ = accumulate(resp_fn, x, w, std, k, ctype, block_size)
+        stats, _ = accumulate(resp_fn, xt1, w, k, ctype, block_size)
         return m_step_std(stats, ctype, reg)
     raise ValueError(f"unknown init {method!r}; expected a GMM or one of {INIT_METHODS}")
 
@@ -217,5 +211,6 @@ def initialize(
     bs = block_size or default_block_size(x.shape[1], n_components, covariance_type)
     std, _, mean_var = fit_standardizer(x, weights, bs, isotropic=covariance_type == "spherical")
     reg = reg_covar / jnp.square(std.scale)
-    g = init_std(x, weights, std, mean_var, key, n_components, covariance_type, init, reg, bs)
+    w = jnp.ones(x.shape[0], x.dtype) if weights is None else weights
+    g = init_std(block_columns(x, w, std), weights, mean_var, key, n_components, covariance_type, init, reg, bs)
     return std.gmm_from(g)

@@ -55,34 +55,35 @@ class SufficientStats(NamedTuple):
     sxx: jax.Array
 
 
-def accumulate(resp_fn, x, w, std: Standardizer, n_components: int, ctype: str, block_size: int):
-    """Sufficient statistics (in standardised coordinates) for any responsibilities.
+def accumulate(resp_fn, xt1, w, n_components: int, ctype: str, block_size: int):
+    """Sufficient statistics (in the coordinates of ``xt1``) for any responsibilities.
 
     Args:
       resp_fn: ``resp_fn(zt1 (D+1, R), phi (F, R), start) -> (resp (K, R), ll (R,))``
-        on a block's augmented columns (:func:`~grnn_jax.em.blocks.block_columns`)
-        and its :func:`~grnn_jax.em.features.stat_features`; ``ll`` is each
-        row's log-likelihood (or zeros).
-      x, w: raw rows (N, D) and weights (N,) or None.
-      std: the coordinates to work in.
+        on a block of columns and its
+        :func:`~grnn_jax.em.features.stat_features`; ``ll`` is each row's
+        log-likelihood (or zeros).
+      xt1: (D+1, N) standardised rows as columns plus a row of ones
+        (:func:`~grnn_jax.em.blocks.block_columns`).
+      w: (N,) weights or None.
       ctype: a covariance type, or "means" for first moments only (k-means).
 
     Returns:
       ``(SufficientStats, ll_sum)`` with ``ll_sum = sum_i w_i ll_i``.
     """
-    d = x.shape[1]
+    d = xt1.shape[0] - 1
     k = n_components
-    dtype = x.dtype
+    dtype = xt1.dtype
     batched_outer = ctype == "full" and not uses_packed_moments(d, k)
 
-    def fn(carry, xb, wb, start):
-        # Materialise the columns once: fused into their consumers they would
-        # be recomputed for each feature and matmul tile.
-        zt1 = lax.optimization_barrier(block_columns(xb, wb, std))
+    def fn(carry, zt1, wb, start):
+        # Copy the strided block once: fused into its consumers it would be
+        # re-read for each feature and matmul tile.
+        zt1 = lax.optimization_barrier(zt1)
         phi = stat_features(zt1, ctype, k)
         resp, ll = resp_fn(zt1, phi, start)
-        # Zero-weight rows were standardised to 0, so their responsibilities
-        # are finite and a product drops them; their log-likelihood may be -inf.
+        # Zero-weight rows are zero columns, so their responsibilities are
+        # finite and a product drops them; their log-likelihood may be -inf.
         resp = resp * wb
         ll = jnp.where(wb > 0, ll * wb, 0.0)
         s, sxx_acc, ll_sum = carry
@@ -102,7 +103,7 @@ def accumulate(resp_fn, x, w, std: Standardizer, n_components: int, ctype: str, 
         jnp.zeros(acc_shape, dtype),
         jnp.zeros((), dtype),
     )
-    (s, sxx_acc, ll_sum), _ = map_reduce(fn, init, x, w, block_size)
+    (s, sxx_acc, ll_sum), _ = map_reduce(fn, init, xt1, w, block_size, axis=1)
     n, sx, sxx = split_sums(s.T, d, ctype, k)
     if ctype == "tied" or batched_outer:
         sxx = 0.5 * (sxx_acc + jnp.swapaxes(sxx_acc, -1, -2))
@@ -112,7 +113,7 @@ def accumulate(resp_fn, x, w, std: Standardizer, n_components: int, ctype: str, 
 
 
 def posterior_fn(log_joint, prior: jax.Array):
-    """``(zt, phi, start) -> (resp (K, R), ll (R,))`` from ``log_joint(zt, phi) (K, R)``.
+    """``(zt1, phi, start) -> (resp (K, R), ll (R,))`` from ``log_joint(zt1, phi) (K, R)``.
 
     Rows that no component can explain (every log-joint -inf) get the prior
     ``exp(prior)`` as responsibilities and log-likelihood -inf.
@@ -120,10 +121,10 @@ def posterior_fn(log_joint, prior: jax.Array):
 
     prior_probs = jnp.exp(prior)[:, None]
 
-    def resp_fn(zt, phi, start):
+    def resp_fn(zt1, phi, start):
         # A hand-written logsumexp that reuses its exponentials for the
         # responsibilities: per block, every elementwise pass over (K, R) counts.
-        joint = log_joint(zt, phi)
+        joint = log_joint(zt1, phi)
         top = jnp.max(joint, axis=0, keepdims=True)
         top = jnp.where(jnp.isfinite(top), top, 0.0)
         e = jnp.exp(joint - top)
@@ -134,10 +135,10 @@ def posterior_fn(log_joint, prior: jax.Array):
     return resp_fn
 
 
-def e_step_std(g: GMM, x, w, std: Standardizer, block_size: int, sq_norm):
-    """E-step of a mixture given in standardised coordinates, on raw rows.
+def e_step_std(g: GMM, xt1, w, block_size: int, sq_norm):
+    """E-step on the columns ``xt1 (D+1, N)`` (:func:`~grnn_jax.em.blocks.block_columns`), in their coordinates.
 
-    ``sq_norm`` () bounds the squared norm of every standardised row (see
+    ``sq_norm`` () bounds the squared norm of every column (see
     :func:`~grnn_jax.em.blocks.max_sq_norm`): with it, the log-densities take
     the fast quadratic form where its rounding-error bound is below
     :data:`~grnn_jax.em.log_joint.QUAD_FORM_TOL`, and the
@@ -147,25 +148,25 @@ def e_step_std(g: GMM, x, w, std: Standardizer, block_size: int, sq_norm):
 
     def run(log_joint_of):
         def with_operands(ops):
-            g, form, x, w, std = ops
+            g, form, xt1, w = ops
             resp_fn = posterior_fn(log_joint_of(g, form), log_weights(g))
-            return accumulate(resp_fn, x, w, std, k, ctype, block_size)
+            return accumulate(resp_fn, xt1, w, k, ctype, block_size)
 
         return with_operands
 
     def projection(g, form):
         log_joint = projection_log_joint(g)
-        return lambda zt, phi: log_joint(zt)
+        return lambda zt1, phi: log_joint(zt1)
 
     def quadratic(g, form):
         log_joint = quadratic_log_joint(form)
-        return lambda zt, phi: log_joint(phi)
+        return lambda zt1, phi: log_joint(phi)
 
     if not has_quadratic_form(g):
-        return run(projection)((g, None, x, w, std))
+        return run(projection)((g, None, xt1, w))
     form = quadratic_form(g)
     ok = error_bound(form, sq_norm) <= QUAD_FORM_TOL
-    return branch(ok, run(quadratic), run(projection), (g, form, x, w, std))
+    return branch(ok, run(quadratic), run(projection), (g, form, xt1, w))
 
 
 def _shift_stats(stats: SufficientStats, r: jax.Array, ctype: str) -> SufficientStats:
@@ -224,7 +225,9 @@ def e_step(g: GMM, x: jax.Array, weights: jax.Array | None = None, *, block_size
     x = x.astype(dtype)
     r = jnp.sum(jnp.exp(log_weights(g))[:, None] * g.means, axis=0).astype(dtype)
     std = Standardizer(r, jnp.ones(d, dtype))
-    stats, ll_sum = e_step_std(std.gmm_to(g), x, weights, std, bs, max_sq_norm(x, weights, std, bs))
+    w = jnp.ones(x.shape[0], dtype) if weights is None else weights
+    xt1 = block_columns(x, w, std)  # one column-major copy of the shifted data
+    stats, ll_sum = e_step_std(std.gmm_to(g), xt1, weights, bs, max_sq_norm(x, weights, std, bs))
     return _shift_stats(stats, r, ctype), ll_sum
 
 
