@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
+
+
+def check_int(value, name: str, *, minimum: int = 1) -> int:
+    """Returns ``value`` as an int, or raises a ValueError unless it is an integer >= minimum.
+
+    Example:
+      >>> from grnn_jax.validation import check_int
+      >>> check_int(3, "n_steps")
+      3
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
 
 
 def check_finite(a: np.ndarray, name: str) -> None:

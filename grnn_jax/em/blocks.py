@@ -3,12 +3,14 @@
 Every pass of EM (E-step, k-means++ seeding, Lloyd steps, scores) reads the data
 block by block inside a ``lax.scan`` so that no per-row-per-component array
 (``N x K`` responsibilities or distances) is ever held in memory. The blocks are
-``dynamic_slice`` views of the caller's array: the data are neither copied nor
-padded; the last, shorter block is handled by one extra call with its own static
-shape.
+``dynamic_slice`` s of the array, which is never padded: when N is not a
+multiple of the block size, the last block is shifted back to end at row N.
 
-Blocks are affinely standardised on the fly, ``(x - center) * inv_scale``, so
-EM runs in well-conditioned coordinates without a standardised copy of the data.
+EM works in standardised coordinates (:class:`Standardizer`). A fit holds one
+standardised copy of the data, column-major with a row of ones appended
+(:func:`block_columns`), and passes over it with ``map_reduce(..., axis=1)``;
+one-off passes over raw rows (scores, the standardiser itself) standardise each
+block on the fly.
 """
 
 from __future__ import annotations

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from grnn_jax.gmm import GMM, check_covariance_type
-from grnn_jax.validation import check_data, check_finite, check_positive
-
-
-def check_int(value, name: str, *, minimum: int = 1) -> int:
-    """Returns ``value`` as an int, or raises a ValueError unless it is an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
+from grnn_jax.validation import check_data, check_finite, check_int, check_positive
 
 
 def check_key(key) -> jax.Array:

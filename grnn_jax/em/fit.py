@@ -10,7 +10,8 @@ EM runs in standardised coordinates (weighted mean 0 and unit variance per
 feature; one common scale for spherical covariance) with ``reg_covar`` mapped
 accordingly; EM is equivariant under this change, so the result is the same
 mixture while float32 keeps its precision for data far from the origin or at
-tiny or huge scales. A fit holds one standardised copy of the data (N x D).
+tiny or huge scales. A fit holds one standardised copy of the data, column-major
+((D+1) x N, see :func:`~grnn_jax.em.blocks.block_columns`).
 """
 
 from __future__ import annotations

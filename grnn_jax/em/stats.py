@@ -1,15 +1,16 @@
 """The E-step as one pass over the data that returns sufficient statistics.
 
-The pass never stores the ``N x K`` responsibilities: a ``lax.scan`` over row
-blocks turns each block into augmented columns ``zt1 (D+1, R)``
-(:func:`~grnn_jax.em.blocks.block_columns`), computes its features
-``phi (F, R)`` (:mod:`grnn_jax.em.features`) and its log-densities (one matmul,
-:mod:`grnn_jax.em.log_joint`), turns them into responsibilities ``(K, R)`` and
-immediately folds them into the M-step sums ``phi @ resp^T``: counts, first
-and second moments in one matmul. For full covariance the second moments are
-the ``D(D+1)/2`` distinct products ``z_i z_j``, half the flops of the full
-outer products; when D > 2K, one batched ``(D, R) @ (R, D)`` product per
-component is faster than building them.
+The data arrive standardised and column-major with a row of ones appended,
+``xt1 (D+1, N)`` (:func:`~grnn_jax.em.blocks.block_columns`). The pass never
+stores the ``N x K`` responsibilities: a ``lax.scan`` over blocks of R columns
+computes each block's features ``phi (F, R)`` (:mod:`grnn_jax.em.features`)
+and its log-densities (one matmul, :mod:`grnn_jax.em.log_joint`), turns them
+into responsibilities ``(K, R)`` and immediately folds them into the M-step
+sums ``phi @ resp^T``: counts, first and second moments in one matmul. For
+full covariance the second moments are the ``D(D+1)/2`` distinct products
+``z_i z_j``, half the flops of the full outer products; when D > 2K, one
+``(K*D, R) @ (R, D)`` matmul on responsibility-weighted rows is faster than
+building them.
 """
 
 from __future__ import annotations
@@ -190,8 +191,9 @@ def _shift_stats(stats: SufficientStats, r: jax.Array, ctype: str) -> Sufficient
 def e_step(g: GMM, x: jax.Array, weights: jax.Array | None = None, *, block_size: int | None = None):
     """One pass over the data: sufficient statistics and the log-likelihood.
 
-    Rows are processed in blocks (see :func:`default_block_size`); the ``N x K``
-    responsibilities are never stored. Log-densities are computed relative to
+    Rows are processed in blocks (see :func:`default_block_size`) of one
+    column-major copy of ``x`` ((D+1) x N); the ``N x K`` responsibilities are
+    never stored. Log-densities are computed relative to
     the mixture's mean so they stay accurate for data far from the origin; the
     returned statistics are moments about the origin, so for float32 data far
     from the origin centre the data first (:func:`fit` does this itself).

@@ -15,12 +15,7 @@ import numpy as np
 
 from grnn_jax import gmm as gmm_lib
 from grnn_jax.nets.grnn import GRNN, _concrete, shift_right
-
-
-def _check_positive_int(v, name: str) -> int:
-    if isinstance(v, bool) or int(v) != v or int(v) < 1:
-        raise ValueError(f"{name} must be a positive integer; got {v!r}")
-    return int(v)
+from grnn_jax.validation import check_int
 
 
 def _prepare_prime(net: GRNN, prime, n_samples: int):
@@ -84,8 +79,8 @@ def generate(key, net: GRNN, params, n_steps: int, *, n_samples: int = 1, prime=
       >>> generate(jax.random.key(1), net, params, 6, n_samples=5, prime=jnp.ones((3, 2))).shape
       (5, 6, 2)
     """
-    n_steps = _check_positive_int(n_steps, "n_steps")
-    n_samples = _check_positive_int(n_samples, "n_samples")
+    n_steps = check_int(n_steps, "n_steps")
+    n_samples = check_int(n_samples, "n_samples")
     tau = _concrete(temperature)
     if tau is not None and not (np.all(np.isfinite(tau)) and np.all(tau > 0)):
         raise ValueError(f"temperature must be positive and finite; got {temperature!r}")
@@ -157,7 +152,7 @@ def forecast(key, net: GRNN, params, prefix, n_steps: int, *, n_paths: int = 100
     q = np.asarray(quantiles, dtype=float)
     if q.ndim != 1 or q.size == 0 or np.any((q < 0) | (q > 1)):
         raise ValueError(f"quantiles must be a non-empty sequence of levels in [0, 1]; got {quantiles!r}")
-    paths = generate(key, net, params, n_steps, n_samples=_check_positive_int(n_paths, "n_paths"),
+    paths = generate(key, net, params, n_steps, n_samples=check_int(n_paths, "n_paths"),
                      prime=prefix, temperature=temperature, u=u)
     return {
         "paths": paths,
