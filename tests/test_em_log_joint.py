@@ -96,6 +96,15 @@ def test_error_bound_covers_the_measured_float32_error(x64, d, var):
     assert bound < 100 * err  # and not uselessly loose
 
 
+def test_quadratic_form_only_where_the_features_are_packed(x64):
+    rng = np.random.default_rng(6)
+    packed, unpacked = _mixture(rng, 4, 2, "full"), _mixture(rng, 5, 2, "full")  # D <= 2K, D > 2K
+    assert lj.has_quadratic_form(packed) and not lj.has_quadratic_form(unpacked)
+    assert lj.quadratic_form(packed).coef.shape == (2, features.n_stat_features(4, "full", 2))
+    with pytest.raises(ValueError, match="no quadratic form for 'full' covariance with D=5, K=2"):
+        lj.quadratic_form(unpacked)
+
+
 def test_guard_rejects_a_collapsed_component_far_from_the_origin(x64):
     rng = np.random.default_rng(3)
     good = _mixture(rng, 16, 8, "full", dtype=np.float32)
