@@ -153,14 +153,14 @@ def map_reduce(fn: BlockFn, carry, x: jax.Array, w: jax.Array | None, block_size
     return carry, jax.tree.map(assemble, ys)
 
 
-def standardize_block(xb: jax.Array, wb: jax.Array, std: Standardizer) -> jax.Array:
+def standardize_block(xb: jax.Array, wb: jax.Array | None, std: Standardizer) -> jax.Array:
     """``(xb - center) / scale``; rows with weight 0 become 0 (they may hold anything)."""
     inv = (1.0 / std.scale).astype(xb.dtype)
     z = (xb - std.center.astype(xb.dtype)) * inv
-    return jnp.where((wb > 0)[:, None], z, 0.0)
+    return z if wb is None else jnp.where((wb > 0)[:, None], z, 0.0)
 
 
-def block_columns(xb: jax.Array, wb: jax.Array, std: Standardizer) -> jax.Array:
+def block_columns(xb: jax.Array, wb: jax.Array | None, std: Standardizer) -> jax.Array:
     """(D+1, R) standardised rows as columns, plus a row of ones.
 
     Rows with weight 0 become zero columns (they may hold anything, NaN
@@ -186,6 +186,15 @@ def max_sq_norm(x: jax.Array, w: jax.Array | None, std: Standardizer, block_size
         return jnp.maximum(c, jnp.max(jnp.sum(jnp.square(standardize_block(xb, wb, std)), axis=-1))), None
 
     return map_reduce(fn, jnp.zeros((), x.dtype), x, w, block_size)[0]
+
+
+def data_columns(x: jax.Array, w: jax.Array | None, std: Standardizer, block_size: int):
+    """``(xt1, sq_norm)``: the data as one standardised column-major copy (:func:`block_columns`) and its :func:`max_sq_norm`.
+
+    The norm comes from a blocked pass over the rows: as one reduction over
+    ``xt1``, or over all rows at once, XLA materialised a second copy of the data.
+    """
+    return block_columns(x, w, std), max_sq_norm(x, w, std, block_size)
 
 
 def fit_standardizer(

@@ -35,9 +35,11 @@ def uses_packed_moments(n_features: int, n_components: int) -> bool:
     """Whether full-covariance statistics (and the quadratic form) use packed pair products.
 
     Building the ``(D+1)(D+2)/2`` products costs the same for any K, while the
-    batched ``(D, R) @ (R, D)`` products of the alternative scale with K: on a
-    2-core CPU the packed form was faster for ``D <= 2K`` (1.3x at D=64, K=32)
-    and the batched one for larger D (1.6x at D=64, K=8).
+    alternative, one ``(K*D, R) @ (R, D)`` matmul on responsibility-weighted
+    rows (:func:`~grnn_jax.em.stats.accumulate`), scales with K: on a 2-core
+    CPU the packed form was faster for ``D <= 2K`` (1.3x at D=64, K=32) and
+    the other for larger D (1.6x at D=64, K=8; measured in the earlier
+    row-major layout).
     """
     return n_features <= 2 * n_components
 

@@ -25,7 +25,7 @@ from jax import lax
 
 from grnn_jax.gmm import GMM
 from grnn_jax.em import checks
-from grnn_jax.em.blocks import block_columns, default_block_size, fit_standardizer, max_sq_norm
+from grnn_jax.em.blocks import data_columns, default_block_size, fit_standardizer
 from grnn_jax.em.init import INIT_METHODS, init_std
 from grnn_jax.em.stats import e_step_std, m_step_std
 
@@ -88,10 +88,7 @@ def _fit_one(x, w, key, init_gmm, tol, reg_covar, *, n_components, covariance_ty
     # One standardised, column-major copy of the data ((D+1) x N) for all
     # passes: standardising and transposing each block on the fly cost 20-30%
     # per iteration on CPU (XLA fuses the standardisation into every consumer).
-    xt1 = block_columns(x, jnp.ones(x.shape[0], dtype) if w is None else w, std)
-    # A blocked pass over the rows: a reduction over xt1, or over all rows
-    # at once, made XLA materialise a second copy of the data.
-    sq_norm = max_sq_norm(x, w, std, bs)
+    xt1, sq_norm = data_columns(x, w, std, bs)
 
     def run(g0):
         return _em_loop(xt1, w, sq_norm, total, g0, reg, tol, max_iter, bs)

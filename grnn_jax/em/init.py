@@ -211,6 +211,5 @@ def initialize(
     bs = block_size or default_block_size(x.shape[1], n_components, covariance_type)
     std, _, mean_var = fit_standardizer(x, weights, bs, isotropic=covariance_type == "spherical")
     reg = reg_covar / jnp.square(std.scale)
-    w = jnp.ones(x.shape[0], x.dtype) if weights is None else weights
-    g = init_std(block_columns(x, w, std), weights, mean_var, key, n_components, covariance_type, init, reg, bs)
+    g = init_std(block_columns(x, weights, std), weights, mean_var, key, n_components, covariance_type, init, reg, bs)
     return std.gmm_from(g)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from grnn_jax.gmm import GMM, check_covariance_type, log_weights, precision_cholesky
-from grnn_jax.em.blocks import Standardizer, block_columns, default_block_size, map_reduce, max_sq_norm
+from grnn_jax.em.blocks import Standardizer, data_columns, default_block_size, map_reduce
 from grnn_jax.em.features import n_stat_features, split_sums, stat_features, uses_packed_moments
 from grnn_jax.em.log_joint import (
     _HI,
@@ -227,9 +227,8 @@ def e_step(g: GMM, x: jax.Array, weights: jax.Array | None = None, *, block_size
     x = x.astype(dtype)
     r = jnp.sum(jnp.exp(log_weights(g))[:, None] * g.means, axis=0).astype(dtype)
     std = Standardizer(r, jnp.ones(d, dtype))
-    w = jnp.ones(x.shape[0], dtype) if weights is None else weights
-    xt1 = block_columns(x, w, std)  # one column-major copy of the shifted data
-    stats, ll_sum = e_step_std(std.gmm_to(g), xt1, weights, bs, max_sq_norm(x, weights, std, bs))
+    xt1, sq_norm = data_columns(x, weights, std, bs)
+    stats, ll_sum = e_step_std(std.gmm_to(g), xt1, weights, bs, sq_norm)
     return _shift_stats(stats, r, ctype), ll_sum
 
 
