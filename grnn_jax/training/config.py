@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -86,16 +87,30 @@ class TrainConfig:
             "log_every": self.log_every,
         }
         for name, v in ints.items():
-            if int(v) != v or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ValueError(f"{name} must be a positive integer; got {v!r}")
-        if m.n_covariates < 0 or self.warmup_steps < 0 or self.patience < 0:
-            raise ValueError("n_covariates, warmup_steps and patience must be >= 0")
+        for name, v in (("model.n_covariates", m.n_covariates), ("warmup_steps", self.warmup_steps),
+                        ("patience", self.patience), ("seed", self.seed)):
+            if not _is_int(v) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
+        for name in ("learning_rate", "clip_norm", "end_lr_fraction", "weight_decay"):
+            v = getattr(self, name)
+            if not _is_real(v):
+                raise ValueError(f"{name} must be a number; got {v!r}")
         for name in ("learning_rate", "clip_norm"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be positive; got {v!r}")
-        if not (0 <= self.end_lr_fraction <= 1) or not (self.weight_decay >= 0):
-            raise ValueError("end_lr_fraction must lie in [0, 1] and weight_decay be >= 0")
+        if not 0 <= self.end_lr_fraction <= 1:
+            raise ValueError(f"end_lr_fraction must lie in [0, 1]; got {self.end_lr_fraction!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}")
+        for name, v in (("model.covariance_type", m.covariance_type), ("model.cell", m.cell),
+                        ("objective", self.objective)):
+            if not isinstance(v, str):
+                raise ValueError(f"{name} must be a name; got {v!r}")
+        if not isinstance(self.standardise, bool):
+            raise ValueError(f"standardise must be true or false; got {self.standardise!r}")
         get_objective(self.objective)  # raises on an unknown name, listing the known ones
         return self
 
@@ -117,6 +132,36 @@ class TrainConfig:
         if isinstance(changes.get("model"), dict):
             changes["model"] = dataclasses.replace(self.model, **changes["model"])
         return dataclasses.replace(self, **changes)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def config_diff(old: TrainConfig, new: TrainConfig) -> dict[str, tuple]:
+    """The settings that differ, as ``{dotted key: (old, new)}``.
+
+    Example:
+      >>> a = TrainConfig(ModelConfig(n_features=2))
+      >>> config_diff(a, a.replace(num_steps=400, model={"hidden_size": 8}))
+      {'model.hidden_size': (64, 8), 'num_steps': (1000, 400)}
+    """
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+
+    a, b = flat(old.to_dict()), flat(new.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def default_config(train: Sequences) -> TrainConfig:
