@@ -336,7 +336,7 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
             bar.update(1)
             if is_eval:
                 res = evaluate(run.net, state.params, run.val_seqs, standardiser=standardiser)
-                prog = prog.after_eval(done, res.nll)
+                prog = prog.after_eval(done, res.nll, cfg.val_smoothing)
                 if prog.best_step == done:
                     ckpts.save("best", state, prog.to_dict())
                 append_metrics(run.metrics_path, [{
@@ -344,7 +344,8 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                     "best_val_nll": prog.best_val_nll, "best_step": prog.best_step,
                 }])
                 bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(res.nll))
-                stop = bool(cfg.patience) and prog.evals_since_best >= cfg.patience
+                stop = (bool(cfg.patience) and prog.evals_since_best >= cfg.patience
+                        and done >= cfg.stop_from_fraction * cfg.num_steps)
                 # Recorded in the checkpoint, so that resuming a stopped run does not go on.
                 prog = prog.replace(stopped_early=stop)
                 ckpts.save("last", state, prog.to_dict())
