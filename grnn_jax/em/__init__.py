@@ -18,6 +18,7 @@ Example:
 """
 
 from grnn_jax.em.blocks import Standardizer, default_block_size
+from grnn_jax.em.chunked import fit_chunked, log_likelihood_chunked
 from grnn_jax.em.fit import FitResult, fit, fit_from
 from grnn_jax.em.init import INIT_METHODS, initialize
 from grnn_jax.em.select import Selection, aic, bic, log_likelihood_sum, score, select_n_components
@@ -34,8 +35,10 @@ __all__ = [
     "default_block_size",
     "e_step",
     "fit",
+    "fit_chunked",
     "fit_from",
     "initialize",
+    "log_likelihood_chunked",
     "log_likelihood_sum",
     "m_step_from_stats",
     "score",
