@@ -104,17 +104,25 @@ def standardize_pass(source: RowSource, chunk_size: int, block_size: int, *, iso
     if anchor is None:
         raise ValueError(f"{source.describe} has no row with positive weight")
     anchor = jnp.asarray(anchor, dtype)
-    acc = None
+    acc, bad_row = None, -1
     for x, w, start in source.chunks(chunk_size):
         bad = ~np.isfinite(x[w > 0])
         if bad.any():
-            row = start + int(np.flatnonzero(w > 0)[np.argwhere(bad)[0][0]])
-            raise ValueError(f"{source.describe} has a non-finite value in row {row}")
+            bad_row = start + int(np.flatnonzero(w > 0)[np.argwhere(bad)[0][0]])
+            break
         m = _chunk_moments(*_device(x, w, dtype), anchor, block_size=block_size)
         acc = m if acc is None else _add(acc, m)
-    local_rows = source.stop - source.start
-    counts = distributed.gather_over_processes(np.array(local_rows))
+    # Every process learns of bad rows anywhere, so all stop together instead of waiting on one another.
+    facts = distributed.gather_over_processes(np.array([(source.stop or 0) - source.start, bad_row]))
+    counts, bad_rows = facts[:, 0], facts[:, 1]
     offset = source.start if source._iterable is None else int(np.sum(counts[: jax.process_index()]))
+    if (bad_rows >= 0).any():
+        who = int(np.flatnonzero(bad_rows >= 0)[0])
+        row = int(bad_rows[who]) + (0 if source._iterable is None else int(np.sum(counts[:who])))
+        raise ValueError(f"{source.describe} has a non-finite value in row {row}")
+    if (counts == 0).any():
+        raise ValueError(f"process {int(np.argmin(counts))} holds no rows; use fewer processes than the "
+                         f"{int(np.sum(counts))} rows")
     n_rows = source.n_total if source._iterable is None else int(np.sum(counts))
     total, s1, s2 = distributed.sum_over_processes(acc)
     std, total, mean_var = standardizer_from_moments(

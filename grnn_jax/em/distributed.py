@@ -9,7 +9,9 @@ totals and runs the same (replicated) M-step, so all hold the same mixture.
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import time
 
 import jax
@@ -65,6 +67,17 @@ def initialize(coordinator: str, num_processes: int, process_id: int, *, timeout
     if i != 0:
         _wait_for(host, port, timeout)
     jax.distributed.initialize(coordinator, p, i, initialization_timeout=max(int(timeout), 1))
+    # The collectives library announces its connections on stdout when the
+    # first collective runs; do that now with stdout pointed at stderr, so that
+    # a process's stdout holds only what the program prints (e.g. one JSON line).
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        gather_over_processes(np.zeros(1))
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _wait_for(host: str, port: int, timeout: float) -> None:
