@@ -46,7 +46,8 @@ def check_processes(num_processes, process_id) -> tuple[int, int]:
 def initialize(coordinator: str, num_processes: int, process_id: int, *, timeout: float = 60.0) -> None:
     """Joins a multi-process JAX run (``jax.distributed.initialize``) with checked arguments.
 
-    Call it first, before anything else touches JAX. Process 0 hosts the
+    Call it first, before anything else touches JAX (a second call with the
+    same ``num_processes`` and ``process_id`` does nothing). Process 0 hosts the
     coordinator at ``coordinator``; the others wait for it to accept
     connections for at most ``timeout`` seconds and then raise a ValueError
     (jax's own time-out aborts the process instead). Process 0 waits
@@ -63,9 +64,14 @@ def initialize(coordinator: str, num_processes: int, process_id: int, *, timeout
     p, i = check_processes(num_processes, process_id)
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds; got {timeout}")
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if jax.distributed.is_initialized():
+        if (jax.process_count(), jax.process_index()) != (p, i):
+            raise ValueError(f"this process already runs as process {jax.process_index()} of "
+                             f"{jax.process_count()}, not {i} of {p}")
+        return
     if i != 0:
         _wait_for(host, port, timeout)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, p, i, initialization_timeout=max(int(timeout), 1))
     # The collectives library announces its connections on stdout when the
     # first collective runs; do that now with stdout pointed at stderr, so that
