@@ -77,6 +77,15 @@ def _init_on_sample(x, w, std, mean_var, key, reg, *, n_components, ctype, metho
     return init_std(block_columns(x, w, std), w, mean_var, key, n_components, ctype, method, reg, block_size)
 
 
+def _fold(acc, new, op):
+    """``op(acc, new)``, first waiting for ``acc``: the host reads the next chunk while this one
+    computes, but never runs further ahead (queued chunks would hold memory in proportion to N)."""
+    if acc is None:
+        return new
+    jax.block_until_ready(acc)
+    return op(acc, new)
+
+
 def _device(chunk, w, dtype):
     return jnp.asarray(chunk, dtype), jnp.asarray(w, dtype)
 
@@ -111,7 +120,7 @@ def standardize_pass(source: RowSource, chunk_size: int, block_size: int, *, iso
             bad_row = start + int(np.flatnonzero(w > 0)[np.argwhere(bad)[0][0]])
             break
         m = _chunk_moments(*_device(x, w, dtype), anchor, block_size=block_size)
-        acc = m if acc is None else _add(acc, m)
+        acc = _fold(acc, m, _add)
     # Every process learns of bad rows anywhere, so all stop together instead of waiting on one another.
     facts = distributed.gather_over_processes(np.array([(source.stop or 0) - source.start, bad_row]))
     counts, bad_rows = facts[:, 0], facts[:, 1]
@@ -176,7 +185,7 @@ def norm_and_sample_pass(source: RowSource, chunk_size, block_size, std, offset,
             local = idx[lo:hi] - g0
             xs[lo:hi], ws[lo:hi] = x[local], w[local]
         m = _chunk_sq_norm(*_device(x, w, dtype), std, block_size=block_size)
-        acc = m if acc is None else jnp.maximum(acc, m)
+        acc = _fold(acc, m, jnp.maximum)
     sq_norm = distributed.max_over_processes(acc)
     xs, ws = distributed.sum_over_processes((xs, ws))
     return jnp.asarray(sq_norm, dtype), xs, ws
@@ -188,7 +197,7 @@ def e_step_pass(g_std: GMM, source: RowSource, chunk_size, block_size, std, sq_n
     acc = None
     for x, w, _ in source.chunks(chunk_size):
         out = _chunk_e_step(g_std, *_device(x, w, dtype), std, sq_norm, block_size=block_size)
-        acc = out if acc is None else _add(acc, out)
+        acc = _fold(acc, out, _add)
     return jax.tree.map(lambda a: jnp.asarray(a, dtype), distributed.sum_over_processes(acc))
 
 
@@ -261,6 +270,8 @@ def fit_chunked(
     if isinstance(init, str) and init not in INIT_METHODS:
         raise ValueError(f"unknown init {init!r}; expected a GMM or one of {INIT_METHODS}")
     source = _check_source(data, weights, split_over_processes)
+    if source.n_total is not None:  # no chunk longer than the rows it would hold
+        c = max(1, min(c, source.stop - source.start))
     dtype = compute_dtype()
     ctype = covariance_type
     if source.n_features is not None:
@@ -327,7 +338,7 @@ def log_likelihood_chunked(g: GMM, data, *, chunk_size: int, weights=None, block
     acc = None
     for x, w, _ in source.chunks(c):
         out = _chunk_ll(g, *_device(x, w, dtype), block_size=bs)
-        acc = out if acc is None else _add(acc, out)
+        acc = _fold(acc, out, _add)
     ll, total = distributed.sum_over_processes(acc)
     return float(ll), float(total)
 

@@ -194,6 +194,7 @@ def fit_online(
                 row = start + int(np.flatnonzero(w > 0)[np.argwhere(bad)[0][0]])
                 raise ValueError(f"{source.describe} has a non-finite value in row {row}")
             x_j, w_j = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+            jax.block_until_ready(g)  # read the next batch while this one computes, no further ahead
             g, s, t, ll, tw, eta = _step(g, s, t, x_j, w_j, std, reg, exponent, block_size=bs)
             ll_acc, w_acc = ll_acc + ll, w_acc + tw
         history.append(ll_acc / w_acc - std.log_det)
