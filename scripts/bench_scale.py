@@ -4,6 +4,7 @@ and data-parallel training steps per second on 1 vs 8 (fake) devices.
     python scripts/bench_scale.py em --sizes 1e5,1e6,1e7,1e8     # chunked EM on .npy files
     python scripts/bench_scale.py procs --size 1e7                # 1 vs 2 local processes
     python scripts/bench_scale.py train                           # 1 vs 8 fake CPU devices
+    python scripts/bench_scale.py online                          # online EM's gap, docs/online_gap.png
 
 ``em``: each size's .npy file (float32, D=2, a 4-component mixture) is written
 in pieces of 1e6 rows into ``--dir`` (kept for reruns). Every measurement runs
@@ -164,13 +165,29 @@ def bench_procs(args) -> None:
 
 
 def worker_train(args) -> None:
+    """Steps per second of the data-parallel train step on every device this process sees."""
     import jax
 
-    from grnn_jax.training.sharding import bench_steps
+    from grnn_jax.data import Sequences, batch_at
+    from grnn_jax.training import ModelConfig, init_state, make_optimizer, make_train_step, sharding
 
-    out = bench_steps(n_steps=args.steps, batch_size=args.batch)
-    out["devices"] = len(jax.devices())
-    print(json.dumps(out), flush=True)
+    net = ModelConfig(n_features=3, n_components=8, hidden_size=args.hidden).build()
+    tx = make_optimizer(learning_rate=1e-3, num_steps=args.steps + 2, warmup_steps=0, weight_decay=0.0,
+                        clip_norm=1.0)
+    seqs = Sequences(np.random.default_rng(0).normal(size=(4 * args.batch, args.length, 3)))
+    batches = [batch_at(seqs, s, batch_size=args.batch, seed=0) for s in range(args.steps + 1)]
+    mesh = sharding.make_mesh()
+    step = sharding.make_data_parallel_step(make_train_step(net, tx), mesh)
+    state = sharding.replicate(init_state(net, tx, batches[0], key=jax.random.key(0)), mesh)
+    state, m = step(state, batches[0])  # compiles
+    jax.block_until_ready(state)
+    t = time.perf_counter()
+    for b in batches[1:]:
+        state, m = step(state, b)
+    jax.block_until_ready(state)
+    sps = args.steps / (time.perf_counter() - t)
+    print(json.dumps(dict(devices=len(jax.devices()), platform=jax.devices()[0].platform, batch=args.batch,
+                          steps_per_sec=sps, final_loss=float(m["loss"]))), flush=True)
 
 
 def bench_train(args) -> None:
@@ -178,13 +195,52 @@ def bench_train(args) -> None:
     for n_dev in (1, 8):
         env = _env(XLA_FLAGS=f"--xla_force_host_platform_device_count={n_dev}") if args.cpu_devices else _env()
         rows.append(_run([sys.executable, __file__, "worker-train", "--steps", str(args.steps), "--batch",
-                          str(args.batch)], env=env))
+                          str(args.batch), "--hidden", str(args.hidden), "--length", str(args.length)], env=env))
         if not args.cpu_devices:
             break
-    print("| devices | batch | steps/s | final loss |")
-    print("|---:|---:|---:|---:|")
+    print("| devices | platform | batch | steps/s | loss after the last step |")
+    print("|---:|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['devices']} | {r['batch']} | {r['steps_per_sec']:.2f} | {r['final_loss']:.5f} |")
+        print(f"| {r['devices']} | {r['platform']} | {r['batch']} | {r['steps_per_sec']:.2f} | {r['final_loss']:.6f} |")
+
+
+def online_gap(args) -> None:
+    """The log-likelihood gap of stepwise EM to the batch-EM optimum against passes (a plot and a table)."""
+    import jax
+    import jax.numpy as jnp
+    import matplotlib.pyplot as plt
+
+    from grnn_jax import em, gmm
+
+    truth = gmm.from_covariances(jnp.log(jnp.array([0.4, 0.3, 0.2, 0.1])),
+                                 jnp.array([[0.0, 0.0], [4.0, 4.0], [-4.0, 5.0], [1.0, -4.0]]),
+                                 jnp.array([[1.0, 0.5], [0.5, 2.0], [1.0, 1.0], [2.0, 0.3]]), "diag")
+    x = np.asarray(gmm.sample(jax.random.key(0), truth, args.n))
+    kw = dict(key=jax.random.key(1), covariance_type="diag")
+    opt = float(em.fit(x, 4, tol=1e-7, max_iter=500, **kw).log_likelihood)
+    curves = {}
+    for batch in args.batches:
+        for alpha in args.alphas:
+            gaps = []
+            em.fit_online(x, 4, batch_size=batch, passes=args.passes, step_exponent=alpha,
+                          on_pass=lambda p, g: gaps.append(opt - float(em.score(g, x))), **kw)
+            curves[(batch, alpha)] = gaps
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (batch, alpha), gaps in curves.items():
+        ax.semilogy(range(1, args.passes + 1), np.maximum(gaps, 1e-8), marker="o", ms=3,
+                    label=f"B={batch}, alpha={alpha}")
+    ax.set_xlabel("passes over the data")
+    ax.set_ylabel("batch-EM optimum minus online EM (nats/row)")
+    ax.set_title(f"Stepwise EM on {args.n} rows of a 4-component mixture (D=2)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    shown = [p for p in (1, 2, 3, 5, 10, 20) if p <= args.passes]
+    print("| batch B | alpha | " + " | ".join(f"gap after {p}" for p in shown) + " |")
+    print("|---:|---:|" + "---:|" * len(shown))
+    for (batch, alpha), gaps in curves.items():
+        print(f"| {batch} | {alpha} | " + " | ".join(f"{gaps[p - 1]:.1e}" for p in shown) + " |")
+    print(f"\nbatch-EM optimum {opt:.6f} nats/row; plot: {args.out}")
 
 
 def main() -> None:
@@ -208,10 +264,18 @@ def main() -> None:
         s = sub.add_parser(name)
         s.add_argument("--steps", type=int, default=20)
         s.add_argument("--batch", type=int, default=64)
+        s.add_argument("--hidden", type=int, default=64)
+        s.add_argument("--length", type=int, default=50)
     sub.choices["train"].add_argument("--no-cpu-devices", dest="cpu_devices", action="store_false",
                                       help="on a GPU: time the real devices instead of 1 vs 8 fake CPU ones")
+    o = sub.add_parser("online")
+    o.add_argument("--n", type=int, default=50_000)
+    o.add_argument("--passes", type=int, default=10)
+    o.add_argument("--batches", type=lambda v: [int(b) for b in v.split(",")], default=[500, 5000])
+    o.add_argument("--alphas", type=lambda v: [float(a) for a in v.split(",")], default=[0.6, 1.0])
+    o.add_argument("--out", default=os.path.join(ROOT, "docs", "online_gap.png"))
     args = p.parse_args()
-    {"em": bench_em, "procs": bench_procs, "worker-em": worker_em, "train": bench_train,
+    {"online": online_gap, "em": bench_em, "procs": bench_procs, "worker-em": worker_em, "train": bench_train,
      "worker-train": worker_train}[args.mode](args)
 
 

@@ -75,7 +75,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--init-sample", type=int, default=DEFAULT_INIT_SAMPLE,
                    help="rows of the seeded uniform sample that --chunk-size, --online and several "
                         f"processes initialise on (default {DEFAULT_INIT_SAMPLE})")
-    g.add_argument("--coordinator", help="HOST:PORT of process 0: join a multi-process run")
+    g.add_argument("--coordinator", help="HOST:PORT of process 0: join a multi-process run; 'auto' takes "
+                                         "it from SLURM, Open MPI or a Cloud TPU (docs/scaling.md)")
     g.add_argument("--num-processes", type=int, default=None, help="processes in the run")
     g.add_argument("--process-id", type=int, default=None, help="this process's id, 0..num-processes-1")
     g.add_argument("--timeout", type=float, default=60.0,
@@ -214,7 +215,10 @@ def _check_args(args) -> None:
     elif args.batch_size is not None or args.passes != 1:
         raise ValueError("--batch-size and --passes apply to --online only")
     multi = (args.coordinator, args.num_processes, args.process_id)
-    if any(v is not None for v in multi):
+    if args.coordinator == "auto":
+        if args.online:
+            raise ValueError("--online runs in one process; use --chunk-size across processes")
+    elif any(v is not None for v in multi):
         if any(v is None for v in multi):
             raise ValueError("a multi-process run needs all of --coordinator HOST:PORT, --num-processes P "
                              "and --process-id I")

@@ -43,7 +43,8 @@ def check_processes(num_processes, process_id) -> tuple[int, int]:
     return p, i
 
 
-def initialize(coordinator: str, num_processes: int, process_id: int, *, timeout: float = 60.0) -> None:
+def initialize(coordinator: str, num_processes: int | None = None, process_id: int | None = None, *,
+               timeout: float = 60.0) -> None:
     """Joins a multi-process JAX run (``jax.distributed.initialize``) with checked arguments.
 
     Call it first, before anything else touches JAX (a second call with the
@@ -54,16 +55,27 @@ def initialize(coordinator: str, num_processes: int, process_id: int, *, timeout
     ``timeout`` seconds for all others to join; past that jax aborts it with
     ``DEADLINE_EXCEEDED``. On CPU the collectives use gloo.
 
+    ``coordinator="auto"`` leaves everything to ``jax.distributed.initialize``'s
+    detection of SLURM (``SLURM_*`` variables), Open MPI and Cloud TPU
+    (``TPU_WORKER_*``, ``MEGASCALE_*`` or the TPU VM's metadata), see docs/scaling.md.
+
     Args:
-      coordinator: ``HOST:PORT`` of process 0, reachable from every process.
-      num_processes: P.
-      process_id: this process's index in ``0..P-1``.
+      coordinator: ``HOST:PORT`` of process 0, reachable from every process, or "auto".
+      num_processes: P (None with "auto").
+      process_id: this process's index in ``0..P-1`` (None with "auto").
       timeout: seconds to wait for the coordinator and the other processes.
     """
-    host, port = parse_coordinator(coordinator)
-    p, i = check_processes(num_processes, process_id)
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds; got {timeout}")
+    if coordinator == "auto":
+        if not jax.distributed.is_initialized():
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            jax.distributed.initialize(num_processes=num_processes, process_id=process_id,
+                                       initialization_timeout=max(int(timeout), 1))
+        _announce()
+        return
+    host, port = parse_coordinator(coordinator)
+    p, i = check_processes(num_processes, process_id)
     if jax.distributed.is_initialized():
         if (jax.process_count(), jax.process_index()) != (p, i):
             raise ValueError(f"this process already runs as process {jax.process_index()} of "
@@ -73,6 +85,10 @@ def initialize(coordinator: str, num_processes: int, process_id: int, *, timeout
         _wait_for(host, port, timeout)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, p, i, initialization_timeout=max(int(timeout), 1))
+    _announce()
+
+
+def _announce() -> None:
     # The collectives library announces its connections on stdout when the
     # first collective runs; do that now with stdout pointed at stderr, so that
     # a process's stdout holds only what the program prints (e.g. one JSON line).

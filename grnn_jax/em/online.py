@@ -23,7 +23,7 @@ rows (the first ``init_sample`` rows of an iterable).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -116,6 +116,7 @@ def fit_online(
     weights=None,
     shuffle: bool = True,
     block_size: int | None = None,
+    on_pass: Callable[[int, GMM], None] | None = None,
 ) -> OnlineResult:
     """Stepwise EM: one M-step per mini-batch on statistics blended with a decreasing step size.
 
@@ -133,6 +134,8 @@ def fit_online(
       weights: optional (N,) row weights (array or file data).
       shuffle: shuffle the order of the batches every pass (array or file data).
       block_size: rows per E-step block; None picks one from D and K.
+      on_pass: called as ``on_pass(p, gmm)`` after pass ``p`` (from 1) with the
+        mixture then (e.g. to score it on held-out data).
 
     Returns:
       :class:`OnlineResult`.
@@ -198,4 +201,6 @@ def fit_online(
             g, s, t, ll, tw, eta = _step(g, s, t, x_j, w_j, std, reg, exponent, block_size=bs)
             ll_acc, w_acc = ll_acc + ll, w_acc + tw
         history.append(ll_acc / w_acc - std.log_det)
+        if on_pass is not None:
+            on_pass(p + 1, std.gmm_from(g))
     return OnlineResult(std.gmm_from(g), t, jnp.stack(history).astype(dtype), eta)
