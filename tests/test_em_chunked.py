@@ -83,8 +83,9 @@ def test_initialisation_sample_does_not_depend_on_the_split(data):
 
 
 def test_weights_act_as_repeated_rows(data):
-    x = data[:100]
-    w = np.arange(100) % 3
+    # About 200 rows either way: chunks of 128 rows, the shapes the tests above compiled.
+    x = data[:200]
+    w = np.arange(200) % 3
     g0 = em.initialize(jnp.asarray(x, jnp.float32), K, key=jax.random.key(1))
     res = em.fit_chunked(x, K, key=jax.random.key(0), init=g0, weights=w, chunk_size=128, tol=0.0, max_iter=3)
     ref = em.fit_chunked(np.repeat(x, w, axis=0), K, key=jax.random.key(0), init=g0, chunk_size=128, tol=0.0, max_iter=3)
@@ -149,3 +150,15 @@ def test_cli_chunk_size_reports_the_chunked_fit(data, tmp_path, capsys):
     np.savetxt(tmp_path / "x.csv", x, delimiter=",")
     assert main(["fit-gmm", str(tmp_path / "x.csv"), "-k", "2", "--chunk-size", "8"]) == 2
     assert "read an .npy file" in capsys.readouterr().err
+
+
+def test_float64_under_x64(x64):
+    """Under x64 the chunks are float64 and the sums agree with in-memory EM to float64 rounding."""
+    x = blobs(200, seed=1, offset=1e4)
+    g0 = em.initialize(jnp.asarray(x), 2, key=jax.random.key(0), covariance_type="tied")
+    ref = em.fit_from(jnp.asarray(x), g0, tol=0.0, max_iter=4)
+    res = em.fit_chunked(x, 2, key=jax.random.key(0), init=g0, chunk_size=64, covariance_type="tied",
+                         tol=0.0, max_iter=4)
+    assert res.gmm.means.dtype == jnp.float64
+    np.testing.assert_allclose(res.log_likelihood, ref.log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(res.gmm.means, ref.gmm.means, rtol=1e-12)
