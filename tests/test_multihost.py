@@ -143,3 +143,30 @@ def test_bad_launches_fail_fast_with_one_line(npy, capsys):
     ):
         assert main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_disagreeing_launches_stop_every_process(npy):
+    """Process 0 says 2 processes, process 1 says 3: both exit with the same one-line error."""
+    _, path = npy
+    port = free_port()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "import sys; from grnn_jax.cli import main; sys.exit(main())",
+                          "fit-gmm", str(path), "-k", "2", "--chunk-size", "64", "--coordinator",
+                          f"127.0.0.1:{port}", "--num-processes", str(n), "--process-id", str(i), "--timeout", "30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+        for i, n in ((0, 2), (1, 3))
+    ]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    if any(p.returncode != 2 for p in procs):
+        reason = gloo_works()
+        if reason:
+            pytest.skip(reason)
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 2, err[-2000:]
+        assert "launched with disagreeing num_processes/process_id (as process i of P: 0 of 2, 1 of 3)" in err
+        assert out == ""

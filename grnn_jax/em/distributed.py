@@ -86,6 +86,12 @@ def initialize(coordinator: str, num_processes: int | None = None, process_id: i
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, p, i, initialization_timeout=max(int(timeout), 1))
     _announce()
+    # Every process checks the same table, so all of them stop together if any launch disagrees.
+    table = gather_over_processes(np.array([p, i, jax.process_count(), jax.process_index()]))
+    if (table[:, 0] != table[:, 2]).any() or (table[:, 1] != table[:, 3]).any():
+        said = ", ".join(f"{int(b)} of {int(a)}" for a, b, _, _ in table)
+        raise ValueError(f"the processes were launched with disagreeing num_processes/process_id "
+                         f"(as process i of P: {said}); the run has {jax.process_count()} processes")
 
 
 def _announce() -> None:
