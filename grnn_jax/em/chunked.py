@@ -124,15 +124,15 @@ def standardize_pass(source: RowSource, chunk_size: int, block_size: int, *, iso
     # Every process learns of bad rows anywhere, so all stop together instead of waiting on one another.
     facts = distributed.gather_over_processes(np.array([(source.stop or 0) - source.start, bad_row]))
     counts, bad_rows = facts[:, 0], facts[:, 1]
-    offset = source.start if source._iterable is None else int(np.sum(counts[: jax.process_index()]))
+    offset = source.start if not source.is_stream else int(np.sum(counts[: jax.process_index()]))
     if (bad_rows >= 0).any():
         who = int(np.flatnonzero(bad_rows >= 0)[0])
-        row = int(bad_rows[who]) + (0 if source._iterable is None else int(np.sum(counts[:who])))
+        row = int(bad_rows[who]) + (0 if not source.is_stream else int(np.sum(counts[:who])))
         raise ValueError(f"{source.describe} has a non-finite value in row {row}")
     if (counts == 0).any():
         raise ValueError(f"process {int(np.argmin(counts))} holds no rows; use fewer processes than the "
                          f"{int(np.sum(counts))} rows")
-    n_rows = source.n_total if source._iterable is None else int(np.sum(counts))
+    n_rows = source.n_total if not source.is_stream else int(np.sum(counts))
     total, s1, s2 = distributed.sum_over_processes(acc)
     std, total, mean_var = standardizer_from_moments(
         anchor, jnp.asarray(total, dtype), jnp.asarray(s1, dtype), jnp.asarray(s2, dtype), isotropic=isotropic
@@ -179,7 +179,7 @@ def norm_and_sample_pass(source: RowSource, chunk_size, block_size, std, offset,
     ws = np.zeros(len(idx), np.float64)
     acc = None
     for x, w, start in source.chunks(chunk_size):
-        g0 = start + offset if source._iterable is not None else start
+        g0 = start + offset if source.is_stream else start
         lo, hi = np.searchsorted(idx, [g0, g0 + len(x)])
         if hi > lo:
             local = idx[lo:hi] - g0
@@ -274,10 +274,8 @@ def fit_chunked(
         c = max(1, min(c, source.stop - source.start))
     dtype = compute_dtype()
     ctype = covariance_type
-    if source.n_features is not None:
-        d = source.n_features
-        if not isinstance(init, str):
-            checks.check_gmm(init, k, d, ctype, ((),))
+    if source.n_features is not None and not isinstance(init, str):  # before any pass, where known
+        checks.check_gmm(init, k, source.n_features, ctype, ((),))
     std, total, mean_var, n_rows, offset = standardize_pass(
         source, c, block_size or default_block_size(source.n_features or 1, k, ctype), isotropic=ctype == "spherical"
     )

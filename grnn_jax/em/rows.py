@@ -114,6 +114,11 @@ class RowSource:
             raise ValueError(f"rows {rows} are not a slice of the {self.n_total} rows")
 
     @property
+    def is_stream(self) -> bool:
+        """Whether the rows come from an iterable (no row count or index until a pass)."""
+        return self._iterable is not None
+
+    @property
     def describe(self) -> str:
         return str(self._path) if self._path is not None else "data"
 
