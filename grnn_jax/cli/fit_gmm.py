@@ -223,11 +223,11 @@ def _check_args(args) -> None:
             raise ValueError("a multi-process run needs all of --coordinator HOST:PORT, --num-processes P "
                              "and --process-id I")
         distributed.parse_coordinator(args.coordinator)
-        try:
-            distributed.check_processes(args.num_processes, args.process_id)
-        except ValueError:
+        if args.num_processes < 1:
+            raise ValueError(f"--num-processes must be >= 1; got {args.num_processes}")
+        if not 0 <= args.process_id < args.num_processes:
             raise ValueError(f"--process-id {args.process_id} must be in 0..{args.num_processes - 1} "
-                             f"for --num-processes {args.num_processes}") from None
+                             f"for --num-processes {args.num_processes}")
         if args.online:
             raise ValueError("--online runs in one process; use --chunk-size across processes")
     if not args.timeout > 0:
@@ -248,8 +248,7 @@ def _params(g) -> dict:
 
 def _run_scaled(args) -> int:
     """--chunk-size, --online or several processes: the .npy file is read in chunks, never whole."""
-    if args.coordinator is not None:
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.timeout)
+    # Files are checked before joining the other processes (and before any JAX computation).
     full = RowSource(args.data)
     n, d = full.n_total, full.n_features
     k = args.components
@@ -262,6 +261,9 @@ def _run_scaled(args) -> int:
     if args.init_from is not None:
         ctype, w, mu, prec = _load_params(args.init_from, n_components=k, n_features=d,
                                          covariance_type=args.covariance_type)
+    if args.coordinator is not None:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.timeout)
+    if args.init_from is not None:
         init = gmm.from_precisions(np.log(w), mu, prec, ctype)
     key = jax.random.key(args.seed)
     chunk = args.batch_size if args.online else (args.chunk_size or DEFAULT_CHUNK)
