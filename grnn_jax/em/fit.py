@@ -49,7 +49,8 @@ class FitResult(NamedTuple):
     converged: jax.Array
 
 
-def _em_loop(xt1, w, sq_norm, total, g0: GMM, reg, tol, max_iter: int, block_size: int):
+def _em_loop(xt1, w, sq_norm, total, g0: GMM, reg, tol, max_iter: int, block_size: int, reduce=None):
+    """The EM iterations; ``reduce`` sums each E-step's ``(stats, ll_sum)`` across devices (``psum``)."""
     ctype = g0.covariance_type
     dtype = xt1.dtype
 
@@ -60,6 +61,8 @@ def _em_loop(xt1, w, sq_norm, total, g0: GMM, reg, tol, max_iter: int, block_siz
     def body(state):
         g, bound, it, _, history = state
         stats, ll_sum = e_step_std(g, xt1, w, block_size, sq_norm)
+        if reduce is not None:
+            stats, ll_sum = reduce((stats, ll_sum))
         new_bound = ll_sum / total
         g = m_step_std(stats, ctype, reg)
         converged = jnp.abs(new_bound - bound) < tol
