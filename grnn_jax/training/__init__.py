@@ -2,7 +2,15 @@
 evaluation, checkpoints, fit loop."""
 
 from grnn_jax.training.checkpoint import RunCheckpoints
-from grnn_jax.training.config import ModelConfig, TrainConfig, default_config, write_json_atomic
+from grnn_jax.training.config import (
+    HEADS,
+    ModelConfig,
+    TrainConfig,
+    check_head,
+    default_config,
+    write_json_atomic,
+)
+from grnn_jax.training.em_state import hidden_gmm, model_variables
 from grnn_jax.training.loop import NonFiniteTrainingError, load_trained, train
 from grnn_jax.training.objectives import OBJECTIVES, Objective, batch_loss, get_objective
 from grnn_jax.training.progress import RunProgress
@@ -14,6 +22,14 @@ from grnn_jax.training.resolve import (
     resolve_train_config,
     set_entry,
     split_validation,
+)
+from grnn_jax.training.regimes import (
+    HiddenGMMFit,
+    collect_hidden_states,
+    fit_hidden_gmm,
+    hidden_gmm_labels,
+    regime_probabilities,
+    steps_of,
 )
 from grnn_jax.training.rundir import CONFIG_FILE, METRICS_FILE, read_metrics, read_run_config
 from grnn_jax.training.step import (
@@ -30,6 +46,8 @@ __all__ = [
     "CONFIG_FILE",
     "DATA_KEYS",
     "EvalResult",
+    "HEADS",
+    "HiddenGMMFit",
     "METRICS_FILE",
     "ModelConfig",
     "NonFiniteTrainingError",
@@ -41,21 +59,29 @@ __all__ = [
     "TrainState",
     "apply_overrides",
     "batch_loss",
+    "check_head",
+    "collect_hidden_states",
     "config_splits",
     "default_config",
     "evaluate",
+    "fit_hidden_gmm",
     "get_objective",
+    "hidden_gmm",
+    "hidden_gmm_labels",
     "init_state",
     "load_config_file",
     "load_trained",
     "make_optimizer",
     "make_schedule",
     "make_train_step",
+    "model_variables",
     "read_metrics",
     "read_run_config",
+    "regime_probabilities",
     "resolve_train_config",
     "set_entry",
     "split_validation",
+    "steps_of",
     "train",
     "write_json_atomic",
 ]
