@@ -154,7 +154,7 @@ def fit_hidden_gmm(net, variables, seqs: Sequences, *, key: jax.Array,
     table = []
     for k, bic, fit in zip(sel.candidates, sel.scores, sel.fits):
         table.append({"n_components": int(k),
-                      "log_likelihood": float(em.log_likelihood_sum(fit.gmm, hj)),
+                      "log_likelihood": float(em.log_likelihood_sum(fit.gmm, hj)[0]),
                       "aic": float(em.aic(fit.gmm, hj)), "bic": float(bic)})
     g = sel.fits[sel.candidates.index(best)].gmm
     labels = np.asarray(jnp.argmax(gmm_lib.log_responsibilities(g, hj), axis=-1))
