@@ -170,8 +170,6 @@ def default_config(train: Sequences) -> TrainConfig:
     Example:
       >>> import numpy as np
       >>> from grnn_jax.data import Sequences
-from grnn_jax.em import check_step_schedule
-from grnn_jax.heads_em import check_em_head_covariance_type
       >>> from grnn_jax.training import default_config
       >>> c = default_config(Sequences(np.zeros((10, 50, 2))))
       >>> c.model.hidden_size, c.model.n_components, c.batch_size, c.num_steps
