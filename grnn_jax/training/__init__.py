@@ -11,7 +11,7 @@ from grnn_jax.training.config import (
     write_json_atomic,
 )
 from grnn_jax.training.em_state import hidden_gmm, model_variables
-from grnn_jax.training.loop import NonFiniteTrainingError, load_trained, train
+from grnn_jax.training.loop import NonFiniteTrainingError, load_train_state, load_trained, train
 from grnn_jax.training.objectives import OBJECTIVES, Objective, batch_loss, get_objective
 from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.resolve import (
@@ -70,6 +70,7 @@ __all__ = [
     "hidden_gmm_labels",
     "init_state",
     "load_config_file",
+    "load_train_state",
     "load_trained",
     "make_optimizer",
     "make_schedule",
