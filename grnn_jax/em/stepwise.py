@@ -117,5 +117,6 @@ def blend(old: SufficientStats, batch: SufficientStats, n_obs: jax.Array, rho: j
     """
     n_obs = jnp.asarray(n_obs, old.n.dtype)
     rho = jnp.where(n_obs > 0, rho, 0.0)
-    scale = 1.0 / jnp.maximum(n_obs, 1.0)
+    # 1 / n_obs for any positive (possibly fractional) total weight, 0 for an empty batch
+    scale = jnp.where(n_obs > 0, 1.0 / jnp.where(n_obs > 0, n_obs, 1.0), 0.0)
     return jax.tree.map(lambda o, b: (1.0 - rho) * o + rho * scale * b, old, batch)
