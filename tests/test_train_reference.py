@@ -105,8 +105,7 @@ def test_loss_and_gradients_equal_the_reference_in_float64(x64):
 def test_train_steps_follow_the_reference_loss_trajectory():
     net, params, batch, _, ref = _setup(2, jnp.dtype(jnp.float32))
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
-    state = T.init_state(net, tx, batch, key=jax.random.key(0))
-    state = state.replace(params=params, opt_state=tx.init(params))
+    state = T.init_state(net, tx, batch, key=jax.random.key(0), params=params)
     step = T.make_train_step(net, tx)
     p, s = params, tx.init(params)
     for _ in range(4):
