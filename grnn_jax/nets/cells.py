@@ -3,9 +3,7 @@
 Each cell is a Flax module that only owns its parameters (``weights()``
 returns them as a dict); its arithmetic is two pure functions:
 
-* ``project(w, x)`` — the input half of the gate pre-activations, ``(..., G*H)``.
-  It does not depend on the state, so the model applies it to a whole sequence
-  at once (one large matmul) where that is faster;
+* ``project(w, x)`` — the input half of the gate pre-activations, ``(..., G*H)``;
 * ``recur(w, carry, xp) -> (carry, h)`` — the state update from a projected input;
 * ``scan(w, carry, xs) -> (carry, hs)`` — ``project`` and ``recur`` over a whole
   time-major sequence: a plain ``lax.scan`` of them, except for the LSTM, whose
@@ -161,6 +159,7 @@ class LayerNormLSTMCell(LSTMCell):
         h = jax.nn.sigmoid(o) * jnp.tanh(_layer_norm(c, w["ln_c_scale"], w["ln_c_bias"]))
         return (c, h), h
 
+    # The hand-written LSTM backward pass does not know the layer norms: the plain scan.
     scan = classmethod(_Cell.scan.__func__)
 
 

@@ -31,7 +31,9 @@ from grnn_jax.validation import check_finite_steps
 #   than the scan saves; stacking all layers in one scan compiled 2.4x slower
 #   for no gain;
 # * the LSTM's scan has a hand-written backward pass (nets/lstm_scan.py);
-# * scan unroll 2: no gain, slower compile.
+# * scan unroll 2 or 4: no gain, slower compile;
+# * the hand-written fused-gate cells vs flax's nn.OptimizedLSTMCell and
+#   nn.LSTMCell under nn.RNN (autodiff, LSTM forward + backward): 0.34, 0.35, 0.36 s.
 
 
 class GRNN(nn.Module):
