@@ -4,10 +4,14 @@ Both sides train the same model: an LSTM (hidden 256 by default) over
 sequences of 3-D observations, a linear mixture head with K full-covariance
 components (precision-Cholesky parametrisation, the same constraints as
 ``grnn_jax.heads.MixtureHead``) and the mixture negative log-likelihood, with
-Adam and global-norm gradient clipping. Steps per second are the median over
-repeats after warm-up; the ratio column compares the two in the same run,
-which matters more than the absolute numbers on a shared machine. The JAX
-compile time is the first call minus one steady-state step.
+Adam and global-norm gradient clipping. The two sides are timed in
+interleaved rounds (JAX, then torch at each thread count, then JAX again...),
+so a machine whose load changes during the run slows all of them alike; steps
+per second are those of the fastest round of each, and the ratios compare
+those. PyTorch runs at threads = cores and at one thread; JAX uses its
+default (all cores). The JAX compile time is the first call minus one
+steady-state step. The header names the CPU and whether it has AVX-512, and
+the load average before and after: on a loaded machine, re-run.
 
 PyTorch is optional: without it the torch columns read "n/a".
 
@@ -20,9 +24,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
-import statistics
+import platform
 import sys
 import time
 
@@ -36,20 +41,62 @@ def _n_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _time_steps(step, n_steps: int, repeats: int, warmup: int):
-    """(first-call seconds, median steady steps/s, all steps/s)."""
+def cpu_description() -> tuple[str, bool]:
+    """(CPU model name, whether it has AVX-512F), from /proc/cpuinfo where there is one."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = info.get("model name") or platform.processor() or platform.machine()
+    return name, "avx512f" in info.get("flags", "").split()
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def _first_call(step) -> float:
     t0 = time.perf_counter()
     step()
-    first = time.perf_counter() - t0
-    for _ in range(warmup):
+    return time.perf_counter() - t0
+
+
+def _time_round(step, n_steps: int) -> float:
+    """Seconds per step over ``n_steps`` back-to-back steps."""
+    t0 = time.perf_counter()
+    for _ in range(n_steps):
         step()
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n_steps):
+    return (time.perf_counter() - t0) / n_steps
+
+
+def interleaved_rates(sides: dict, n_steps: int, repeats: int, warmup: int, before=None) -> dict:
+    """Best steps/s of each side over ``repeats`` interleaved rounds.
+
+    Args:
+      sides: name -> no-argument step callable (already compiled).
+      n_steps: steps per round.
+      repeats: rounds; each runs every side once, in order.
+      warmup: untimed steps of each side first.
+      before: name -> callable run before that side's round (e.g. setting torch's threads).
+    """
+    before = before or {}
+    for name, step in sides.items():
+        before.get(name, lambda: None)()
+        for _ in range(warmup):
             step()
-        rates.append(n_steps / (time.perf_counter() - t0))
-    return first, statistics.median(rates), rates
+    best = {name: math.inf for name in sides}
+    for _ in range(repeats):
+        for name, step in sides.items():
+            before.get(name, lambda: None)()
+            best[name] = min(best[name], _time_round(step, n_steps))
+    return {name: 1.0 / t for name, t in best.items()}
 
 
 # ----------------------------------------------------------------------------- JAX
@@ -192,28 +239,36 @@ def main(argv=None) -> int:
     parser.add_argument("--seq-len", type=int, default=100)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--components", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=5, help="train steps per timed repeat")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="train steps per timed round")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--pen", action="store_true", help="also the 2-D mixture + Bernoulli pen model")
     parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads (default: the cores JAX uses)")
+    parser.add_argument("--torch-threads", type=int, nargs="+", default=None,
+                        help="torch intra-op thread counts to compare with (default: the cores, and 1)")
     args = parser.parse_args(argv)
+    for name in ("layers", "torch_threads"):
+        if any(v < 1 for v in getattr(args, name) or []):
+            parser.error(f"--{name.replace('_', '-')} values must be >= 1")
+    for name in ("hidden", "seq_len", "batch", "components", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
     cores = _n_cores()
+    threads = list(dict.fromkeys(args.torch_threads or [cores, 1]))
     try:
         if args.no_torch:
             raise ImportError
         import torch
 
-        torch.set_num_threads(args.torch_threads or cores)
         torch_version = torch.__version__
     except ImportError:
-        torch = None
+        torch, threads = None, []
         torch_version = "not installed"
     import jax
 
+    cpu, avx512 = cpu_description()
+    load_before = _load()
     variants = [(layers, False) for layers in args.layers]
     if args.pen:
         variants += [(layers, True) for layers in args.layers]
@@ -221,25 +276,29 @@ def main(argv=None) -> int:
     for layers, pen in variants:
         kw = dict(n_layers=layers, hidden=args.hidden, n_components=args.components,
                   n_features=3, batch=args.batch, seq_len=args.seq_len, pen=pen)
-        first, jax_rate, _ = _time_steps(jax_step_fn(**kw), args.steps, args.repeats, args.warmup)
-        compile_s = first - 1.0 / jax_rate
-        torch_rate = None
-        if torch is not None:
-            _, torch_rate, _ = _time_steps(torch_step_fn(**kw), args.steps, args.repeats, args.warmup)
-        rows.append((layers, pen, jax_rate, torch_rate, compile_s))
+        sides = {"jax": jax_step_fn(**kw)}
+        first = _first_call(sides["jax"])
+        before = {}
+        for n in threads:
+            sides[f"torch{n}"] = torch_step_fn(**kw)
+            before[f"torch{n}"] = functools.partial(torch.set_num_threads, n)
+        rates = interleaved_rates(sides, args.steps, args.repeats, args.warmup, before)
+        rows.append((layers, pen, rates, first - 1.0 / rates["jax"]))
 
     print("\ncommand: python scripts/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch_version}, "
-          f"{cores} cores (torch threads = {args.torch_threads or cores}); LSTM hidden {args.hidden}, T={args.seq_len}, "
-          f"batch {args.batch}, K={args.components} full covariance; median of {args.repeats} x "
-          f"{args.steps} steps\n")
-    print("| model | layers | grnn_jax steps/s | torch steps/s | ratio (ours/torch) | jax compile s |")
-    print("|---|---|---|---|---|---|")
-    for layers, pen, jr, tr, cs in rows:
+    print(f"CPU: {cpu} ({'AVX-512' if avx512 else 'no AVX-512'}), {cores} cores; "
+          f"load average {load_before} before, {_load()} after")
+    print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch_version}; LSTM hidden {args.hidden}, "
+          f"T={args.seq_len}, batch {args.batch}, K={args.components} full covariance; best of "
+          f"{args.repeats} interleaved rounds of {args.steps} steps\n")
+    cols = "".join(f" torch steps/s ({n} thr) | ratio |" for n in threads)
+    print(f"| model | layers | grnn_jax steps/s |{cols} jax compile s |")
+    print("|---|---|---|" + "---|---|" * len(threads) + "---|")
+    for layers, pen, rates, compile_s in rows:
         name = "2-D mixture + pen" if pen else "3-D mixture"
-        t = f"{tr:.2f}" if tr else "n/a"
-        r = f"{jr / tr:.2f}x" if tr else "n/a"
-        print(f"| {name} | {layers} | {jr:.2f} | {t} | {r} | {cs:.2f} |")
+        jr = rates["jax"]
+        cells = "".join(f" {rates[f'torch{n}']:.2f} | {jr / rates[f'torch{n}']:.2f}x |" for n in threads)
+        print(f"| {name} | {layers} | {jr:.2f} |{cells} {compile_s:.2f} |")
     return 0
 
 

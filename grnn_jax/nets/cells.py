@@ -3,12 +3,13 @@
 Each cell is a Flax module that only owns its parameters (``weights()``
 returns them as a dict); its arithmetic is two pure functions:
 
-* ``project(w, x)`` — the input half of the gate pre-activations, ``(..., G*H)``.
-  It does not depend on the state, so the model applies it to a whole sequence
-  at once (one large matmul) where that is faster;
-* ``recur(w, carry, xp) -> (carry, h)`` — the state update from a projected input.
+* ``project(w, x)`` — the input half of the gate pre-activations, ``(..., G*H)``;
+* ``recur(w, carry, xp) -> (carry, h)`` — the state update from a projected input;
+* ``scan(w, carry, xs) -> (carry, hs)`` — ``project`` and ``recur`` over a whole
+  time-major sequence: a plain ``lax.scan`` of them, except for the LSTM, whose
+  scan has a hand-written backward pass (:mod:`grnn_jax.nets.lstm_scan`).
 
-Keeping the arithmetic pure lets the model run it under a plain ``lax.scan`` in
+Keeping the arithmetic pure lets the model run it over whole sequences in
 training and, unchanged, one step at a time in generation.
 """
 
@@ -19,6 +20,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from grnn_jax.nets.lstm_scan import lstm_sequence
 
 _LN_EPS = 1e-5
 
@@ -68,6 +71,11 @@ class _Cell(nn.Module):
     def initial_carry(self, batch_shape: tuple[int, ...], dtype: Any) -> Any:
         raise NotImplementedError
 
+    @classmethod
+    def scan(cls, w: dict, carry, xs: jax.Array):
+        """``project`` and ``recur`` over time-major inputs ``xs (T, B, F)``: ``(carry, (T, B, H))``."""
+        return jax.lax.scan(lambda c, x: cls.recur(w, c, cls.project(w, x)), carry, xs)
+
 
 class LSTMCell(_Cell):
     """LSTM with fused gates (order i, f, g, o) and forget bias 1.
@@ -98,6 +106,12 @@ class LSTMCell(_Cell):
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return (c, h), h
+
+    @classmethod
+    def scan(cls, w: dict, carry, xs: jax.Array):
+        """As :meth:`_Cell.scan`, through :func:`~grnn_jax.nets.lstm_scan.lstm_sequence`."""
+        c, h = carry
+        return lstm_sequence(jnp.concatenate([w["wi"], w["wh"]]), w["b"], c, h, xs)
 
     def initial_carry(self, batch_shape, dtype):
         z = jnp.zeros(tuple(batch_shape) + (self.hidden_size,), dtype)
@@ -144,6 +158,9 @@ class LayerNormLSTMCell(LSTMCell):
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(_layer_norm(c, w["ln_c_scale"], w["ln_c_bias"]))
         return (c, h), h
+
+    # The hand-written LSTM backward pass does not know the layer norms: the plain scan.
+    scan = classmethod(_Cell.scan.__func__)
 
 
 class GRUCell(_Cell):

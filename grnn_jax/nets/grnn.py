@@ -23,22 +23,17 @@ from grnn_jax.heads import MixtureHead, check_head_covariance_type
 from grnn_jax.nets.cells import CELLS, check_cell
 from grnn_jax.validation import check_finite_steps
 
-# Layout choices, measured on the shared 2-core CPU (LSTM hidden 256, T=100,
-# batch 64, 3-D input, K=20 full; scripts/bench_train.py and ad-hoc timings;
-# the machine was loaded, so differences under ~10% are noise):
-# * one scan per layer, with the input projection of layers >= 2 hoisted out of
-#   the scan as one large matmul, trains as fast as all layers stacked in one
-#   scan (1.35 vs 1.39 steps/s at 2 layers) and compiles faster (train step
-#   1.5 s vs 3.6 s);
-# * hoisting the first layer's 3-wide input projection too: no gain (1.56 vs
-#   1.48 steps/s at 1 layer, 1.37 vs 1.35 at 2), so it stays per step;
-# * scan unroll 2: no gain (1.52 vs 1.48 steps/s), slower compile;
-# * these hand-written fused-gate cells vs flax's nn.OptimizedLSTMCell and
-#   nn.LSTMCell under nn.RNN (LSTM forward + backward only): 0.34, 0.35, 0.36 s;
-# * a custom VJP that takes the recurrent weight gradient out of the backward
-#   scan as one GEMM: 0.254 vs 0.270 s, too little for the extra code.
-_HOIST_FIRST_LAYER = False
-_SCAN_UNROLL = 1
+# Layout choices (LSTM hidden 256, T=100, batch 64, 3-D input, K=20 full; the
+# numbers and where the time goes are in the README's notes):
+# * one scan per layer, each with its input projection inside the step: hoisted
+#   out as one (T*B, F) @ (F, 4H) matmul, a 3-wide first-layer input costs more
+#   (a slow narrow matmul, a 26 MB broadcast add and its transposed gradient)
+#   than the scan saves; stacking all layers in one scan compiled 2.4x slower
+#   for no gain;
+# * the LSTM's scan has a hand-written backward pass (nets/lstm_scan.py);
+# * scan unroll 2 or 4: no gain, slower compile;
+# * the hand-written fused-gate cells vs flax's nn.OptimizedLSTMCell and
+#   nn.LSTMCell under nn.RNN (autodiff, LSTM forward + backward): 0.34, 0.35, 0.36 s.
 
 
 class GRNN(nn.Module):
@@ -147,20 +142,9 @@ class GRNN(nn.Module):
             carry = self.initial_carry(inputs.shape[:1])
         z = jnp.swapaxes(inputs.astype(self.dtype), 0, 1)  # time-major for the scan
         final = []
-        for i, (cell, c0) in enumerate(zip(self.cells, carry)):
+        for cell, c0 in zip(self.cells, carry):
             w, cls = cell.weights(), type(cell)
-            if i > 0 or _HOIST_FIRST_LAYER:
-                xs = cls.project(w, z)
-
-                def body(c, xp, w=w, cls=cls):
-                    return cls.recur(w, c, xp)
-            else:
-                xs = z
-
-                def body(c, x_t, w=w, cls=cls):
-                    return cls.recur(w, c, cls.project(w, x_t))
-
-            c_last, z = jax.lax.scan(body, c0, xs, unroll=_SCAN_UNROLL)
+            c_last, z = cls.scan(w, c0, z)
             final.append(c_last)
         return tuple(final), jnp.swapaxes(z, 0, 1)
 
