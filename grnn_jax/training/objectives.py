@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch
+from grnn_jax.training import em_objectives
 
 LossFn = Callable[[Any, Any, Any, Batch], "tuple[jax.Array, dict]"]
 
@@ -80,6 +81,14 @@ class Objective(NamedTuple):
 
 OBJECTIVES: dict[str, Objective] = {
     "nll": Objective("nll", nll_loss, "negative log-likelihood of the next observation"),
+    "gem": Objective(
+        "gem", em_objectives.gem_loss,
+        "generalised EM: expected complete-data NLL, responsibilities held fixed",
+    ),
+    "ngem": Objective(
+        "ngem", em_objectives.ngem_loss,
+        "natural-gradient EM: each component's step preconditioned by its Gaussian Fisher",
+    ),
 }
 
 
