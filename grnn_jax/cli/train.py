@@ -50,6 +50,7 @@ _FLAG_KEYS = {
     "seed": "seed",
     "val_fraction": "val_fraction",
     "objective": "objective",
+    "em_init": "em_init",
 }
 
 
@@ -87,6 +88,9 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
                    help="training objective: " + "; ".join(
                        f"{o.name}: {o.description}" for o in OBJECTIVES.values())
                    + " (default nll; evaluation always reports the held-out NLL)")
+    p.add_argument("--em-init", action="store_true", default=None,
+                   help="start the mixture head from a GMM fitted by EM to the training "
+                        "observations (the untrained model predicts that GMM at every step)")
     p.add_argument("--val-fraction", type=float,
                    help="share of the --data sequences held out for validation (default 0.15; a "
                         "single sequence gives its last part)")

@@ -57,6 +57,9 @@ class TrainConfig:
       standardise: fit a per-feature standardisation on the training split.
       objective: what the optimiser minimises, by name (``training.OBJECTIVES``); evaluation
         always reports the held-out NLL.
+      em_init: start the mixture head from a GMM fitted by EM to the standardised training
+        observations (head kernel zero, bias from ``heads.head_bias_from_gmm``), so that the
+        untrained model's predictive density is that GMM at every step.
     """
 
     model: ModelConfig
@@ -74,6 +77,7 @@ class TrainConfig:
     seed: int = 0
     standardise: bool = True
     objective: str = "nll"
+    em_init: bool = False
 
     def validate(self) -> "TrainConfig":
         """Raises ValueError on a setting outside its legal range; returns self."""
@@ -97,6 +101,8 @@ class TrainConfig:
         if not (0 <= self.end_lr_fraction <= 1) or not (self.weight_decay >= 0):
             raise ValueError("end_lr_fraction must lie in [0, 1] and weight_decay be >= 0")
         get_objective(self.objective)  # raises on an unknown name, listing the known ones
+        if not isinstance(self.em_init, bool):
+            raise ValueError(f"em_init must be true or false; got {self.em_init!r}")
         return self
 
     def to_dict(self) -> dict:

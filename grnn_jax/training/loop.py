@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.training.config import TrainConfig, default_config, write_json_atomic
+from grnn_jax.training.em_init import check_em_init, em_init_params
 from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.rundir import (
     CONFIG_FILE,
@@ -146,6 +147,8 @@ def _prepare(config, train_seqs, val_seqs, workdir, resume, until_step):
             f"the model expects {config.model.n_covariates} covariates; the data have "
             f"{train_seqs.n_covariates}"
         )
+    if config.em_init:
+        check_em_init(train_seqs, config.model.n_components)
     if saved is not None:
         standardiser = Standardiser.from_dict(saved["standardiser"])
     elif config.standardise:
@@ -233,12 +236,18 @@ def train(
     train_z = standardiser.transform(train_seqs)
     net, tx, step_fn, schedule = _compiled(config, _dtype() == np.float64)
     example = batch_at(train_z, 0, batch_size=config.batch_size, seed=config.seed, dtype=dtype)
-    state = init_state(net, tx, example, key=jax.random.key(config.seed))
-    prog = RunProgress()
-
     ckpts = RunCheckpoints(workdir)
+    restoring = resuming and ckpts.latest_step("last") is not None
+    init_key = jax.random.key(config.seed)
+    params0 = None
+    if config.em_init and not restoring:
+        u0 = None if example.u is None else example.u[:1, :1]
+        params0 = em_init_params(net, net.init(init_key, example.x[:1, :1], u=u0), train_z,
+                                 key=jax.random.fold_in(init_key, 1))
+    state = init_state(net, tx, example, key=init_key, params=params0)
+    prog = RunProgress()
     try:
-        if resuming and ckpts.latest_step("last") is not None:
+        if restoring:
             state, saved_prog = ckpts.restore("last", state)
             prog = RunProgress.from_dict(saved_prog)
         truncate_metrics(metrics_path, prog.step)
@@ -262,7 +271,7 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
     # Throughput counts training only: not the first step of a call (compilation), not
     # evaluations or checkpoints.
     train_time, steps_done, obs_done, mark = 0.0, 0, 0, None
-    last_loss = math.nan
+    last_loss = last_nll = math.nan
     try:
         for step in range(start, end):
             batch = batch_at(run.train_z, step, batch_size=cfg.batch_size, seed=cfg.seed,
@@ -287,18 +296,21 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                 pending = []
                 losses = [float(f["loss"]) for f in fetched if not f["skipped"]]
                 last_loss = float(np.mean(losses)) if losses else math.nan
+                # An objective other than the NLL reports the NLL as a metric of its own.
+                nlls = [float(f.get("nll", f["loss"])) for f in fetched if not f["skipped"]]
+                last_nll = float(np.mean(nlls)) if nlls else math.nan
                 rate = steps_done / train_time if train_time > 0 else math.nan
                 obs_rate = obs_done / train_time if train_time > 0 else math.nan
                 rec = {
                     "step": done, "kind": "train", "loss": last_loss,
-                    "nll": last_loss + standardiser.log_jacobian,
+                    "nll": last_nll + standardiser.log_jacobian,
                     "grad_norm": float(fetched[-1]["grad_norm"]),
                     "n_skipped": int(state.n_skipped),
                     "lr": float(run.schedule(done - int(state.n_skipped))),
                     "steps_per_s": rate, "obs_steps_per_s": obs_rate,
                 }
                 append_metrics(run.metrics_path, [rec])
-                bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(prog.best_val_nll))
+                bar.set_postfix(nll=f"{last_nll + log_jac:.4f}", val_nll=_fmt(prog.best_val_nll))
                 if int(state.n_consecutive_skipped) >= cfg.max_consecutive_skips:
                     last = ckpts.latest_step("last")
                     raise NonFiniteTrainingError(
@@ -318,7 +330,7 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                     "step": done, "kind": "eval", "val_nll": res.nll,
                     "best_val_nll": prog.best_val_nll, "best_step": prog.best_step,
                 }])
-                bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(res.nll))
+                bar.set_postfix(nll=f"{last_nll + log_jac:.4f}", val_nll=_fmt(res.nll))
                 stop = bool(cfg.patience) and prog.evals_since_best >= cfg.patience
                 # Recorded in the checkpoint, so that resuming a stopped run does not go on.
                 prog = prog.replace(stopped_early=stop)
