@@ -3,6 +3,13 @@ evaluation, checkpoints, fit loop."""
 
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.training.config import ModelConfig, TrainConfig, default_config, write_json_atomic
+from grnn_jax.training.em_init import (
+    check_em_init,
+    em_init_params,
+    fit_observation_gmm,
+    head_params_from_gmm,
+)
+from grnn_jax.training.em_objectives import gem_loss, make_ngem_loss, natural_steps, ngem_loss
 from grnn_jax.training.loop import NonFiniteTrainingError, load_trained, train
 from grnn_jax.training.objectives import OBJECTIVES, Objective, batch_loss, get_objective
 from grnn_jax.training.progress import RunProgress
@@ -41,16 +48,24 @@ __all__ = [
     "TrainState",
     "apply_overrides",
     "batch_loss",
+    "check_em_init",
     "config_splits",
     "default_config",
+    "em_init_params",
     "evaluate",
+    "fit_observation_gmm",
+    "gem_loss",
     "get_objective",
+    "head_params_from_gmm",
     "init_state",
     "load_config_file",
     "load_trained",
     "make_optimizer",
     "make_schedule",
+    "make_ngem_loss",
     "make_train_step",
+    "natural_steps",
+    "ngem_loss",
     "read_metrics",
     "read_run_config",
     "resolve_train_config",
