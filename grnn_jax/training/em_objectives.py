@@ -136,7 +136,7 @@ def expected_complete_log_lik(g: gmm_lib.GMM, x: jax.Array) -> tuple[jax.Array, 
 
 def natural_steps(
     g: gmm_lib.GMM, x: jax.Array, *, min_scale: float, max_scale: float,
-    fisher: str = "component",
+    fisher: str = "component", damping: float = 0.0,
 ) -> gmm_lib.GMM:
     """The natural-gradient step of ``Q`` per output block, as cotangents on the GMM's
     fields (see the module doc): for ``logits`` and ``means`` the step itself; for
@@ -149,6 +149,11 @@ def natural_steps(
       min_scale, max_scale: those of the head (its bounded precision diagonal).
       fisher: "component" (each Gaussian's own Fisher, plain logit gradient) or
         "complete" (the exact complete-data Fisher).
+      damping: λ >= 0 added to the raw Fisher of every diagonal entry (0: exact). The
+        raw step ``dP_ii / g'(r_i)`` becomes ``dP_ii g'(r_i) f / (g'(r_i)² f + λ)`` with
+        ``f = 2 / P_ii²`` the Fisher of a precision-Cholesky diagonal entry: unchanged where
+        the bounded map is steep, bounded where it saturates (``g' → 0`` near the head's
+        scale bounds, where the exact raw step grows without limit).
 
     Returns:
       a GMM-shaped container of cotangents (same shapes as ``g``).
@@ -203,7 +208,12 @@ def natural_steps(
     excess = diag - lo
     sp = 1.0 / excess - min_scale
     dg = -(-jnp.expm1(-sp)) * excess * excess
-    diag_cot = (jnp.diagonal(dp, axis1=-2, axis2=-1) if ctype == "full" else dp) / (dg * dg)
+    dp_diag = jnp.diagonal(dp, axis1=-2, axis2=-1) if ctype == "full" else dp
+    if damping > 0:
+        f = 2.0 / (diag * diag)
+        diag_cot = dp_diag * f / (dg * dg * f + damping)
+    else:
+        diag_cot = dp_diag / (dg * dg)
     if ctype == "full":
         eye = jnp.eye(d, dtype=dp.dtype)
         prec_cot = jnp.triu(dp, 1) + eye * diag_cot[..., None, :]
@@ -214,7 +224,7 @@ def natural_steps(
 
 def ngem_surrogate(
     g: gmm_lib.GMM, x: jax.Array, *, min_scale: float, max_scale: float,
-    fisher: str = "component",
+    fisher: str = "component", damping: float = 0.0,
 ) -> jax.Array:
     """Per-step surrogate ``−Σ_blocks ⟨sg(ñ), θ_block⟩`` whose gradient through the head is
     minus the natural step of :func:`natural_steps`.
@@ -222,7 +232,8 @@ def ngem_surrogate(
     Returns:
       (*S,) surrogate values (meaningless as numbers; only their gradient is used).
     """
-    steps = natural_steps(g, x, min_scale=min_scale, max_scale=max_scale, fisher=fisher)
+    steps = natural_steps(g, x, min_scale=min_scale, max_scale=max_scale, fisher=fisher,
+                          damping=damping)
     lead = tuple(range(-1, 0))
     total = jnp.sum(steps.logits * g.logits, axis=lead)
     total += jnp.sum(steps.means * g.means, axis=(-2, -1))
@@ -243,7 +254,7 @@ def gem_loss(net, params, aux_state, batch: Batch) -> tuple[jax.Array, dict]:
     return loss, {"n_obs": n, "nll": nll}
 
 
-def make_ngem_loss(fisher: str = "component"):
+def make_ngem_loss(fisher: str = "component", damping: float = 0.0):
     """``loss(net, params, aux_state, batch)`` of natural-gradient EM with the given Fisher
     weighting (:func:`natural_steps`); its value is the NLL per observed step."""
     if fisher not in FISHER_WEIGHTINGS:
@@ -254,7 +265,7 @@ def make_ngem_loss(fisher: str = "component"):
         g, x, mask = _step_mixture(net, params, batch)
         lp = gmm_lib.log_prob(g, x)
         sur = ngem_surrogate(g, x, min_scale=net.min_scale, max_scale=net.max_scale,
-                             fisher=fisher)
+                             fisher=fisher, damping=damping)
         nll, n = _masked_mean(-jax.lax.stop_gradient(lp), mask)
         s, _ = _masked_mean(sur, mask)
         return nll + s - jax.lax.stop_gradient(s), {"n_obs": n, "nll": nll}
