@@ -24,13 +24,14 @@ def _tree_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def test_initial_heldout_nll_equals_the_static_gmm(tmp_path, x64):
+@pytest.mark.parametrize("head", ["mdn", "em"])
+def test_initial_heldout_nll_equals_the_static_gmm(tmp_path, x64, head):
     ctype = "full"
     proc = data.default_switching_ar(2)
     tr, _ = data.sample_switching_ar(proc, seed=0, n_sequences=6, length=20)
     va, _ = data.sample_switching_ar(proc, seed=1, n_sequences=3, length=20)
     cfg = T.TrainConfig(T.ModelConfig(n_features=2, n_components=3, hidden_size=4,
-                                      covariance_type=ctype),
+                                      covariance_type=ctype, head=head),
                         num_steps=2, batch_size=3, eval_every=1, em_init=True,
                         objective="ngem", seed=3)
     T.train(cfg, tr, va, tmp_path, progress=False, until_step=0)

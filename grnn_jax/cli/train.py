@@ -23,6 +23,7 @@ from grnn_jax.data import Sequences
 from grnn_jax.validation import check_positive
 from grnn_jax.training import (
     CONFIG_FILE,
+    HEADS,
     OBJECTIVES,
     NonFiniteTrainingError,
     apply_overrides,
@@ -51,6 +52,9 @@ _FLAG_KEYS = {
     "val_fraction": "val_fraction",
     "objective": "objective",
     "em_init": "em_init",
+    "head": "model.head",
+    "hidden_gmm": "hidden_gmm",
+    "hidden_gmm_weight": "hidden_gmm_weight",
 }
 
 
@@ -91,6 +95,15 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--em-init", action="store_true", default=None,
                    help="start the mixture head from a GMM fitted by EM to the training "
                         "observations (the untrained model predicts that GMM at every step)")
+    p.add_argument("--head", choices=HEADS,
+                   help="mixture head: mdn (every parameter per step, trained by gradient; default) "
+                        "or em (global components updated by stepwise EM, the network emits the "
+                        "mixing weights; covariance full, diag or spherical)")
+    p.add_argument("--hidden-gmm", type=int, metavar="K",
+                   help="keep a K-component GMM over the hidden states, updated by stepwise EM on "
+                        "every batch, logged at every evaluation and checkpointed")
+    p.add_argument("--hidden-gmm-weight", type=float, metavar="LAMBDA",
+                   help="add -LAMBDA * mean log p_GMM(h_t) to the loss (needs --hidden-gmm)")
     p.add_argument("--val-fraction", type=float,
                    help="share of the --data sequences held out for validation (default 0.15; a "
                         "single sequence gives its last part)")

@@ -6,6 +6,8 @@
 * :func:`fit` — checked entry point (restarts, batched data sets);
   :func:`fit_from` — the pure jitted EM loop from given parameters;
   :func:`initialize` — k-means++, k-means, random initial mixtures.
+* :func:`stats_from_responsibilities`, :func:`step_size`, :func:`blend` — stepwise
+  (online) EM on the same statistics (:mod:`grnn_jax.em.stepwise`).
 * :func:`score`, :func:`bic`, :func:`aic`, :func:`select_n_components`.
 
 Example:
@@ -22,6 +24,7 @@ from grnn_jax.em.fit import FitResult, fit, fit_from
 from grnn_jax.em.init import INIT_METHODS, initialize
 from grnn_jax.em.select import Selection, aic, bic, log_likelihood_sum, score, select_n_components
 from grnn_jax.em.stats import SufficientStats, e_step, m_step_from_stats
+from grnn_jax.em.stepwise import blend, check_step_schedule, stats_from_responsibilities, step_size
 
 __all__ = [
     "FitResult",
@@ -31,6 +34,8 @@ __all__ = [
     "SufficientStats",
     "aic",
     "bic",
+    "blend",
+    "check_step_schedule",
     "default_block_size",
     "e_step",
     "fit",
@@ -40,4 +45,6 @@ __all__ = [
     "m_step_from_stats",
     "score",
     "select_n_components",
+    "stats_from_responsibilities",
+    "step_size",
 ]

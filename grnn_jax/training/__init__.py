@@ -2,7 +2,14 @@
 evaluation, checkpoints, fit loop."""
 
 from grnn_jax.training.checkpoint import RunCheckpoints
-from grnn_jax.training.config import ModelConfig, TrainConfig, default_config, write_json_atomic
+from grnn_jax.training.config import (
+    HEADS,
+    ModelConfig,
+    TrainConfig,
+    check_head,
+    default_config,
+    write_json_atomic,
+)
 from grnn_jax.training.em_init import (
     check_em_init,
     em_init_params,
@@ -10,6 +17,7 @@ from grnn_jax.training.em_init import (
     head_params_from_gmm,
 )
 from grnn_jax.training.em_objectives import gem_loss, make_ngem_loss, natural_steps, ngem_loss
+from grnn_jax.training.em_state import hidden_gmm, model_variables
 from grnn_jax.training.loop import NonFiniteTrainingError, load_trained, train
 from grnn_jax.training.objectives import OBJECTIVES, Objective, batch_loss, get_objective
 from grnn_jax.training.progress import RunProgress
@@ -21,6 +29,14 @@ from grnn_jax.training.resolve import (
     resolve_train_config,
     set_entry,
     split_validation,
+)
+from grnn_jax.training.regimes import (
+    HiddenGMMFit,
+    collect_hidden_states,
+    fit_hidden_gmm,
+    hidden_gmm_labels,
+    regime_probabilities,
+    steps_of,
 )
 from grnn_jax.training.rundir import CONFIG_FILE, METRICS_FILE, read_metrics, read_run_config
 from grnn_jax.training.step import (
@@ -37,6 +53,8 @@ __all__ = [
     "CONFIG_FILE",
     "DATA_KEYS",
     "EvalResult",
+    "HEADS",
+    "HiddenGMMFit",
     "METRICS_FILE",
     "ModelConfig",
     "NonFiniteTrainingError",
@@ -49,14 +67,19 @@ __all__ = [
     "apply_overrides",
     "batch_loss",
     "check_em_init",
+    "check_head",
+    "collect_hidden_states",
     "config_splits",
     "default_config",
     "em_init_params",
     "evaluate",
+    "fit_hidden_gmm",
     "fit_observation_gmm",
     "gem_loss",
     "get_objective",
     "head_params_from_gmm",
+    "hidden_gmm",
+    "hidden_gmm_labels",
     "init_state",
     "load_config_file",
     "load_trained",
@@ -64,13 +87,16 @@ __all__ = [
     "make_schedule",
     "make_ngem_loss",
     "make_train_step",
+    "model_variables",
     "natural_steps",
     "ngem_loss",
     "read_metrics",
     "read_run_config",
+    "regime_probabilities",
     "resolve_train_config",
     "set_entry",
     "split_validation",
+    "steps_of",
     "train",
     "write_json_atomic",
 ]

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 from grnn_jax.data import Sequences
+from grnn_jax.em import check_step_schedule
+from grnn_jax.heads_em import check_em_head_covariance_type
 from grnn_jax.training.objectives import get_objective
 
 
@@ -24,15 +26,29 @@ class ModelConfig:
     hidden_size: int = 64
     n_layers: int = 1
     n_covariates: int = 0
+    head: str = "mdn"
 
     def build(self):
-        """The Flax module these settings describe."""
+        """The Flax module these settings describe (``head``: "mdn" is ``model.GRNN``,
+        "em" is ``model.EMGRNN``, global components updated by stepwise EM)."""
         import jax.numpy as jnp
 
         from grnn_jax import model
 
+        fields = dataclasses.asdict(self)
+        cls = {"mdn": model.GRNN, "em": model.EMGRNN}[check_head(fields.pop("head"))]
         # float64 parameters when jax_enable_x64 is on, float32 otherwise.
-        return model.GRNN(**dataclasses.asdict(self), dtype=jnp.zeros(()).dtype)
+        return cls(**fields, dtype=jnp.zeros(()).dtype)
+
+
+HEADS = ("mdn", "em")
+
+
+def check_head(head: str) -> str:
+    """Returns ``head`` or raises a ValueError naming the known heads."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r} (--head, model.head); known: {', '.join(HEADS)}")
+    return head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +76,12 @@ class TrainConfig:
       em_init: start the mixture head from a GMM fitted by EM to the standardised training
         observations (head kernel zero, bias from ``heads.head_bias_from_gmm``), so that the
         untrained model's predictive density is that GMM at every step.
+      hidden_gmm: K > 0 keeps a K-component GMM over the hidden states, updated by stepwise
+        EM on every batch (:mod:`grnn_jax.training.em_state`); 0: none.
+      hidden_gmm_weight: lam >= 0; adds ``-lam * mean log p_GMM(h_t)`` to the objective.
+      em_step_exponent: alpha in (0.5, 1] of the stepwise-EM step size
+        ``(n + em_step_offset)^(-alpha)`` (EM head and hidden GMM).
+      em_step_offset: n0 >= 1 of that step size.
     """
 
     model: ModelConfig
@@ -78,6 +100,10 @@ class TrainConfig:
     standardise: bool = True
     objective: str = "nll"
     em_init: bool = False
+    hidden_gmm: int = 0
+    hidden_gmm_weight: float = 0.0
+    em_step_exponent: float = 0.6
+    em_step_offset: float = 2.0
 
     def validate(self) -> "TrainConfig":
         """Raises ValueError on a setting outside its legal range; returns self."""
@@ -103,6 +129,19 @@ class TrainConfig:
         get_objective(self.objective)  # raises on an unknown name, listing the known ones
         if not isinstance(self.em_init, bool):
             raise ValueError(f"em_init must be true or false; got {self.em_init!r}")
+        check_head(m.head)
+        if m.head == "em":
+            check_em_head_covariance_type(m.covariance_type)
+        if int(self.hidden_gmm) != self.hidden_gmm or self.hidden_gmm < 0:
+            raise ValueError(f"hidden_gmm (--hidden-gmm) must be an integer >= 0; got {self.hidden_gmm!r}")
+        w = self.hidden_gmm_weight
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"hidden_gmm_weight (--hidden-gmm-weight) must be >= 0; got {w!r}")
+        if w > 0 and self.hidden_gmm < 1:
+            raise ValueError("hidden_gmm_weight (--hidden-gmm-weight) needs hidden_gmm "
+                             "(--hidden-gmm K) >= 1")
+        check_step_schedule(self.em_step_exponent, self.em_step_offset,
+                            names=("em_step_exponent", "em_step_offset"))
         return self
 
     def to_dict(self) -> dict:

@@ -17,8 +17,10 @@ import jax.numpy as jnp
 
 from grnn_jax import em
 from grnn_jax import gmm as gmm_lib
+from grnn_jax import model as model_lib
 from grnn_jax.data import Sequences
 from grnn_jax.heads import head_bias_from_gmm
+from grnn_jax.training.em_state import EM_HEAD_KEY
 
 
 def check_em_init(seqs: Sequences, n_components: int) -> None:
@@ -118,3 +120,39 @@ def em_init_params(net, params: Any, seqs: Sequences, *, key: jax.Array, n_init:
     """
     g = fit_observation_gmm(seqs, net.n_components, net.covariance_type, key=key, n_init=n_init)
     return head_params_from_gmm(params, g, min_scale=net.min_scale, max_scale=net.max_scale)
+
+
+def em_init_params_and_aux(net, params: Any, aux_state: dict, seqs: Sequences, *,
+                           key: jax.Array, n_init: int = 5) -> tuple[Any, dict]:
+    """EM initialisation of a run with non-gradient state (``--head em``).
+
+    For the EM head (``aux_state`` holds its components) the global components become the
+    fitted GMM's, its stepwise-EM statistics the GMM's exact per-observation statistics on
+    ``seqs`` (as after a full-data E-step), and the logit layer gives the GMM's weights at
+    every step (kernel zero, bias the log-weights). For the per-step head, as
+    :func:`em_init_params`; other aux state is kept.
+
+    Returns:
+      (params, aux_state).
+    """
+    if EM_HEAD_KEY not in aux_state:
+        return em_init_params(net, params, seqs, key=key, n_init=n_init), aux_state
+    g = fit_observation_gmm(seqs, net.n_components, net.covariance_type, key=key, n_init=n_init)
+    obs = jnp.asarray(seqs.observed(), g.means.dtype)
+    stats, _ = em.e_step(g, obs)
+    n = jnp.asarray(obs.shape[0], g.means.dtype)
+    head = params["params"]["head"]["logits"]
+    new_head = {"kernel": jnp.zeros_like(head["kernel"]),
+                "bias": jax.nn.log_softmax(g.logits).astype(head["bias"].dtype)}
+    params = dict(params, params=dict(params["params"], head={
+        **params["params"]["head"], "logits": new_head}))
+    old = aux_state[EM_HEAD_KEY]
+    dt = old["stats"]["sx"].dtype
+    aux = dict(aux_state)
+    aux[EM_HEAD_KEY] = {
+        "components": model_lib.em_collection(g.means.astype(dt), g.prec_chol.astype(dt)),
+        "stats": {"n": (stats.n / n).astype(dt), "sx": (stats.sx / n).astype(dt),
+                  "sxx": (stats.sxx / n).astype(dt)},
+        "count": old["count"],
+    }
+    return params, aux

@@ -91,19 +91,33 @@ import jax.numpy as jnp
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch
+from grnn_jax.training.em_state import EM_HEAD_KEY, hidden_gmm_penalty, model_variables
 
 FISHER_WEIGHTINGS = ("component", "complete")
 
 
-def _step_mixture(net, params, batch: Batch):
+def _step_mixture(net, params, aux_state, batch: Batch):
     """(per-step GMM (B, T), x (B, T, D), mask (B, T)); padding zeroed as
-    ``model.step_log_probs`` does, so NaN there reaches neither value nor gradient."""
+    ``model.step_log_probs`` does, so NaN there reaches neither value nor gradient. The EM
+    head's components come from ``aux_state`` (constants to the gradient)."""
     x, u = model_lib.check_inputs(net, batch.x, batch.u)
     mask = model_lib.mask_from_lengths(batch.lengths, x.shape[1])
     x = jnp.where(mask[..., None], x, 0)
     if u is not None:
         u = jnp.where(mask[..., None], u, 0)
-    return net.apply(params, x, u), x, mask
+    return net.apply(model_variables(params, aux_state), x, u), x, mask
+
+
+def _with_penalty(loss, metrics, net, params, aux_state, batch):
+    """Adds the hidden-state GMM regulariser when the run has one (as ``nll`` does)."""
+    penalty = hidden_gmm_penalty(net, params, aux_state, batch)
+    if penalty is None:
+        return loss, metrics
+    return loss + penalty, dict(metrics, hidden_gmm_penalty=penalty)
+
+
+def _em_head(aux_state) -> bool:
+    return isinstance(aux_state, dict) and EM_HEAD_KEY in aux_state
 
 
 def _masked_mean(v: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -246,12 +260,11 @@ def ngem_surrogate(
 def gem_loss(net, params, aux_state, batch: Batch) -> tuple[jax.Array, dict]:
     """Negative expected complete-data log-likelihood per observed step (responsibilities
     held constant); its gradient is the NLL's. ``metrics["nll"]`` is the NLL."""
-    del aux_state
-    g, x, mask = _step_mixture(net, params, batch)
+    g, x, mask = _step_mixture(net, params, aux_state, batch)
     q, lp = expected_complete_log_lik(g, x)
     loss, n = _masked_mean(-q, mask)
     nll, _ = _masked_mean(-jax.lax.stop_gradient(lp), mask)
-    return loss, {"n_obs": n, "nll": nll}
+    return _with_penalty(loss, {"n_obs": n, "nll": nll}, net, params, aux_state, batch)
 
 
 def make_ngem_loss(fisher: str = "component", damping: float = 0.0):
@@ -261,14 +274,19 @@ def make_ngem_loss(fisher: str = "component", damping: float = 0.0):
         raise ValueError(f"fisher must be one of {FISHER_WEIGHTINGS}; got {fisher!r}")
 
     def ngem_loss(net, params, aux_state, batch: Batch) -> tuple[jax.Array, dict]:
-        del aux_state
-        g, x, mask = _step_mixture(net, params, batch)
+        g, x, mask = _step_mixture(net, params, aux_state, batch)
         lp = gmm_lib.log_prob(g, x)
-        sur = ngem_surrogate(g, x, min_scale=net.min_scale, max_scale=net.max_scale,
-                             fisher=fisher, damping=damping)
+        if _em_head(aux_state):
+            # Only the logits are gradient-trained; the components move by the M-step.
+            # Under the component weighting the logits' step is the plain gradient of Q.
+            sur = -expected_complete_log_lik(g, x)[0]
+        else:
+            sur = ngem_surrogate(g, x, min_scale=net.min_scale, max_scale=net.max_scale,
+                                 fisher=fisher, damping=damping)
         nll, n = _masked_mean(-jax.lax.stop_gradient(lp), mask)
         s, _ = _masked_mean(sur, mask)
-        return nll + s - jax.lax.stop_gradient(s), {"n_obs": n, "nll": nll}
+        loss = nll + s - jax.lax.stop_gradient(s)
+        return _with_penalty(loss, {"n_obs": n, "nll": nll}, net, params, aux_state, batch)
 
     return ngem_loss
 
