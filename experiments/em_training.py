@@ -42,12 +42,17 @@ from grnn_jax.training import (
     ModelConfig,
     TrainConfig,
     apply_overrides,
+    aux_settings,
     em_init_params,
+    em_init_params_and_aux,
     evaluate,
     init_state,
+    initial_params_and_aux,
     load_config_file,
+    make_aux_update,
     make_optimizer,
     make_train_step,
+    model_variables,
 )
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "em_training.py"
@@ -86,14 +91,24 @@ def run_one(cfg: TrainConfig, step_fn, tx, data, *, eval_every: int) -> dict:
     dtype = jnp.zeros(()).dtype
     key = jax.random.key(cfg.seed)
     example = batch_at(tr_z, 0, batch_size=cfg.batch_size, seed=cfg.seed, dtype=dtype)
-    params = net.init(key, example.x[:1, :1])
+    em_head = cfg.model.head == "em"
+    if em_head:
+        params, aux = initial_params_and_aux(cfg, net, example, key=key)
+    else:
+        params, aux = net.init(key, example.x[:1, :1]), {}
     t_init = time.perf_counter()
-    if cfg.em_init:
+    if cfg.em_init and em_head:
+        params, aux = em_init_params_and_aux(net, params, aux, tr_z, key=jax.random.fold_in(key, 1))
+    elif cfg.em_init:
         params = em_init_params(net, params, tr_z, key=jax.random.fold_in(key, 1))
     init_s = time.perf_counter() - t_init
-    state = init_state(net, tx, example, key=key, params=params)
-    curve = [(0, evaluate(net, state.params, va, standardiser=st).nll)]
-    best, best_params = curve[0][1], state.params
+    state = init_state(net, tx, example, key=key, params=params, aux_state=aux)
+
+    def variables(s):
+        return model_variables(s.params, s.aux_state)
+
+    curve = [(0, evaluate(net, variables(state), va, standardiser=st).nll)]
+    best, best_params = curve[0][1], variables(state)
     train_s, timed_steps = 0.0, 0
     for start in range(0, cfg.num_steps, eval_every):
         stop = min(cfg.num_steps, start + eval_every)
@@ -105,12 +120,12 @@ def run_one(cfg: TrainConfig, step_fn, tx, data, *, eval_every: int) -> dict:
         if start > 0:  # the first block includes compilation
             train_s += time.perf_counter() - t0
             timed_steps += stop - start
-        v = evaluate(net, state.params, va, standardiser=st).nll
+        v = evaluate(net, variables(state), va, standardiser=st).nll
         curve.append((stop, v))
         if v < best:
-            best, best_params = v, state.params
+            best, best_params = v, variables(state)
     test = evaluate(net, best_params, te, standardiser=st).nll
-    diag = _mixing_diagnostics(net, state.params, st.transform(va))
+    diag = _mixing_diagnostics(net, variables(state), st.transform(va))
     return {
         "curve": curve, "best_val": best, "test_nll": test,
         "steps_per_s": timed_steps / train_s if train_s > 0 else math.nan,
@@ -130,15 +145,17 @@ def run(cfg: dict, out: str | Path, *, progress: bool = True) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    methods = [(o, i) for o in cfg["objectives"] for i in cfg["inits"]]
+    methods = [(o, i, h) for h in cfg.get("heads", ["mdn"]) for o in cfg["objectives"]
+               for i in cfg["inits"]]
     results = {}
     for name, spec in cfg["datasets"].items():
         tr, va, te = load_data(spec)
         st = Standardiser.fit(tr)
         data = (st.transform(tr), va, te, st)
-        model = ModelConfig(n_features=tr.n_features, n_covariates=tr.n_covariates, **spec["model"])
         runs, compiled = {}, {}
-        for obj, init in methods:
+        for obj, init, head in methods:
+            model = ModelConfig(n_features=tr.n_features, n_covariates=tr.n_covariates,
+                                **{**spec["model"], "head": head})
             lr = spec.get("learning_rate", {}).get(obj, 3e-3) if isinstance(
                 spec.get("learning_rate"), dict) else spec.get("learning_rate", 3e-3)
             base = TrainConfig(model, num_steps=spec["num_steps"], batch_size=spec["batch_size"],
@@ -147,9 +164,11 @@ def run(cfg: dict, out: str | Path, *, progress: bool = True) -> dict:
             tx = make_optimizer(learning_rate=lr, num_steps=base.num_steps,
                                 warmup_steps=base.warmup_steps, weight_decay=base.weight_decay,
                                 clip_norm=base.clip_norm, end_lr_fraction=base.end_lr_fraction)
-            key = (obj, lr)
+            key = (obj, lr, head)
             if key not in compiled:  # default and EM init share the compiled step
-                compiled[key] = (tx, make_train_step(model.build(), tx, objective=obj))
+                compiled[key] = (tx, make_train_step(
+                    model.build(), tx, objective=obj,
+                    aux_update=make_aux_update(*aux_settings(base))))
             tx, step_fn = compiled[key]
             per_seed = []
             for seed in cfg["seeds"]:
@@ -157,10 +176,11 @@ def run(cfg: dict, out: str | Path, *, progress: bool = True) -> dict:
                             eval_every=spec["eval_every"])
                 per_seed.append(r)
                 if progress:
-                    print(f"{name:10s} {obj:5s} {init:7s} seed {seed}: best val "
+                    print(f"{name:10s} {head:3s} {obj:5s} {init:7s} seed {seed}: best val "
                           f"{r['best_val']:.4f} test {r['test_nll']:.4f} "
                           f"({r['steps_per_s']:.0f} steps/s)", flush=True)
-            runs[f"{obj}/{init}"] = per_seed
+            label = f"{obj}/{init}" if head == "mdn" else f"{obj}/{init}/em-head"
+            runs[label] = per_seed
         results[name] = summarise(runs, cfg["target_margin"], spec)
     results_all = {"config": cfg, "datasets": results,
                    "wall_time_s": time.perf_counter() - t_start}
@@ -206,7 +226,7 @@ def plot_curves(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
     for ax, (name, res) in zip(axes[0], results.items()):
         for m, row in res["methods"].items():
-            ls = "--" if m.endswith("/em") else "-"
+            ls = "--" if m.split("/")[1] == "em" else "-"
             ax.plot(row["curve_steps"], row["curve_mean"], ls, lw=1.5, label=m)
         ax.axhline(res["target"], color="k", lw=0.8, alpha=0.5)
         lo = min(min(r["curve_mean"]) for r in res["methods"].values())

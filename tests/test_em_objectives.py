@@ -166,7 +166,7 @@ def test_em_training_experiment_smoke(tmp_path):
     cfg = load_config_file(em_training.DEFAULT_CONFIG.parent / "em_training_tiny.py")
     res = em_training.run(cfg, tmp_path, progress=False)
     rows = res["datasets"]["switching"]["methods"]
-    assert set(rows) == {"nll/default", "nll/em", "ngem/default", "ngem/em"}
+    assert set(rows) == {"ngem/default", "ngem/em", "ngem/default/em-head", "ngem/em/em-head"}
     assert all(np.isfinite(r["test_nll_mean"]) for r in rows.values())
     report = (tmp_path / "report.md").read_text()
-    assert "| switching | ngem/em |" in report and (tmp_path / "val_nll.png").exists()
+    assert "| switching | ngem/em/em-head |" in report and (tmp_path / "val_nll.png").exists()

@@ -1,11 +1,12 @@
 """A tiny CPU variant of ``em_training.py`` for the smoke test: a few steps of a very small
-model on the switching process, nll and ngem, default and EM initialisation."""
+model on the switching process: ngem, default and EM initialisation, both heads."""
 
 
 def get_config() -> dict:
     return {
-        "objectives": ["nll", "ngem"],
+        "objectives": ["ngem"],
         "inits": ["default", "em"],
+        "heads": ["mdn", "em"],
         "seeds": [0],
         "target_margin": 0.05,
         "datasets": {

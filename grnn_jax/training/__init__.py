@@ -13,11 +13,18 @@ from grnn_jax.training.config import (
 from grnn_jax.training.em_init import (
     check_em_init,
     em_init_params,
+    em_init_params_and_aux,
     fit_observation_gmm,
     head_params_from_gmm,
 )
 from grnn_jax.training.em_objectives import gem_loss, make_ngem_loss, natural_steps, ngem_loss
-from grnn_jax.training.em_state import hidden_gmm, model_variables
+from grnn_jax.training.em_state import (
+    aux_settings,
+    hidden_gmm,
+    initial_params_and_aux,
+    make_aux_update,
+    model_variables,
+)
 from grnn_jax.training.loop import NonFiniteTrainingError, load_trained, train
 from grnn_jax.training.objectives import OBJECTIVES, Objective, batch_loss, get_objective
 from grnn_jax.training.progress import RunProgress
@@ -65,6 +72,7 @@ __all__ = [
     "TrainConfig",
     "TrainState",
     "apply_overrides",
+    "aux_settings",
     "batch_loss",
     "check_em_init",
     "check_head",
@@ -72,6 +80,7 @@ __all__ = [
     "config_splits",
     "default_config",
     "em_init_params",
+    "em_init_params_and_aux",
     "evaluate",
     "fit_hidden_gmm",
     "fit_observation_gmm",
@@ -81,10 +90,12 @@ __all__ = [
     "hidden_gmm",
     "hidden_gmm_labels",
     "init_state",
+    "initial_params_and_aux",
     "load_config_file",
     "load_trained",
     "make_optimizer",
     "make_schedule",
+    "make_aux_update",
     "make_ngem_loss",
     "make_train_step",
     "model_variables",
