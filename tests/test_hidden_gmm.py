@@ -18,6 +18,7 @@ from grnn_jax.training import (
     fit_hidden_gmm,
     hidden_gmm,
     hidden_gmm_labels,
+    load_train_state,
     load_trained,
     read_metrics,
     steps_of,
@@ -92,8 +93,11 @@ def test_hidden_gmm_is_logged_checkpointed_and_finds_regimes(run):
     for r in evals:
         assert sum(r["hidden_gmm_occupancy"]) == pytest.approx(1.0, abs=1e-3)
         assert np.isfinite(r["hidden_gmm_log_lik"]) and np.isfinite(r["hidden_gmm_bic"])
-    state = run["state"]
+    # The checkpoint holds the mixture as training left it.
+    net, state, st, _ = load_train_state(run["workdir"], which="last")
     assert int(state.aux_state[HIDDEN_GMM_KEY]["count"]) == run["cfg"].num_steps
+    for a, b in zip(jax.tree.leaves(state.aux_state), jax.tree.leaves(run["state"].aux_state)):
+        np.testing.assert_array_equal(a, b)
     net, variables, st, _ = load_trained(run["workdir"], which="last")
     labels = steps_of(hidden_gmm_labels(net, variables, state.aux_state, run["val"],
                                         standardiser=st), run["val"])

@@ -236,7 +236,8 @@ def run_train(args) -> int:
         print(json.dumps(report))
     else:
         m = config.model
-        print(f"trained a {m.n_components}-component {m.covariance_type} GRNN ({m.cell}, "
+        head = " (EM-updated head)" if m.head == "em" else ""
+        print(f"trained a {m.n_components}-component {m.covariance_type} GRNN{head} ({m.cell}, "
               f"{m.n_layers}x{m.hidden_size}) for {report['steps']} steps on "
               f"{report['n_train_steps']} steps of {report['n_train_sequences']} sequences")
         if best is not None:

@@ -25,7 +25,7 @@ from grnn_jax.training.em_state import (
     make_aux_update,
     model_variables,
 )
-from grnn_jax.training.loop import NonFiniteTrainingError, load_trained, train
+from grnn_jax.training.loop import NonFiniteTrainingError, load_train_state, load_trained, train
 from grnn_jax.training.objectives import OBJECTIVES, Objective, batch_loss, get_objective
 from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.resolve import (
@@ -92,6 +92,7 @@ __all__ = [
     "init_state",
     "initial_params_and_aux",
     "load_config_file",
+    "load_train_state",
     "load_trained",
     "make_optimizer",
     "make_schedule",

@@ -402,6 +402,14 @@ def load_trained(workdir: str | Path, *, which: str = "best"):
       FileNotFoundError: no run or no checkpoint there.
       ValueError: unknown ``which``.
     """
+    net, state, standardiser, config = load_train_state(workdir, which=which)
+    return net, model_variables(state.params, state.aux_state), standardiser, config
+
+
+def load_train_state(workdir: str | Path, *, which: str = "best"):
+    """Like :func:`load_trained`, but returns the whole checkpointed :class:`TrainState`
+    (``aux_state`` included, e.g. the hidden-state GMM of a ``hidden_gmm`` run) in place of
+    the variables: ``(net, state, standardiser, config)``."""
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last'; got {which!r}")
     saved = read_run_config(workdir)
@@ -419,4 +427,4 @@ def load_trained(workdir: str | Path, *, which: str = "best"):
     with RunCheckpoints(workdir, read_only=True) as ckpts:
         kind = which if ckpts.latest_step(which) is not None else "last"
         state, _ = ckpts.restore(kind, abstract)
-    return net, model_variables(state.params, state.aux_state), standardiser, config
+    return net, state, standardiser, config
