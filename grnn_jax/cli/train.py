@@ -56,6 +56,7 @@ _FLAG_KEYS = {
     "seed": "seed",
     "val_fraction": "val_fraction",
     "objective": "objective",
+    "em_init": "em_init",
     "head": "model.head",
     "hidden_gmm": "hidden_gmm",
     "hidden_gmm_weight": "hidden_gmm_weight",
@@ -97,6 +98,9 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
                    help="training objective: " + "; ".join(
                        f"{o.name}: {o.description}" for o in OBJECTIVES.values())
                    + " (default nll; evaluation always reports the held-out NLL)")
+    p.add_argument("--em-init", action="store_true", default=None,
+                   help="start the mixture head from a GMM fitted by EM to the training "
+                        "observations (the untrained model predicts that GMM at every step)")
     p.add_argument("--head", choices=HEADS,
                    help="mixture head: mdn (every parameter per step, trained by gradient; default) "
                         "or em (global components updated by stepwise EM, the network emits the "

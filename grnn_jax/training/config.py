@@ -80,6 +80,9 @@ class TrainConfig:
       standardise: fit a per-feature standardisation on the training split.
       objective: what the optimiser minimises, by name (``training.OBJECTIVES``); evaluation
         always reports the held-out NLL.
+      em_init: start the mixture head from a GMM fitted by EM to the standardised training
+        observations (head kernel zero, bias from ``heads.head_bias_from_gmm``), so that the
+        untrained model's predictive density is that GMM at every step.
       hidden_gmm: K > 0 keeps a K-component GMM over the hidden states, updated by stepwise
         EM on every batch (:mod:`grnn_jax.training.em_state`); 0: none.
       hidden_gmm_weight: lam >= 0; adds ``-lam * mean log p_GMM(h_t)`` to the objective.
@@ -105,6 +108,7 @@ class TrainConfig:
     seed: int = 0
     standardise: bool = True
     objective: str = "nll"
+    em_init: bool = False
     hidden_gmm: int = 0
     hidden_gmm_weight: float = 0.0
     em_step_exponent: float = 0.6
@@ -151,6 +155,8 @@ class TrainConfig:
         if not isinstance(self.standardise, bool):
             raise ValueError(f"standardise must be true or false; got {self.standardise!r}")
         get_objective(self.objective)  # raises on an unknown name, listing the known ones
+        if not isinstance(self.em_init, bool):
+            raise ValueError(f"em_init must be true or false; got {self.em_init!r}")
         check_head(m.head)
         if m.head == "em":
             check_em_head_covariance_type(m.covariance_type)

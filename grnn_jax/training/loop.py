@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.training.config import TrainConfig, config_diff, default_config, write_json_atomic
+from grnn_jax.training.em_init import check_em_init, em_init_params, em_init_params_and_aux
 from grnn_jax.training.em_state import (
     aux_settings,
     initial_params_and_aux,
@@ -113,13 +114,24 @@ def _compiled_cached(model_cfg, opt_items: tuple, objective: str, aux: tuple, x6
     return net, tx, step, schedule
 
 
-def _initial_state(cfg: TrainConfig, net, tx, example: Batch) -> TrainState:
+def _initial_state(cfg: TrainConfig, net, tx, example: Batch,
+                   em_data: Sequences | None = None) -> TrainState:
     """The step-0 state; runs with EM state (EM head, hidden-state GMM) get their
-    ``aux_state`` seeded on ``example`` (:mod:`grnn_jax.training.em_state`)."""
+    ``aux_state`` seeded on ``example`` (:mod:`grnn_jax.training.em_state`); with
+    ``em_data`` (model units) the head starts from a GMM fitted by EM to its observed steps
+    (:mod:`grnn_jax.training.em_init`)."""
     key = jax.random.key(cfg.seed)
+    em_key = jax.random.fold_in(key, 1)
     if not uses_aux(cfg):
-        return init_state(net, tx, example, key=key)
+        if em_data is None:
+            return init_state(net, tx, example, key=key)
+        u0 = None if example.u is None else jnp.asarray(example.u)[:1, :1]
+        params = em_init_params(net, net.init(key, jnp.asarray(example.x)[:1, :1], u=u0),
+                                em_data, key=em_key)
+        return init_state(net, tx, example, key=key, params=params)
     params, aux = initial_params_and_aux(cfg, net, example, key=key)
+    if em_data is not None:
+        params, aux = em_init_params_and_aux(net, params, aux, em_data, key=em_key)
     return init_state(net, tx, example, key=key, params=params, aux_state=aux)
 
 
@@ -188,6 +200,8 @@ def _prepare(config, train_seqs, val_seqs, workdir, resume, until_step):
             f"the model expects {config.model.n_covariates} covariates; the data have "
             f"{train_seqs.n_covariates}"
         )
+    if config.em_init:
+        check_em_init(train_seqs, config.model.n_components)
     if saved is not None:
         standardiser = Standardiser.from_dict(saved["standardiser"])
     elif config.standardise:
@@ -278,12 +292,14 @@ def train(
     train_z = standardiser.transform(train_seqs)
     net, tx, step_fn, schedule = _compiled(config, _dtype() == np.float64)
     example = batch_at(train_z, 0, batch_size=config.batch_size, seed=config.seed, dtype=dtype)
-    state = _initial_state(config, net, tx, example)
-    prog = RunProgress()
-
     ckpts = RunCheckpoints(workdir)
+    restoring = resuming and ckpts.latest_step("last") is not None
+    # EM initialisation fits the data only when the state does not come from a checkpoint.
+    state = _initial_state(config, net, tx, example,
+                           em_data=train_z if config.em_init and not restoring else None)
+    prog = RunProgress()
     try:
-        if resuming and ckpts.latest_step("last") is not None:
+        if restoring:
             state, saved_prog = ckpts.restore("last", state)
             prog = RunProgress.from_dict(saved_prog)
         truncate_metrics(metrics_path, prog.step)
@@ -307,7 +323,7 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
     # Throughput counts training only: not the first step of a call (compilation), not
     # evaluations or checkpoints.
     train_time, steps_done, obs_done, mark = 0.0, 0, 0, None
-    last_loss = math.nan
+    last_loss = last_nll = math.nan
     try:
         for step in range(start, end):
             batch = batch_at(run.train_z, step, batch_size=cfg.batch_size, seed=cfg.seed,
@@ -332,18 +348,21 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                 pending = []
                 losses = [float(f["loss"]) for f in fetched if not f["skipped"]]
                 last_loss = float(np.mean(losses)) if losses else math.nan
+                # An objective other than the NLL reports the NLL as a metric of its own.
+                nlls = [float(f.get("nll", f["loss"])) for f in fetched if not f["skipped"]]
+                last_nll = float(np.mean(nlls)) if nlls else math.nan
                 rate = steps_done / train_time if train_time > 0 else math.nan
                 obs_rate = obs_done / train_time if train_time > 0 else math.nan
                 rec = {
                     "step": done, "kind": "train", "loss": last_loss,
-                    "nll": last_loss + standardiser.log_jacobian,
+                    "nll": last_nll + standardiser.log_jacobian,
                     "grad_norm": float(fetched[-1]["grad_norm"]),
                     "n_skipped": int(state.n_skipped),
                     "lr": float(run.schedule(done - int(state.n_skipped))),
                     "steps_per_s": rate, "obs_steps_per_s": obs_rate,
                 }
                 append_metrics(run.metrics_path, [rec])
-                bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(prog.best_val_nll))
+                bar.set_postfix(nll=f"{last_nll + log_jac:.4f}", val_nll=_fmt(prog.best_val_nll))
                 if int(state.n_consecutive_skipped) >= cfg.max_consecutive_skips:
                     last = ckpts.latest_step("last")
                     raise NonFiniteTrainingError(
@@ -366,7 +385,7 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                     **hidden_gmm_log(run.net, variables, state.aux_state, run.val_seqs,
                                      standardiser),
                 }])
-                bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(res.nll))
+                bar.set_postfix(nll=f"{last_nll + log_jac:.4f}", val_nll=_fmt(res.nll))
                 stop = (bool(cfg.patience) and prog.evals_since_best >= cfg.patience
                         and done >= cfg.stop_from_fraction * cfg.num_steps)
                 # Recorded in the checkpoint, so that resuming a stopped run does not go on.

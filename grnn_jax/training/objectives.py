@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch
 from grnn_jax.training.em_state import hidden_gmm_penalty, model_variables
+from grnn_jax.training import em_objectives
 
 LossFn = Callable[[Any, Any, Any, Batch], "tuple[jax.Array, dict]"]
 
@@ -90,6 +91,14 @@ class Objective(NamedTuple):
 
 OBJECTIVES: dict[str, Objective] = {
     "nll": Objective("nll", nll_loss, "negative log-likelihood of the next observation"),
+    "gem": Objective(
+        "gem", em_objectives.gem_loss,
+        "generalised EM: expected complete-data NLL, responsibilities held fixed",
+    ),
+    "ngem": Objective(
+        "ngem", em_objectives.ngem_loss,
+        "natural-gradient EM: each component's step preconditioned by its Gaussian Fisher",
+    ),
 }
 
 
