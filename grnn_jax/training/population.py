@@ -1,0 +1,582 @@
+"""Population training: P models trained at once as one compiled program.
+
+A population is one :class:`~grnn_jax.training.TrainState` whose every leaf has a leading
+member axis of size P; the train step is ``vmap``-ed over it. Each member has its own
+initialisation key and batch stream (its seed), its own learning rate and weight decay
+(arrays in the optimiser state through ``optax.inject_hyperparams``, not Python floats
+closed into the program, so one compiled step serves any values), its own early-stopping
+record and its own best parameters. A member that stops early is frozen: the step still
+computes it (the program is one), but its state no longer changes.
+
+Member ``i`` of a population follows exactly the run ``train(config.replace(seed=s_i,
+learning_rate=lr_i, weight_decay=wd_i), ...)`` would (up to float rounding): same initial
+parameters, same batches, same updates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+from grnn_jax import gmm as gmm_lib
+from grnn_jax import model as model_lib
+from grnn_jax.data import Batch, Sequences, Standardiser, batch_at, iterate_batches
+from grnn_jax.training.checkpoint import RunCheckpoints
+from grnn_jax.training.config import TrainConfig, write_json_atomic
+from grnn_jax.training.progress import RunProgress
+from grnn_jax.training.rundir import (
+    CONFIG_FILE,
+    CONFIG_FORMAT,
+    METRICS_FILE,
+    append_metrics,
+    fingerprint,
+    read_run_config,
+)
+from grnn_jax.training.step import TrainState, make_schedule, make_train_step
+
+POPULATION_FILE = "population.json"
+ENSEMBLE_DIR = "ensemble"
+
+
+class Members(NamedTuple):
+    """What differs between the members of a population (one entry per member).
+
+    Attributes:
+      seeds: initialisation and batch-order seed of each member.
+      learning_rates: peak learning rate of each member.
+      weight_decays: AdamW weight decay of each member.
+    """
+
+    seeds: tuple[int, ...]
+    learning_rates: tuple[float, ...]
+    weight_decays: tuple[float, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.seeds)
+
+    def config(self, base: TrainConfig, i: int) -> TrainConfig:
+        """The single-run config member ``i`` trains like."""
+        return base.replace(seed=int(self.seeds[i]), learning_rate=float(self.learning_rates[i]),
+                            weight_decay=float(self.weight_decays[i]))
+
+
+def default_members(config: TrainConfig, population: int, *, lr_spread: float = 4.0) -> Members:
+    """P members around ``config``: seeds ``seed, seed + 1, ...``; learning rates spaced
+    log-evenly over ``[lr / sqrt(lr_spread), lr * sqrt(lr_spread)]`` (all ``lr`` when P = 1);
+    the config's weight decay.
+
+    Raises:
+      ValueError: ``population`` below 1 or ``lr_spread`` below 1.
+
+    Example:
+      >>> from grnn_jax.training import ModelConfig, TrainConfig
+      >>> m = default_members(TrainConfig(ModelConfig(n_features=1), learning_rate=1e-3), 3)
+      >>> m.seeds, [round(v, 6) for v in m.learning_rates]
+      ((0, 1, 2), [0.0005, 0.001, 0.002])
+    """
+    check_population(population)
+    if not (lr_spread >= 1):
+        raise ValueError(f"lr_spread must be >= 1; got {lr_spread}")
+    exps = np.linspace(-0.5, 0.5, population) if population > 1 else np.zeros(1)
+    return Members(
+        seeds=tuple(int(config.seed) + i for i in range(population)),
+        learning_rates=tuple(float(config.learning_rate * lr_spread**e) for e in exps),
+        weight_decays=(float(config.weight_decay),) * population,
+    )
+
+
+def check_population(population) -> int:
+    """Returns ``population`` as an int, or raises a one-line ValueError."""
+    if isinstance(population, bool) or int(population) != population or population < 1:
+        raise ValueError(f"--population must be a positive integer; got {population!r}")
+    return int(population)
+
+
+def _check_members(members: Members) -> Members:
+    p = len(members.seeds)
+    if p < 1 or len(members.learning_rates) != p or len(members.weight_decays) != p:
+        raise ValueError("members needs one seed, learning rate and weight decay per member "
+                         f"(got {len(members.seeds)}, {len(members.learning_rates)}, "
+                         f"{len(members.weight_decays)})")
+    for lr in members.learning_rates:
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"every member's learning rate must be positive; got {lr!r}")
+    for wd in members.weight_decays:
+        if not (math.isfinite(wd) and wd >= 0):
+            raise ValueError(f"every member's weight decay must be >= 0; got {wd!r}")
+    return members
+
+
+def make_population_optimizer(
+    *, num_steps: int, warmup_steps: int, clip_norm: float, end_lr_fraction: float = 0.01
+) -> optax.GradientTransformation:
+    """:func:`~grnn_jax.training.make_optimizer` with ``learning_rate`` and ``weight_decay``
+    as state (``opt_state.hyperparams``), so that each member of a population has its own.
+
+    The schedule is ``learning_rate * s(t)`` with ``s`` the unit warm-up + cosine schedule, the
+    same values as ``make_schedule(learning_rate=...)``. ``opt_state.inner_state`` has the
+    structure of ``make_optimizer``'s state.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = make_population_optimizer(num_steps=10, warmup_steps=0, clip_norm=1.0)
+      >>> s = tx.init({"w": jnp.zeros(2)})
+      >>> sorted(s.hyperparams)
+      ['learning_rate', 'weight_decay']
+    """
+    unit = make_schedule(learning_rate=1.0, num_steps=num_steps, warmup_steps=warmup_steps,
+                         end_lr_fraction=end_lr_fraction)
+
+    def factory(learning_rate, weight_decay):
+        return optax.chain(
+            optax.clip_by_global_norm(clip_norm),
+            optax.adamw(lambda count: learning_rate * unit(count), weight_decay=weight_decay),
+        )
+
+    return optax.inject_hyperparams(factory)(learning_rate=1.0, weight_decay=0.0)
+
+
+def _population_tx(cfg: TrainConfig):
+    return make_population_optimizer(num_steps=cfg.num_steps, warmup_steps=cfg.warmup_steps,
+                                     clip_norm=cfg.clip_norm, end_lr_fraction=cfg.end_lr_fraction)
+
+
+def init_population(net, tx, example: Batch, members: Members) -> TrainState:
+    """The stacked state before the first step: member ``i`` initialised from
+    ``jax.random.key(seeds[i])`` (as a single run with that seed), with its hyper-parameters.
+
+    Args:
+      net: the network.
+      tx: from :func:`make_population_optimizer`.
+      example: a batch, or a stacked one (only its feature sizes matter).
+      members: seeds and hyper-parameters.
+
+    Returns:
+      TrainState whose leaves have a leading axis of size P.
+    """
+    members = _check_members(members)
+    dtype = jnp.zeros(()).dtype
+    keys = jnp.stack([jax.random.key(int(s)) for s in members.seeds])
+    # Parameters depend on the feature sizes only: one step of one row, stacked batch or not.
+    x = jnp.asarray(example.x).reshape((-1,) + example.x.shape[-2:])[:1, :1]
+    u = None if example.u is None else jnp.asarray(example.u).reshape(
+        (-1,) + example.u.shape[-2:])[:1, :1]
+    lrs = jnp.asarray(members.learning_rates, dtype)
+    wds = jnp.asarray(members.weight_decays, dtype)
+    return _init_population_jit(net, tx, keys, x, u, lrs, wds)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_population_jit(net, tx, keys, x, u, lrs, wds):
+    def one(key, lr, wd):
+        params = net.init(key, x, u=u)
+        opt = tx.init(params)
+        hp = dict(opt.hyperparams, learning_rate=lr.astype(opt.hyperparams["learning_rate"].dtype),
+                  weight_decay=wd.astype(opt.hyperparams["weight_decay"].dtype))
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(zero, params, {}, opt._replace(hyperparams=hp), zero, zero)
+
+    return jax.vmap(one)(keys, lrs, wds)
+
+
+def _where_members(active, new, old):
+    def pick(a, b):
+        return jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, new, old)
+
+
+def make_population_step(net, tx, *, objective: str = "nll"):
+    """A jitted ``step(state, batch, active) -> (state, metrics)`` for a stacked state.
+
+    ``batch`` has a leading member axis (each member its own batch); ``active`` (P,) bool
+    freezes the members where it is False. ``metrics`` are those of
+    :func:`~grnn_jax.training.make_train_step`, each of shape (P,).
+
+    Example:
+      >>> import numpy as np
+      >>> from grnn_jax.data import Sequences
+      >>> from grnn_jax.training import ModelConfig
+      >>> net = ModelConfig(n_features=1, n_components=2, hidden_size=4).build()
+      >>> tx = make_population_optimizer(num_steps=5, warmup_steps=0, clip_norm=1.0)
+      >>> seqs = Sequences(np.random.default_rng(0).normal(size=(4, 6, 1)))
+      >>> members = Members((0, 1), (1e-2, 1e-3), (0.0, 0.0))
+      >>> b = population_batch(seqs, 0, members.seeds, batch_size=4)
+      >>> state = init_population(net, tx, b, members)
+      >>> state, m = make_population_step(net, tx)(state, b, np.array([True, False]))
+      >>> state.step.tolist(), m["loss"].shape
+      ([1, 0], (2,))
+    """
+    step = make_train_step(net, tx, objective=objective)
+
+    @jax.jit
+    def population_step(state: TrainState, batch: Batch, active: jax.Array):
+        new, metrics = jax.vmap(step)(state, batch)
+        return _where_members(active, new, state), metrics
+
+    return population_step
+
+
+def population_batch(seqs: Sequences, step: int, seeds, *, batch_size: int,
+                     dtype=np.float32) -> Batch:
+    """The members' batches at global ``step``, stacked: member ``i`` gets
+    ``batch_at(seqs, step, seed=seeds[i])``, the batch a single run with that seed sees.
+
+    Returns:
+      Batch with ``x`` (P, B, T, D), ``lengths`` (P, B).
+    """
+    bs = [batch_at(seqs, step, batch_size=batch_size, seed=int(s), dtype=dtype) for s in seeds]
+    u = None if bs[0].u is None else np.stack([b.u for b in bs])
+    return Batch(np.stack([b.x for b in bs]), np.stack([b.lengths for b in bs]), u)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _members_log_lik(net, params, x, lengths, u):
+    def one(p):
+        lp = model_lib.step_log_probs(net, p, x, lengths, u)
+        mask = model_lib.mask_from_lengths(lengths, x.shape[1])
+        return jnp.sum(jnp.where(mask, lp, 0.0))
+
+    return jax.vmap(one)(params)
+
+
+def evaluate_population(net, params, seqs: Sequences, *, standardiser: Standardiser | None = None,
+                        batch_size: int = 64) -> np.ndarray:
+    """Held-out NLL per observed step of every member, original units (as
+    :func:`~grnn_jax.training.evaluate` for each).
+
+    Args:
+      net: the network.
+      params: stacked variables, leading axis P.
+      seqs: sequences in original units.
+      standardiser: the map the members were trained under (None: identity).
+      batch_size: rows per evaluation batch.
+
+    Returns:
+      (P,) float64 NLLs.
+    """
+    st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
+    z = st.transform(seqs)
+    dtype = jnp.zeros(()).dtype
+    total = 0.0
+    for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
+        total = total + np.asarray(_members_log_lik(net, params, b.x, b.lengths, b.u), np.float64)
+    return -total / z.n_steps + st.log_jacobian
+
+
+def ensemble_gmm(net, params, x, u=None) -> gmm_lib.GMM:
+    """The equal-weight mixture of M members' step mixtures as one GMM per step.
+
+    Each step's GMM has the M * K components of the members, concatenated, with log-weights
+    ``log_softmax(member logits) - log M``.
+
+    Args:
+      net: the network (all members share it).
+      params: stacked variables of the M members (leading axis M).
+      x: (B, T, D) observations in model units.
+      u: optional (B, T, C) covariates.
+
+    Returns:
+      GMM with batch shape (B, T) and M * K components.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from grnn_jax import gmm
+      >>> from grnn_jax.training import ModelConfig
+      >>> net = ModelConfig(n_features=1, n_components=2, hidden_size=4).build()
+      >>> x = jnp.zeros((1, 3, 1))
+      >>> ps = jax.vmap(lambda k: net.init(k, x))(jax.random.split(jax.random.key(0), 2))
+      >>> g = ensemble_gmm(net, ps, x)
+      >>> g.logits.shape
+      (1, 3, 4)
+    """
+    gs = jax.vmap(lambda p: net.apply(p, x, u))(params)
+    m = jax.tree.leaves(params)[0].shape[0]
+    logw = jax.nn.log_softmax(gs.logits, axis=-1) - jnp.log(m)
+
+    def cat(a):  # (M, B, T, K, ...) -> (B, T, M * K, ...)
+        a = jnp.moveaxis(a, 0, 2)
+        return a.reshape(a.shape[:2] + (-1,) + a.shape[4:])
+
+    return gmm_lib.GMM(cat(logw), cat(gs.means), cat(gs.prec_chol), gs.covariance_type)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ensemble_log_lik(net, params, x, lengths, u):
+    mask = model_lib.mask_from_lengths(lengths, x.shape[1])
+    x = jnp.where(mask[..., None], x, 0)
+    lp = gmm_lib.log_prob(ensemble_gmm(net, params, x, u), x)
+    return jnp.sum(jnp.where(mask, lp, 0.0))
+
+
+def evaluate_ensemble(net, params, seqs: Sequences, *, standardiser: Standardiser | None = None,
+                      batch_size: int = 64) -> float:
+    """Held-out NLL per observed step (original units) of :func:`ensemble_gmm`."""
+    st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
+    z = st.transform(seqs)
+    dtype = jnp.zeros(()).dtype
+    total = 0.0
+    for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
+        total += float(_ensemble_log_lik(net, params, b.x, b.lengths, b.u))
+    return -total / z.n_steps + st.log_jacobian
+
+
+class PopulationResult(NamedTuple):
+    """What :func:`train_population` returns.
+
+    Attributes:
+      state: the final stacked state.
+      best_params: each member's parameters at its best validation NLL (its last ones
+        without validation data), leading axis P.
+      members: the members' seeds and hyper-parameters.
+      rows: one dict per member: ``member``, ``seed``, ``learning_rate``, ``weight_decay``,
+        ``best_val_nll``, ``best_step``, ``steps``, ``stopped_early``.
+      best: index of the member with the lowest validation NLL (0 without validation data).
+    """
+
+    state: TrainState
+    best_params: Any
+    members: Members
+    rows: list
+    best: int
+
+
+def _member(tree, i: int):
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def train_population(
+    config: TrainConfig,
+    train_seqs: Sequences,
+    val_seqs: Sequences | None,
+    workdir: str | Path | None = None,
+    *,
+    members: Members,
+    ensemble: int = 0,
+    progress: bool = True,
+) -> PopulationResult:
+    """Trains a population in one compiled program; writes the best member as a run.
+
+    Every member uses ``config`` but for its seed, learning rate and weight decay
+    (``members``). Each is evaluated on ``val_seqs`` every ``config.eval_every`` steps, keeps
+    its best parameters, and stops (is frozen) after ``config.patience`` evaluations without
+    improvement; the program ends when every member has stopped or at ``config.num_steps``.
+
+    Args:
+      config: the shared settings (``config.seed``, ``learning_rate`` and ``weight_decay``
+        are replaced by the members').
+      train_seqs: training sequences, original units.
+      val_seqs: validation sequences, original units; None: no evaluation, last parameters.
+      workdir: None writes nothing. Otherwise it becomes the run directory of the best member
+        (``config.json``, ``metrics.jsonl`` and ``checkpoints/``, readable by
+        :func:`~grnn_jax.training.load_trained` and ``grnn evaluate``/``sample``), with
+        ``population.json`` (one row per member, the ensemble's validation NLL) beside it;
+        a run already there is replaced once training has finished.
+      members: seeds and hyper-parameters, e.g. from :func:`default_members`.
+      ensemble: M > 0 also scores the equal-weight mixture of the M members best on
+        validation (:func:`ensemble_gmm`) and saves their parameters in
+        ``ensemble/`` (read back by :func:`load_ensemble`).
+      progress: a tqdm bar.
+
+    Returns:
+      PopulationResult.
+
+    Raises:
+      ValueError: bad settings, data or members (before anything is computed or written).
+
+    Example:
+      >>> from grnn_jax import data
+      >>> from grnn_jax.training import ModelConfig, TrainConfig
+      >>> proc = data.default_switching_ar(1)
+      >>> tr, _ = data.sample_switching_ar(proc, seed=0, n_sequences=8, length=5)
+      >>> va, _ = data.sample_switching_ar(proc, seed=1, n_sequences=4, length=5)
+      >>> cfg = TrainConfig(ModelConfig(n_features=1, n_components=1, hidden_size=4),
+      ...                   num_steps=4, batch_size=4, eval_every=2)
+      >>> res = train_population(cfg, tr, va, members=default_members(cfg, 3), progress=False)
+      >>> len(res.rows), res.rows[res.best]["best_val_nll"] == min(
+      ...     r["best_val_nll"] for r in res.rows)
+      (3, True)
+    """
+    from grnn_jax.training.loop import _prepare  # one set of data and config checks
+
+    members = _check_members(members)
+    if int(ensemble) != ensemble or ensemble < 0 or ensemble > members.size:
+        raise ValueError(f"--ensemble must lie in [0, population = {members.size}]; got {ensemble}")
+    if ensemble and val_seqs is None:
+        raise ValueError("--ensemble needs validation data to rank the members")
+    cfg, standardiser, _ = _prepare(config, train_seqs, val_seqs, Path(workdir or "."),
+                                    False, None)
+    dtype = np.dtype(jnp.zeros(()).dtype)
+    train_z = standardiser.transform(train_seqs)
+    net, tx, step_fn = population_program(cfg)
+    p = members.size
+    example = population_batch(train_z, 0, members.seeds[:1], batch_size=cfg.batch_size,
+                               dtype=dtype)
+    state = init_population(net, tx, example, members)
+    best_params = state.params
+    progs = [RunProgress() for _ in range(p)]
+    active = np.ones(p, bool)
+    history: list[list[dict]] = [[] for _ in range(p)]
+    bar = tqdm(total=cfg.num_steps, disable=not progress, desc=f"train x{p}", leave=False)
+    try:
+        for step in range(cfg.num_steps):
+            batch = population_batch(train_z, step, members.seeds, batch_size=cfg.batch_size,
+                                     dtype=dtype)
+            state, metrics = step_fn(state, batch, jnp.asarray(active))
+            done = step + 1
+            bar.update(1)
+            if done % cfg.log_every == 0 or done == cfg.num_steps:
+                skips = np.asarray(state.n_consecutive_skipped)
+                bad = active & (skips >= cfg.max_consecutive_skips)
+                if np.any(bad):
+                    # A diverged member stops; the others go on.
+                    active &= ~bad
+            is_eval = val_seqs is not None and (done % cfg.eval_every == 0
+                                                or done == cfg.num_steps)
+            if is_eval:
+                nll = evaluate_population(net, state.params, val_seqs, standardiser=standardiser)
+                improved = np.zeros(p, bool)
+                for i in np.flatnonzero(active):
+                    progs[i] = progs[i].after_eval(done, float(nll[i]))
+                    improved[i] = progs[i].best_step == done
+                    history[i].append({"step": done, "kind": "eval", "val_nll": float(nll[i]),
+                                       "best_val_nll": progs[i].best_val_nll,
+                                       "best_step": progs[i].best_step})
+                    if cfg.patience and progs[i].evals_since_best >= cfg.patience:
+                        progs[i] = progs[i].replace(stopped_early=True)
+                        active[i] = False
+                if improved.any():
+                    best_params = _where_members(jnp.asarray(improved), state.params, best_params)
+                bar.set_postfix(best_val_nll=f"{np.nanmin(nll):.4f}", active=int(active.sum()))
+            if not active.any():
+                break
+    finally:
+        bar.close()
+    if val_seqs is None:
+        best_params = state.params
+    steps = np.asarray(state.step)
+    rows = []
+    for i in range(p):
+        rows.append({
+            "member": i, "seed": int(members.seeds[i]),
+            "learning_rate": float(members.learning_rates[i]),
+            "weight_decay": float(members.weight_decays[i]),
+            "best_val_nll": progs[i].best_val_nll, "best_step": progs[i].best_step,
+            "steps": int(steps[i]), "stopped_early": bool(progs[i].stopped_early),
+            "n_skipped": int(np.asarray(state.n_skipped)[i]),
+        })
+    scores = [r["best_val_nll"] if r["best_val_nll"] is not None else math.inf for r in rows]
+    best = int(np.argmin(scores)) if val_seqs is not None else 0
+    ens = None
+    if ensemble:
+        top = [int(i) for i in np.argsort(scores, kind="stable")[:ensemble]]
+        top_params = jax.tree.map(lambda a: a[jnp.asarray(top)], best_params)
+        ens = {"members": top, "val_nll": evaluate_ensemble(net, top_params, val_seqs,
+                                                            standardiser=standardiser)}
+    result = PopulationResult(state, best_params, members, rows, best)
+    if workdir is not None:
+        _write_population_run(Path(workdir), cfg, members, result, history[best], standardiser,
+                              train_seqs, ens, top_params if ensemble else None)
+    return result
+
+
+def population_program(config: TrainConfig):
+    """``(net, tx, step)`` of a population trained with ``config``: the network, the
+    optimiser of :func:`make_population_optimizer` and :func:`make_population_step`, cached on
+    what they depend on (not on seeds, learning rate or weight decay, which are data), so that
+    populations of any members in one process compile the step once."""
+    c = config
+    return _population_program(c.model, c.num_steps, c.warmup_steps, c.clip_norm,
+                               c.end_lr_fraction, c.objective, bool(jnp.zeros(()).dtype == jnp.float64))
+
+
+@functools.lru_cache(maxsize=8)
+def _population_program(model_cfg, num_steps, warmup_steps, clip_norm, end_lr_fraction,
+                        objective, x64):
+    del x64  # only a cache key: every dtype follows it
+    net = model_cfg.build()
+    tx = make_population_optimizer(num_steps=num_steps, warmup_steps=warmup_steps,
+                                   clip_norm=clip_norm, end_lr_fraction=end_lr_fraction)
+    return net, tx, make_population_step(net, tx, objective=objective)
+
+
+def _write_population_run(workdir: Path, cfg, members, result, history, standardiser,
+                          train_seqs, ens, ens_params) -> None:
+    b = result.best
+    member_cfg = members.config(cfg, b)
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(workdir / ENSEMBLE_DIR, ignore_errors=True)
+    (workdir / METRICS_FILE).unlink(missing_ok=True)
+    write_json_atomic(workdir / CONFIG_FILE, {
+        "format": CONFIG_FORMAT,
+        "train_config": member_cfg.to_dict(),
+        "standardiser": standardiser.to_dict(),
+        "n_features": train_seqs.n_features,
+        "n_covariates": train_seqs.n_covariates,
+        "n_train_sequences": train_seqs.n_sequences,
+        "n_train_steps": train_seqs.n_steps,
+        "train_data_sha256": fingerprint(train_seqs),
+    })
+    # The member's state in the form a single run saves: its optimiser state is the injected
+    # optimiser's inner state, which has make_optimizer's structure.
+    last = _member(result.state, b)
+    last = last.replace(opt_state=last.opt_state.inner_state)
+    prog = RunProgress(step=int(last.step), stopped_early=True)
+    if history:
+        h = history[-1]
+        prog = prog.replace(best_val_nll=h["best_val_nll"], best_step=h["best_step"])
+    with RunCheckpoints(workdir) as ckpts:
+        ckpts.save("last", last, prog.to_dict())
+        if history:
+            ckpts.save("best", last.replace(params=_member(result.best_params, b)), prog.to_dict())
+    append_metrics(workdir / METRICS_FILE, history)
+    if ens_params is not None:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save((workdir / ENSEMBLE_DIR).resolve(), ens_params)
+    write_json_atomic(workdir / POPULATION_FILE, {
+        "population": members.size, "best_member": b, "members": result.rows,
+        "ensemble": ens, "train_config": cfg.to_dict(),
+    })
+
+
+def load_ensemble(workdir: str | Path):
+    """The ensemble a population run saved (``train_population(..., ensemble=M)``).
+
+    Returns:
+      (net, stacked params of the M members, standardiser, the population record).
+
+    Raises:
+      FileNotFoundError: the work dir holds no saved ensemble.
+    """
+    import json
+
+    workdir = Path(workdir)
+    path = workdir / POPULATION_FILE
+    if not path.exists() or not (workdir / ENSEMBLE_DIR).exists():
+        raise FileNotFoundError(f"{workdir} holds no population ensemble")
+    record = json.loads(path.read_text())
+    saved = read_run_config(workdir)
+    cfg = TrainConfig.from_dict(record["train_config"])
+    net = cfg.model.build()
+    m = len(record["ensemble"]["members"])
+    dtype = jnp.zeros(()).dtype
+    x = jnp.zeros((1, 1, cfg.model.n_features), dtype)
+    u = jnp.zeros((1, 1, cfg.model.n_covariates), dtype) if cfg.model.n_covariates else None
+    abstract = jax.eval_shape(
+        lambda: jax.vmap(lambda k: net.init(k, x, u=u))(jax.random.split(jax.random.key(0), m)))
+    with ocp.StandardCheckpointer() as ckptr:
+        params = ckptr.restore((workdir / ENSEMBLE_DIR).resolve(), abstract)
+    return net, params, Standardiser.from_dict(saved["standardiser"]), record
