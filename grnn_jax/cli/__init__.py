@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from grnn_jax.cli import fit_gmm, train
+from grnn_jax.cli import fit_gmm, sweep, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (fit_gmm, train):
+    for module in (fit_gmm, train, sweep):
         module.add_parser(sub)
     return parser
 
