@@ -47,14 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--length", type=int, default=60)
     p.add_argument("--steps", type=int, default=20, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--default-malloc", action="store_true",
-                   help="keep glibc's default allocation settings (no retain_freed_memory)")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-
-    from grnn_jax.training.allocator import retain_freed_memory
-
-    retained = False if args.default_malloc else retain_freed_memory()
 
     import jax
     import jax.numpy as jnp
@@ -103,7 +97,7 @@ def main(argv=None) -> int:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"CPU: {model}; AVX-512: {'yes' if avx512 else 'no'}; {os.cpu_count()} cores; "
           f"load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}; jax {jax.__version__}, "
-          f"backend {jax.default_backend()}; retain_freed_memory: {'on' if retained else 'off'}")
+          f"backend {jax.default_backend()}")
     print(f"LSTM hidden {args.hidden}, K={args.components} full, D={args.features}, batch "
           f"{args.batch} x {args.length} steps; {args.steps} steps x {args.rounds} interleaved "
           "rounds, fastest round per size")

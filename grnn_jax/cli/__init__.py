@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from grnn_jax.cli import fit_gmm, sweep, train
-from grnn_jax.training.allocator import retain_freed_memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +19,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status (2 for bad input)."""
     args = build_parser().parse_args(argv)
-    retain_freed_memory()  # compiled steps run thousands of times: reuse their buffers
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
