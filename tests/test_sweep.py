@@ -104,3 +104,16 @@ def test_sweep_bad_input(npz, tmp_path, capsys, args, message):
     code, out, err = _grnn(capsys, "sweep", "--data", npz, "--workdir", wd, *args)
     assert code == 2 and not wd.exists()
     assert err.strip().startswith(f"grnn sweep: error: {message}")
+
+
+def test_plot_and_its_absence(tmp_path, monkeypatch):
+    from grnn_jax.training.sweep import plot_sweep
+
+    rows = [{"model.hidden_size": h, "model.n_components": k, "point": f"{h},{k}", "member": 0,
+             "learning_rate": 1e-3, "best_val_nll": 1.0 / k + h / 100, "is_best": True}
+            for h in (4, 8) for k in (1, 2, 3)]
+    pytest.importorskip("matplotlib")
+    path = plot_sweep(rows, tmp_path / "p.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
+    assert plot_sweep(rows, tmp_path / "q.png") is None and not (tmp_path / "q.png").exists()

@@ -241,7 +241,8 @@ def plot_sweep(rows: list[dict], path: str | Path) -> Path | None:
     best = [r for r in rows if r["is_best"] and r["best_val_nll"] is not None]
     if not best:
         return None
-    keys = [k for k in best[0] if k.startswith("model.") or k in _TRAIN_FIELDS]
+    fields = list(best[0])
+    keys = fields[:fields.index("point")]  # the swept settings come first in every row
     x_key = "model.n_components" if "model.n_components" in keys else keys[0]
     others = [k for k in keys if k != x_key]
     lines: dict[tuple, list] = {}
