@@ -99,13 +99,12 @@ def test_ensemble_is_member_average(splits, pop_run):
 
 def test_frozen_member_does_not_change_and_early_stop(splits):
     tr, va = splits
-    net, tx, step = population_program(CFG)  # the program pop_run compiled
-    members = Members((0, 1), (1e-2, 1e-2), (0.0, 0.0))
-    b = population_batch(tr, 0, members.seeds, batch_size=4)
-    s0 = init_population(net, tx, b, members)
+    net, tx, step = population_program(CFG)  # the program pop_run compiled, also for P = 3
+    b = population_batch(tr, 0, MEMBERS.seeds, batch_size=CFG.batch_size)
+    s0 = init_population(net, tx, b, MEMBERS)
     s1 = s0
     for _ in range(2):  # the warm-up's first learning rate is 0
-        s1, _ = step(s1, b, np.array([False, True]))
+        s1, _ = step(s1, b, np.array([False, True, True]))
     jax.tree.map(lambda a, c: np.testing.assert_array_equal(a[0], c[0]), s1, s0)
     assert any(not np.allclose(a[1], c[1]) for a, c in zip(jax.tree.leaves(s1.params),
                                                            jax.tree.leaves(s0.params)))
@@ -113,7 +112,7 @@ def test_frozen_member_does_not_change_and_early_stop(splits):
     # patience 1 it stops at its second evaluation while the other goes on.
     cfg = CFG.replace(eval_every=1, patience=1)
     res = train_population(cfg, tr, va, None, progress=False,
-                           members=Members((0, 0), (30.0, 1e-3), (0.0, 0.0)))
+                           members=Members((0, 0, 0), (30.0, 1e-3, 1e-3), (0.0, 0.0, 0.0)))
     assert res.rows[0]["stopped_early"] and res.rows[0]["steps"] < cfg.num_steps
     assert res.rows[1]["steps"] > res.rows[0]["steps"]
 
@@ -144,12 +143,15 @@ def test_cli_population(splits, tmp_path, capsys):
     code, _, err = _grnn(capsys, "train", "--data", path, "--workdir", wd, "--population", "0")
     assert code == 2 and not wd.exists()
     assert err.strip() == "grnn train: error: --population must be a positive integer; got 0"
-    code, out, err = _grnn(capsys, "train", "--data", path, "--workdir", wd, "--population", "2",
-                           "--ensemble", "2", "--steps", "4", "--hidden", "4",
-                           "--set", "eval_every=2", "--json")
+    # The settings of CFG, so that the step compiled for pop_run serves this run too.
+    code, out, err = _grnn(capsys, "train", "--data", path, "--workdir", wd, "--population", "3",
+                           "--ensemble", "2", "--steps", "6", "--hidden", "6", "-k", "2",
+                           "--batch-size", "4", "--set", "warmup_steps=2", "--set",
+                           "eval_every=2", "--json")
     assert code == 0, err
     out = json.loads(out)
-    assert len(out["members"]) == 2 and sorted(out["ensemble"]["members"]) == [0, 1]
+    assert len(out["members"]) == 3 and len(out["ensemble"]["members"]) == 2
+    assert out["best_member"] in out["ensemble"]["members"]
     code, out, err = _grnn(capsys, "evaluate", "--workdir", wd, "--data", path, "--json")
     assert code == 0, err
     assert np.isfinite(json.loads(out)["nll_per_step"])

@@ -208,16 +208,17 @@ def make_population_step(net, tx, *, objective: str = "nll"):
     Example:
       >>> import numpy as np
       >>> from grnn_jax.data import Sequences
-      >>> from grnn_jax.training import ModelConfig
-      >>> net = ModelConfig(n_features=1, n_components=2, hidden_size=4).build()
-      >>> tx = make_population_optimizer(num_steps=5, warmup_steps=0, clip_norm=1.0)
-      >>> seqs = Sequences(np.random.default_rng(0).normal(size=(4, 6, 1)))
-      >>> members = Members((0, 1), (1e-2, 1e-3), (0.0, 0.0))
+      >>> from grnn_jax.training import ModelConfig, TrainConfig
+      >>> cfg = TrainConfig(ModelConfig(n_features=1, n_components=1, hidden_size=4),
+      ...                   num_steps=4, batch_size=4, eval_every=2)
+      >>> net, tx, step = population_program(cfg)  # make_population_step(net, tx), cached
+      >>> seqs = Sequences(np.random.default_rng(0).normal(size=(8, 5, 1)))
+      >>> members = Members((0, 1, 2), (1e-2, 1e-3, 1e-3), (0.0, 0.0, 0.0))
       >>> b = population_batch(seqs, 0, members.seeds, batch_size=4)
       >>> state = init_population(net, tx, b, members)
-      >>> state, m = make_population_step(net, tx)(state, b, np.array([True, False]))
+      >>> state, m = step(state, b, np.array([True, False, True]))
       >>> state.step.tolist(), m["loss"].shape
-      ([1, 0], (2,))
+      ([1, 0, 1], (3,))
     """
     step = make_train_step(net, tx, objective=objective)
 

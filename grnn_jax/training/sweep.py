@@ -160,15 +160,16 @@ def run_sweep(
       >>> import tempfile
       >>> from grnn_jax import data
       >>> proc = data.default_switching_ar(1)
-      >>> tr, _ = data.sample_switching_ar(proc, seed=0, n_sequences=6, length=5)
-      >>> va, _ = data.sample_switching_ar(proc, seed=1, n_sequences=3, length=5)
+      >>> tr, _ = data.sample_switching_ar(proc, seed=0, n_sequences=8, length=5)
+      >>> va, _ = data.sample_switching_ar(proc, seed=1, n_sequences=4, length=5)
       >>> grid = parse_grid(["n_components=1"])
-      >>> base = {"hidden_size": 4, "num_steps": 2, "eval_every": 1, "batch_size": 3}
+      >>> base = {"hidden_size": 4, "num_steps": 4, "warmup_steps": 50, "eval_every": 2,
+      ...         "batch_size": 4}
       >>> with tempfile.TemporaryDirectory() as wd:
-      ...     rows = run_sweep(tr, va, wd, grid, base=base, population=2)
-      ...     again = run_sweep(tr, va, wd, grid, base=base, population=2)  # all finished
-      >>> [(r["point"], r["member"]) for r in rows], [r["seconds"] for r in again]
-      ([('n_components=1', 0), ('n_components=1', 1)], [0.0, 0.0])
+      ...     rows = run_sweep(tr, va, wd, grid, base=base, population=3)
+      ...     again = run_sweep(tr, va, wd, grid, base=base, population=3)  # all finished
+      >>> [r["member"] for r in rows], [r["seconds"] for r in again]
+      ([0, 1, 2], [0.0, 0.0, 0.0])
     """
     workdir = Path(workdir)
     population = check_population(population)
