@@ -11,13 +11,12 @@ from scipy.special import logsumexp
 from grnn_jax import data, model
 from grnn_jax.cli import main
 from grnn_jax.training import ModelConfig, TrainConfig, evaluate, load_trained, train
+from grnn_jax.training.ensemble import ensemble_gmm, load_ensemble
 from grnn_jax.training.population import (
     Members,
     default_members,
-    ensemble_gmm,
     evaluate_population,
     init_population,
-    load_ensemble,
     population_batch,
     population_program,
     train_population,

@@ -15,7 +15,6 @@ parameters, same batches, same updates.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import shutil
@@ -29,11 +28,12 @@ import optax
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch, Sequences, Standardiser, batch_at, iterate_batches
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.training.config import TrainConfig, write_json_atomic
+from grnn_jax.training.ensemble import ENSEMBLE_DIR, POPULATION_FILE, evaluate_ensemble
+from grnn_jax.training.loop import _prepare  # one set of data and config checks
 from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.rundir import (
     CONFIG_FILE,
@@ -41,12 +41,9 @@ from grnn_jax.training.rundir import (
     METRICS_FILE,
     append_metrics,
     fingerprint,
-    read_run_config,
 )
 from grnn_jax.training.step import TrainState, make_schedule, make_train_step
 
-POPULATION_FILE = "population.json"
-ENSEMBLE_DIR = "ensemble"
 
 
 class Members(NamedTuple):
@@ -146,11 +143,6 @@ def make_population_optimizer(
         )
 
     return optax.inject_hyperparams(factory)(learning_rate=1.0, weight_decay=0.0)
-
-
-def _population_tx(cfg: TrainConfig):
-    return make_population_optimizer(num_steps=cfg.num_steps, warmup_steps=cfg.warmup_steps,
-                                     clip_norm=cfg.clip_norm, end_lr_fraction=cfg.end_lr_fraction)
 
 
 def init_population(net, tx, example: Batch, members: Members) -> TrainState:
@@ -277,63 +269,6 @@ def evaluate_population(net, params, seqs: Sequences, *, standardiser: Standardi
     return -total / z.n_steps + st.log_jacobian
 
 
-def ensemble_gmm(net, params, x, u=None) -> gmm_lib.GMM:
-    """The equal-weight mixture of M members' step mixtures as one GMM per step.
-
-    Each step's GMM has the M * K components of the members, concatenated, with log-weights
-    ``log_softmax(member logits) - log M``.
-
-    Args:
-      net: the network (all members share it).
-      params: stacked variables of the M members (leading axis M).
-      x: (B, T, D) observations in model units.
-      u: optional (B, T, C) covariates.
-
-    Returns:
-      GMM with batch shape (B, T) and M * K components.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from grnn_jax import gmm
-      >>> from grnn_jax.training import ModelConfig
-      >>> net = ModelConfig(n_features=1, n_components=2, hidden_size=4).build()
-      >>> x = jnp.zeros((1, 3, 1))
-      >>> ps = jax.vmap(lambda k: net.init(k, x))(jax.random.split(jax.random.key(0), 2))
-      >>> g = ensemble_gmm(net, ps, x)
-      >>> g.logits.shape
-      (1, 3, 4)
-    """
-    gs = jax.vmap(lambda p: net.apply(p, x, u))(params)
-    m = jax.tree.leaves(params)[0].shape[0]
-    logw = jax.nn.log_softmax(gs.logits, axis=-1) - jnp.log(m)
-
-    def cat(a):  # (M, B, T, K, ...) -> (B, T, M * K, ...)
-        a = jnp.moveaxis(a, 0, 2)
-        return a.reshape(a.shape[:2] + (-1,) + a.shape[4:])
-
-    return gmm_lib.GMM(cat(logw), cat(gs.means), cat(gs.prec_chol), gs.covariance_type)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _ensemble_log_lik(net, params, x, lengths, u):
-    mask = model_lib.mask_from_lengths(lengths, x.shape[1])
-    x = jnp.where(mask[..., None], x, 0)
-    lp = gmm_lib.log_prob(ensemble_gmm(net, params, x, u), x)
-    return jnp.sum(jnp.where(mask, lp, 0.0))
-
-
-def evaluate_ensemble(net, params, seqs: Sequences, *, standardiser: Standardiser | None = None,
-                      batch_size: int = 64) -> float:
-    """Held-out NLL per observed step (original units) of :func:`ensemble_gmm`."""
-    st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
-    z = st.transform(seqs)
-    dtype = jnp.zeros(()).dtype
-    total = 0.0
-    for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
-        total += float(_ensemble_log_lik(net, params, b.x, b.lengths, b.u))
-    return -total / z.n_steps + st.log_jacobian
-
-
 class PopulationResult(NamedTuple):
     """What :func:`train_population` returns.
 
@@ -387,8 +322,8 @@ def train_population(
         a run already there is replaced once training has finished.
       members: seeds and hyper-parameters, e.g. from :func:`default_members`.
       ensemble: M > 0 also scores the equal-weight mixture of the M members best on
-        validation (:func:`ensemble_gmm`) and saves their parameters in
-        ``ensemble/`` (read back by :func:`load_ensemble`).
+        validation (:func:`~grnn_jax.training.ensemble.ensemble_gmm`) and saves their parameters in
+        ``ensemble/`` (read back by :func:`~grnn_jax.training.ensemble.load_ensemble`).
       progress: a tqdm bar.
 
     Returns:
@@ -410,8 +345,6 @@ def train_population(
       ...     r["best_val_nll"] for r in res.rows)
       (3, True)
     """
-    from grnn_jax.training.loop import _prepare  # one set of data and config checks
-
     members = _check_members(members)
     if int(ensemble) != ensemble or ensemble < 0 or ensemble > members.size:
         raise ValueError(f"--ensemble must lie in [0, population = {members.size}]; got {ensemble}")
@@ -552,32 +485,3 @@ def _write_population_run(workdir: Path, cfg, members, result, history, standard
         "ensemble": ens, "train_config": cfg.to_dict(),
     })
 
-
-def load_ensemble(workdir: str | Path):
-    """The ensemble a population run saved (``train_population(..., ensemble=M)``).
-
-    Returns:
-      (net, stacked params of the M members, standardiser, the population record).
-
-    Raises:
-      FileNotFoundError: the work dir holds no saved ensemble.
-    """
-    import json
-
-    workdir = Path(workdir)
-    path = workdir / POPULATION_FILE
-    if not path.exists() or not (workdir / ENSEMBLE_DIR).exists():
-        raise FileNotFoundError(f"{workdir} holds no population ensemble")
-    record = json.loads(path.read_text())
-    saved = read_run_config(workdir)
-    cfg = TrainConfig.from_dict(record["train_config"])
-    net = cfg.model.build()
-    m = len(record["ensemble"]["members"])
-    dtype = jnp.zeros(()).dtype
-    x = jnp.zeros((1, 1, cfg.model.n_features), dtype)
-    u = jnp.zeros((1, 1, cfg.model.n_covariates), dtype) if cfg.model.n_covariates else None
-    abstract = jax.eval_shape(
-        lambda: jax.vmap(lambda k: net.init(k, x, u=u))(jax.random.split(jax.random.key(0), m)))
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore((workdir / ENSEMBLE_DIR).resolve(), abstract)
-    return net, params, Standardiser.from_dict(saved["standardiser"]), record
