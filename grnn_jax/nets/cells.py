@@ -38,20 +38,6 @@ def _lstm_bias_init(hidden_size: int):
     return init
 
 
-def _lstm_gates(a: jax.Array):
-    """(i, f, g, o) = (sigmoid, sigmoid, tanh, sigmoid) of the four quarters of ``a``.
-
-    One logistic over the whole contiguous pre-activation, with ``tanh(x) = 2 sigmoid(2x) - 1``
-    for the candidate quarter, instead of four ops on strided quarters: XLA:CPU then emits
-    one vectorised loop per step. Measured on the 2-core CPU (hidden 32, batch 32, T 60):
-    the forward scan of a population of 8 LSTMs 20.7 -> 7.7 ms, of one 1.46 -> 0.97 ms.
-    """
-    h = a.shape[-1] // 4
-    scale = jnp.concatenate([jnp.ones(2 * h, a.dtype), jnp.full(h, 2, a.dtype), jnp.ones(h, a.dtype)])
-    i, f, g, o = jnp.split(jax.nn.sigmoid(a * scale), 4, axis=-1)
-    return i, f, 2 * g - 1, o
-
-
 class _Cell(nn.Module):
     """Base: a cell with ``in_features`` inputs and ``hidden_size`` units."""
 
@@ -108,9 +94,9 @@ class LSTMCell(_Cell):
     @staticmethod
     def recur(w: dict, carry, xp: jax.Array):
         c, h = carry
-        i, f, g, o = _lstm_gates(xp + h @ w["wh"])
-        c = f * c + i * g
-        h = o * jnp.tanh(c)
+        i, f, g, o = jnp.split(xp + h @ w["wh"], 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return (c, h), h
 
     def initial_carry(self, batch_shape, dtype):
