@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from grnn_jax.cli import fit_gmm, regimes, train
+from grnn_jax.cli import fit_gmm, regimes, sweep, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (fit_gmm, train, regimes):
+    for module in (fit_gmm, train, regimes, sweep):
         module.add_parser(sub)
     return parser
 

@@ -42,6 +42,7 @@ from grnn_jax.training import (
     split_validation,
     train,
 )
+from grnn_jax.training.population import check_population, default_members, train_population
 
 # Flags of ``grnn train`` that set a training field (flag dest -> dotted config key).
 _FLAG_KEYS = {
@@ -116,6 +117,13 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true",
                    help="start over instead of resuming the run found in --workdir (a run is "
                         "resumed only with the settings it was started with)")
+    p.add_argument("--population", type=int, metavar="P",
+                   help="train P members in one program (seeds seed..seed+P-1, learning rates "
+                        "spread over a factor 4 around --lr) and keep the one best on validation; "
+                        "always starts over")
+    p.add_argument("--ensemble", type=int, default=0, metavar="M",
+                   help="with --population: also save and score the equal-weight mixture of the "
+                        "M members best on validation")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_train)
@@ -238,6 +246,10 @@ def run_train(args) -> int:
     _quiet_checkpoint_logs()
     if args.data is None and args.config is None:
         raise ValueError("pass --data TRAIN.npz or --config CONFIG.py")
+    if args.population is not None:
+        check_population(args.population)
+    if args.ensemble and (args.population is None or not 0 < args.ensemble <= args.population):
+        raise ValueError(f"--ensemble must lie in [1, --population]; got {args.ensemble}")
     cfg = load_config_file(args.config) if args.config else {}
     apply_overrides(cfg, args.overrides)
     given = {}  # config key -> the flag that set it
@@ -250,7 +262,7 @@ def run_train(args) -> int:
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir} exists and is not a directory")
     seed = int(cfg.get("seed", 0))
-    resuming = not args.restart and (workdir / CONFIG_FILE).exists()
+    resuming = args.population is None and not args.restart and (workdir / CONFIG_FILE).exists()
     if args.data is not None:
         seqs = load_sequences(args.data, "--data")
         if resuming:
@@ -266,6 +278,8 @@ def run_train(args) -> int:
     except ValueError as err:
         raise ValueError(_in_flag_words(str(err), given)) from None
     _check_components(config, train_seqs.n_steps)
+    if args.population is not None:
+        return _run_population(args, config, train_seqs, val_seqs, workdir)
     try:
         _, metrics = train(config, train_seqs, val_seqs, workdir, resume=not args.restart,
                            progress=not (args.quiet or args.json))
@@ -311,6 +325,31 @@ def run_train(args) -> int:
             print(f"best validation NLL {best['val_nll']:.4f} nats/step (original units) at step "
                   f"{best['step']}; those parameters are kept as 'best'")
         print(f"run saved in {workdir}")
+    return 0
+
+
+def _run_population(args, config, train_seqs, val_seqs, workdir: Path) -> int:
+    res = train_population(config, train_seqs, val_seqs, workdir,
+                           members=default_members(config, args.population),
+                           ensemble=args.ensemble, progress=not (args.quiet or args.json))
+    best = res.rows[res.best]
+    record = json.loads((workdir / "population.json").read_text())
+    report = {"workdir": str(workdir), "population": args.population, "best_member": res.best,
+              "best_val_nll": best["best_val_nll"], "best_step": best["best_step"],
+              "members": res.rows, "ensemble": record["ensemble"],
+              "config": res.members.config(config, res.best).to_dict()}
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for r in res.rows:
+        print(f"member {r['member']}: seed {r['seed']} lr {r['learning_rate']:.3g} "
+              f"wd {r['weight_decay']:.3g}  best validation NLL "
+              + ("-" if r["best_val_nll"] is None else f"{r['best_val_nll']:.4f}")
+              + f" at step {r['best_step']}")
+    print(f"kept member {res.best} as the run in {workdir}")
+    if record["ensemble"]:
+        e = record["ensemble"]
+        print(f"ensemble of members {e['members']}: validation NLL {e['val_nll']:.4f} nats/step")
     return 0
 
 

@@ -1,0 +1,156 @@
+"""Population training: members equal independent runs, per-member early stopping and best
+parameters, the written run, the ensemble mixture, and the command line."""
+
+import json
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from grnn_jax import data, model
+from grnn_jax.cli import main
+from grnn_jax.training import ModelConfig, TrainConfig, evaluate, load_trained, train
+from grnn_jax.training.ensemble import ensemble_gmm, load_ensemble
+from grnn_jax.training.population import (
+    Members,
+    default_members,
+    evaluate_population,
+    init_population,
+    population_batch,
+    population_program,
+    train_population,
+)
+
+CFG = TrainConfig(ModelConfig(n_features=2, n_components=2, hidden_size=6), num_steps=6,
+                  batch_size=4, eval_every=2, warmup_steps=2, log_every=2)
+MEMBERS = Members(seeds=(3, 4, 5), learning_rates=(1e-2, 3e-3, 3e-2),
+                  weight_decays=(0.0, 1e-2, 1e-4))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    proc = data.default_switching_ar(2)
+    tr, _ = data.sample_switching_ar(proc, seed=0, n_sequences=10, length=7)
+    va, _ = data.sample_switching_ar(proc, seed=1, n_sequences=4, length=7)
+    return tr, va
+
+
+@pytest.fixture(scope="module")
+def pop_run(splits, tmp_path_factory):
+    tr, va = splits
+    wd = tmp_path_factory.mktemp("pop")
+    res = train_population(CFG, tr, va, wd, members=MEMBERS, ensemble=2, progress=False)
+    return res, wd
+
+
+def _close(a, b):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+
+
+def test_member_equals_independent_run(splits, pop_run, tmp_path):
+    i = 2  # not the first: its seed, learning rate and weight decay all differ from the config
+    tr, va = splits
+    res, _ = pop_run
+    state, _ = train(MEMBERS.config(CFG, i), tr, None, tmp_path, progress=False)
+    jax.tree.map(_close, jax.tree.map(lambda a: a[i], res.state.params), state.params)
+    assert int(res.state.step[i]) == int(state.step) == CFG.num_steps
+
+
+def test_best_member_and_records(splits, pop_run):
+    tr, va = splits
+    res, wd = pop_run
+    net = CFG.model.build()
+    nll = evaluate_population(net, res.best_params, va, standardiser=data.Standardiser.fit(tr))
+    for r, v in zip(res.rows, nll):
+        # Each member's best parameters score what its record says.
+        assert r["best_val_nll"] == pytest.approx(float(v), rel=1e-5, abs=1e-5)
+    assert res.best == int(np.argmin(nll))
+    # The run directory holds the best member, readable as a single run.
+    net, params, st, config = load_trained(wd)
+    assert config == MEMBERS.config(CFG, res.best)
+    assert evaluate(net, params, va, standardiser=st).nll == pytest.approx(float(nll[res.best]),
+                                                                           rel=1e-5)
+    record = json.loads((wd / "population.json").read_text())
+    assert record["best_member"] == res.best and len(record["members"]) == 3
+
+
+def test_ensemble_is_member_average(splits, pop_run):
+    tr, va = splits
+    res, wd = pop_run
+    net, params, st, record = load_ensemble(wd)
+    top = record["ensemble"]["members"]
+    assert len(top) == 2 and res.best in top
+    z = st.transform(va)
+    x = jnp.asarray(z.x, jnp.float32)
+    # Oracle: log of the average of the members' densities, step by step.
+    per = np.stack([np.asarray(model.step_log_probs(net, jax.tree.map(lambda a: a[m], params), x))
+                    for m in range(2)])
+    want = logsumexp(per, axis=0) - np.log(2)
+    from grnn_jax import gmm
+
+    got = np.asarray(gmm.log_prob(ensemble_gmm(net, params, x), x))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    mask = np.asarray(model.mask_from_lengths(z.lengths, z.x.shape[1]))
+    nll = -want[mask].sum() / mask.sum() + st.log_jacobian
+    assert record["ensemble"]["val_nll"] == pytest.approx(nll, rel=1e-5)
+
+
+def test_frozen_member_does_not_change_and_early_stop(splits):
+    tr, va = splits
+    net, tx, step = population_program(CFG)  # the program pop_run compiled, also for P = 3
+    b = population_batch(tr, 0, MEMBERS.seeds, batch_size=CFG.batch_size)
+    s0 = init_population(net, tx, b, MEMBERS)
+    s1 = s0
+    for _ in range(2):  # the warm-up's first learning rate is 0
+        s1, _ = step(s1, b, np.array([False, True, True]))
+    jax.tree.map(lambda a, c: np.testing.assert_array_equal(a[0], c[0]), s1, s0)
+    assert any(not np.allclose(a[1], c[1]) for a, c in zip(jax.tree.leaves(s1.params),
+                                                           jax.tree.leaves(s0.params)))
+    # A learning rate far too high makes a member's validation NLL worse at once; with
+    # patience 1 it stops at its second evaluation while the other goes on.
+    cfg = CFG.replace(eval_every=1, patience=1)
+    res = train_population(cfg, tr, va, None, progress=False,
+                           members=Members((0, 0, 0), (30.0, 1e-3, 1e-3), (0.0, 0.0, 0.0)))
+    assert res.rows[0]["stopped_early"] and res.rows[0]["steps"] < cfg.num_steps
+    assert res.rows[1]["steps"] > res.rows[0]["steps"]
+
+
+def test_default_members_and_bad_input(splits):
+    tr, va = splits
+    m = default_members(CFG.replace(learning_rate=1e-3, seed=7), 4)
+    assert m.seeds == (7, 8, 9, 10)
+    assert m.learning_rates[0] == pytest.approx(5e-4) and m.learning_rates[-1] == pytest.approx(2e-3)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="--population must be a positive integer"):
+            default_members(CFG, bad)
+    with pytest.raises(ValueError, match="learning rate"):
+        train_population(CFG, tr, va, None, members=Members((0,), (-1.0,), (0.0,)))
+
+
+def _grnn(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_population(splits, tmp_path, capsys):
+    tr, _ = splits
+    path = tmp_path / "x.npz"
+    np.savez(path, x=tr.x, lengths=tr.lengths)
+    wd = tmp_path / "run"
+    code, _, err = _grnn(capsys, "train", "--data", path, "--workdir", wd, "--population", "0")
+    assert code == 2 and not wd.exists()
+    assert err.strip() == "grnn train: error: --population must be a positive integer; got 0"
+    # The settings of CFG, so that the step compiled for pop_run serves this run too.
+    code, out, err = _grnn(capsys, "train", "--data", path, "--workdir", wd, "--population", "3",
+                           "--ensemble", "2", "--steps", "6", "--hidden", "6", "-k", "2",
+                           "--batch-size", "4", "--set", "warmup_steps=2", "--set",
+                           "eval_every=2", "--json")
+    assert code == 0, err
+    out = json.loads(out)
+    assert len(out["members"]) == 3 and len(out["ensemble"]["members"]) == 2
+    assert out["best_member"] in out["ensemble"]["members"]
+    code, out, err = _grnn(capsys, "evaluate", "--workdir", wd, "--data", path, "--json")
+    assert code == 0, err
+    assert np.isfinite(json.loads(out)["nll_per_step"])
