@@ -10,6 +10,7 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 from grnn_jax import em, gmm
+from grnn_jax.em.fit import restart_keys
 
 CTYPES = gmm.COVARIANCE_TYPES
 
@@ -184,8 +185,10 @@ def test_best_restart_is_kept():
     best = em.fit(x, 5, key=key, init="random_from_data", n_init=3, max_iter=30)
     singles = [
         float(em.fit(x, 5, key=k, init="random_from_data", max_iter=30).log_likelihood)
-        for k in jax.random.split(key, 3)
+        for k in restart_keys(key, 3)
     ]
+    # The first restart starts from the key itself, as a single fit does.
+    assert singles[0] == float(em.fit(x, 5, key=key, init="random_from_data", max_iter=30).log_likelihood)
     assert float(best.log_likelihood) == pytest.approx(max(singles), rel=1e-5)
 
 

@@ -266,12 +266,23 @@ def _safe_prec_chol(cov: jax.Array, reg: jax.Array) -> jax.Array:
 
     One-pass moments can lose positive definiteness to rounding for a component
     that collapsed onto (nearly) one point. Such a component gets the diagonal
-    of its covariance (clipped at 0) plus ``reg``, which is always positive.
+    of its covariance (clipped at 0) plus ``reg``, which is positive unless
+    ``reg`` is 0.
     """
     d = cov.shape[-1]
     cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2)) + jnp.diag(reg)
     prec_chol = precision_cholesky(cov, "full")
     bad = ~jnp.all(jnp.isfinite(prec_chol), axis=(-2, -1))
+    # With no floor (reg_covar = 0) a failed factor means an ill-defined
+    # covariance, which the caller reports (as scikit-learn does), not a
+    # fallback; so does one singular at this precision (pivots spanning more
+    # than eps**-0.4, condition number above ~4e12 in float64, ~4e5 in
+    # float32), which only rounding made factorisable.
+    pivots = jnp.abs(jnp.diagonal(prec_chol, axis1=-2, axis2=-1))
+    singular = jnp.max(pivots, -1) > jnp.finfo(cov.dtype).eps ** -0.4 * jnp.min(pivots, -1)
+    no_floor = ~jnp.all(reg > 0)
+    prec_chol = jnp.where((no_floor & singular)[:, None, None], jnp.nan, prec_chol)
+    bad = bad & ~no_floor
     diag = jnp.maximum(jnp.diagonal(cov, axis1=-2, axis2=-1), reg)
     fallback = lax.rsqrt(diag)[..., None] * jnp.eye(d, dtype=cov.dtype)
     return jnp.where(bad[:, None, None], fallback, prec_chol)
