@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -192,6 +193,11 @@ def fit_from(
       >>> [round(m, 2) for m in res.gmm.means[:, 0].tolist()], bool(res.converged)
       ([0.1, 5.1], True)
     """
+    # Shape checks that hold under jit and vmap (on the traced shapes).
+    chex.assert_rank(x, 2)
+    chex.assert_shape(init_gmm.means, (init_gmm.n_components, x.shape[-1]))
+    if weights is not None:
+        chex.assert_shape(weights, x.shape[:1])
     return _fit_one(
         x,
         weights,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -26,7 +27,7 @@ from grnn_jax.gmm import GMM, check_covariance_type, log_weights, precision_chol
 from grnn_jax.em.blocks import Standardizer, data_columns, default_block_size, map_reduce
 from grnn_jax.em.features import n_stat_features, split_sums, stat_features, uses_packed_moments
 from grnn_jax.em.log_joint import (
-    _HI,
+    HIGHEST,
     QUAD_FORM_TOL,
     branch,
     error_bound,
@@ -88,14 +89,14 @@ def accumulate(resp_fn, xt1, w, n_components: int, ctype: str, block_size: int):
         resp = resp * wb
         ll = jnp.where(wb > 0, ll * wb, 0.0)
         s, sxx_acc, ll_sum = carry
-        s = s + jnp.matmul(phi, resp.T, precision=_HI)
+        s = s + jnp.matmul(phi, resp.T, precision=HIGHEST)
         zt = zt1[:d]
         if ctype == "tied":
-            sxx_acc = sxx_acc + jnp.matmul(zt * wb, zt.T, precision=_HI)
+            sxx_acc = sxx_acc + jnp.matmul(zt * wb, zt.T, precision=HIGHEST)
         elif batched_outer:
             # One (K*D, R) @ (R, D) matmul: 1.2x faster than the batched einsum.
             weighted = (resp[:, None, :] * zt).reshape(k * d, -1)
-            sxx_acc = sxx_acc + jnp.matmul(weighted, zt.T, precision=_HI).reshape(k, d, d)
+            sxx_acc = sxx_acc + jnp.matmul(weighted, zt.T, precision=HIGHEST).reshape(k, d, d)
         return (s, sxx_acc, ll_sum + jnp.sum(ll)), None
 
     acc_shape = {"tied": (d, d)}.get(ctype, (k, d, d) if batched_outer else (0,))
@@ -223,6 +224,10 @@ def e_step(g: GMM, x: jax.Array, weights: jax.Array | None = None, *, block_size
     d = g.n_features
     bs = block_size or default_block_size(d, g.n_components, ctype)
     x = jnp.asarray(x)
+    chex.assert_shape(x, (None, d))
+    chex.assert_shape(g.means, (g.n_components, d))
+    if weights is not None:
+        chex.assert_shape(weights, x.shape[:1])
     dtype = jnp.result_type(x.dtype, g.means.dtype)
     x = x.astype(dtype)
     r = jnp.sum(jnp.exp(log_weights(g))[:, None] * g.means, axis=0).astype(dtype)
