@@ -10,14 +10,15 @@ import pytest
 
 from grnn_jax import model
 from grnn_jax.cli import main
-from grnn_jax.cli.train import (
+from grnn_jax.data import Sequences, default_switching_ar, sample_switching_ar
+from grnn_jax.training import (
     apply_overrides,
     load_config_file,
+    load_trained,
+    read_metrics,
     resolve_train_config,
     split_validation,
 )
-from grnn_jax.data import Sequences, default_switching_ar, sample_switching_ar
-from grnn_jax.training import load_trained, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = str(ROOT / "experiments" / "configs" / "test.py")
@@ -129,7 +130,7 @@ def test_sample_round_trip(run, capsys):
     z = model.generate(jax.random.key(1), net, params, 5, n_samples=3)
     np.testing.assert_allclose(x, np.asarray(z) * st.std + st.mean, rtol=1e-5, atol=1e-5)
     prime = _save(run["tmp"] / "prime.npz", x=np.zeros((4, 2)))
-    code, _, _ = _grnn(args + ["--prime", prime, "--temperature", 0.5], capsys)
+    code, _, _ = _grnn(args + ["--prime", prime, "--temperature", 0.5, "--force"], capsys)
     assert code == 0
     assert Sequences.load(out_file).x.shape == (3, 5, 2)
 

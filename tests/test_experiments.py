@@ -11,7 +11,7 @@ from sklearn.mixture import GaussianMixture
 
 from experiments import baselines, main, plots
 from grnn_jax import gmm
-from grnn_jax.cli.train import load_config_file
+from grnn_jax.training import load_config_file
 from grnn_jax.data import Sequences, Standardiser, default_switching_ar, sample_switching_ar
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,21 +1,20 @@
 """``grnn train``, ``grnn evaluate`` and ``grnn sample``: a GRNN from the command line.
 
-Data files are ``.npz`` holding ``x`` (S, T, D) (a (T, D) array is one sequence)
-and optionally ``lengths`` (S,). Every check of the files, the flags and the
-work dir runs before anything is computed or written, so bad input leaves the
-work dir as it was.
+Data files are ``.npz`` holding ``x`` (S, T, D) and optionally ``lengths`` (S,);
+a 2-D ``x`` is refused with a hint (only ``--prime`` reads a (T, D) array as one
+sequence). Every check of the files, the flags and the work dir runs before
+anything is computed or written, so bad input leaves the work dir as it was.
+Ctrl-C checkpoints the step reached and exits with status 130; the same command
+resumes there.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import copy
-import dataclasses
-import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import zipfile
@@ -23,25 +22,25 @@ from pathlib import Path
 
 import numpy as np
 
-from grnn_jax.data import Sequences, dataset_splits
+from grnn_jax.data import Sequences
 from grnn_jax.validation import check_positive
 from grnn_jax.training import (
     CONFIG_FILE,
-    ModelConfig,
+    OBJECTIVES,
     NonFiniteTrainingError,
-    TrainConfig,
-    default_config,
+    RunConfigMismatch,
+    TrainingInterrupted,
+    apply_overrides,
+    config_splits,
     evaluate,
+    load_config_file,
     load_trained,
     read_run_config,
+    resolve_train_config,
+    set_entry,
+    split_validation,
     train,
 )
-
-# Keys of an experiment config that describe the data or the experiment rather than training.
-DATA_KEYS = ("dataset", "window", "split_seed", "val_fraction")
-EXPERIMENT_KEY = "experiment"
-_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
-_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "model")
 
 # Flags of ``grnn train`` that set a training field (flag dest -> dotted config key).
 _FLAG_KEYS = {
@@ -55,6 +54,7 @@ _FLAG_KEYS = {
     "lr": "learning_rate",
     "seed": "seed",
     "val_fraction": "val_fraction",
+    "objective": "objective",
 }
 
 
@@ -80,19 +80,25 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config entry, e.g. num_steps=200 or model.hidden_size=64 (repeatable)")
     p.add_argument("--components", "-k", type=int, help="mixture components per step")
-    p.add_argument("--covariance-type", choices=("full", "diag", "spherical"))
-    p.add_argument("--cell", choices=("lstm", "gru", "ln_lstm"))
+    p.add_argument("--covariance-type", choices=("full", "diag", "spherical"),
+                   help="covariance of each component (default full up to 8 features, else diag)")
+    p.add_argument("--cell", choices=("lstm", "gru", "ln_lstm"), help="recurrent cell (default lstm)")
     p.add_argument("--hidden", type=int, help="hidden units per layer")
     p.add_argument("--layers", type=int, help="recurrent layers")
     p.add_argument("--steps", type=int, help="optimiser steps")
     p.add_argument("--batch-size", type=int, help="sequences per batch")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="seed of initialisation, shuffling and the validation split")
+    p.add_argument("--objective", choices=tuple(OBJECTIVES),
+                   help="training objective: " + "; ".join(
+                       f"{o.name}: {o.description}" for o in OBJECTIVES.values())
+                   + " (default nll; evaluation always reports the held-out NLL)")
     p.add_argument("--val-fraction", type=float,
                    help="share of the --data sequences held out for validation (default 0.15; a "
                         "single sequence gives its last part)")
     p.add_argument("--restart", action="store_true",
-                   help="start over instead of resuming the run found in --workdir")
+                   help="start over instead of resuming the run found in --workdir (a run is "
+                        "resumed only with the settings it was started with)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_train)
@@ -122,142 +128,23 @@ def _add_sample(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--prime", help=".npz whose x (one sequence, or N of equal length) is fed first")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint (default best)")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", required=True, help="output .npz (an existing file is kept unless --force)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=run_sample)
     return p
-
-
-# ----------------------------------------------------------------------------- configs
-
-
-def load_config_file(path: str | os.PathLike) -> dict:
-    """Imports a config file and returns a deep copy of its ``get_config()``.
-
-    Raises:
-      FileNotFoundError: no such file.
-      ValueError: no ``get_config``, or it does not return a dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_grnn_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:  # a config is user code: report any failure as bad input
-        raise ValueError(f"config {path} failed to load: {type(err).__name__}: {err}") from None
-    if not callable(getattr(module, "get_config", None)):
-        raise ValueError(f"config {path} defines no get_config()")
-    cfg = module.get_config()
-    if not isinstance(cfg, dict):
-        raise ValueError(f"get_config() of {path} must return a dict; got {type(cfg).__name__}")
-    return copy.deepcopy(cfg)
-
-
-def _parse_value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        low = text.lower()
-        if low in ("true", "false"):
-            return low == "true"
-        if low in ("none", "null"):
-            return None
-        return text
-
-
-def _canonical_key(key: str) -> list[str]:
-    parts = key.split(".")
-    if len(parts) == 1 and parts[0] in _MODEL_FIELDS:
-        return ["model", parts[0]]  # shorthand: hidden_size=64 means model.hidden_size
-    return parts
-
-
-def set_entry(cfg: dict, key: str, value) -> dict:
-    """Sets a dotted ``key`` (``model.hidden_size``; a bare model field is read as one) in place.
-
-    Example:
-      >>> set_entry({}, "hidden_size", 8)
-      {'model': {'hidden_size': 8}}
-    """
-    parts = _canonical_key(key)
-    if not all(parts):
-        raise ValueError(f"malformed config key {key!r}")
-    node = cfg
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"config entry {p!r} is not a section; cannot set {key!r}")
-    node[parts[-1]] = value
-    return cfg
-
-
-def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
-    """Applies ``KEY=VALUE`` strings (values read as Python literals, else as strings).
-
-    Example:
-      >>> apply_overrides({"num_steps": 5}, ["num_steps=10", "model.cell=gru", "lr_note=slow"])
-      {'num_steps': 10, 'model': {'cell': 'gru'}, 'lr_note': 'slow'}
-    """
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE; got {item!r}")
-        set_entry(cfg, key.strip(), _parse_value(text.strip()))
-    return cfg
-
-
-def resolve_train_config(cfg: dict, train_seqs: Sequences) -> TrainConfig:
-    """``default_config(train_seqs)`` with the training entries of ``cfg`` laid over it.
-
-    ``cfg`` may hold TrainConfig fields, a ``model`` section of ModelConfig fields (or bare
-    model fields), data keys (``dataset``, ``window``, ``split_seed``, ``val_fraction``) and an
-    ``experiment`` section; the last two are not training settings and are skipped here.
-
-    Raises:
-      ValueError: an unknown key, or a value that TrainConfig.validate refuses.
-
-    Example:
-      >>> import numpy as np
-      >>> from grnn_jax.data import Sequences
-      >>> c = resolve_train_config({"dataset": "x", "hidden_size": 8, "num_steps": 5},
-      ...                          Sequences(np.zeros((4, 10, 2))))
-      >>> c.model.hidden_size, c.model.n_features, c.num_steps
-      (8, 2, 5)
-    """
-    base = default_config(train_seqs).to_dict()
-    for key, value in cfg.items():
-        if key in DATA_KEYS or key == EXPERIMENT_KEY:
-            continue
-        if key == "model":
-            if not isinstance(value, dict):
-                raise ValueError("config entry 'model' must be a dict of model settings")
-            unknown = sorted(set(value) - set(_MODEL_FIELDS))
-            if unknown:
-                raise ValueError(f"unknown model settings {unknown}; known: {list(_MODEL_FIELDS)}")
-            base["model"].update(value)
-        elif key in _MODEL_FIELDS:
-            base["model"][key] = value
-        elif key in _TRAIN_FIELDS:
-            base[key] = value
-        else:
-            raise ValueError(
-                f"unknown config key {key!r}; known: {list(_TRAIN_FIELDS)}, model.*, "
-                f"{list(DATA_KEYS)}, {EXPERIMENT_KEY!r}")
-    if base["model"]["n_features"] != train_seqs.n_features:
-        raise ValueError(f"the config's model.n_features is {base['model']['n_features']}; the data "
-                         f"have {train_seqs.n_features} features")
-    try:
-        return TrainConfig.from_dict(base).validate()
-    except TypeError as err:
-        raise ValueError(f"bad config value: {err}") from None
 
 
 # ----------------------------------------------------------------------------- data
 
 
-def load_sequences(path: str | os.PathLike, what: str = "data") -> Sequences:
+def load_sequences(path: str | os.PathLike, what: str = "data", *, one_sequence_ok: bool = False) -> Sequences:
     """Reads and checks a ``.npz`` of sequences; errors name the file and the problem.
+
+    Args:
+      path: the file.
+      what: how errors name it (the flag).
+      one_sequence_ok: read a 2-D ``x`` (T, D) as one sequence; otherwise a 2-D ``x`` is
+        refused, because (S, T) univariate sequences and (T, D) one sequence look alike.
 
     Raises:
       FileNotFoundError: no such file.
@@ -270,6 +157,14 @@ def load_sequences(path: str | os.PathLike, what: str = "data") -> Sequences:
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{what} file {path} is not a readable .npz (not a zip archive)")
     try:
+        if not one_sequence_ok:
+            with np.load(path, allow_pickle=False) as f:
+                shape = f["x"].shape if "x" in f.files else None
+            if shape is not None and len(shape) == 2:
+                raise ValueError(
+                    f"x has shape {shape}, but sequences are (S, T, D); save x[None] for one "
+                    f"sequence of {shape[0]} steps and {shape[1]} features, or x[..., None] for "
+                    f"{shape[0]} univariate sequences of {shape[1]} steps")
         seqs = Sequences.load(path)
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(f"{what} file {path} is not a readable .npz: {err}") from None
@@ -280,56 +175,36 @@ def load_sequences(path: str | os.PathLike, what: str = "data") -> Sequences:
     return seqs
 
 
-def split_validation(seqs: Sequences, fraction: float, *, seed: int) -> tuple[Sequences, Sequences | None]:
-    """(train, validation): a seeded share of the sequences, or the last part of a single one.
-
-    ``fraction = 0`` keeps everything for training (no validation, the last parameters kept).
-
-    Example:
-      >>> import numpy as np
-      >>> from grnn_jax.data import Sequences
-      >>> tr, va = split_validation(Sequences(np.zeros((1, 20, 2))), 0.25, seed=0)
-      >>> tr.x.shape, va.x.shape
-      ((1, 15, 2), (1, 5, 2))
-      >>> tr, va = split_validation(Sequences(np.zeros((8, 5, 2))), 0.25, seed=0)
-      >>> tr.n_sequences, va.n_sequences
-      (6, 2)
-    """
-    if not 0 <= fraction < 1:
-        raise ValueError(f"--val-fraction must lie in [0, 1); got {fraction}")
-    if fraction == 0:
-        return seqs, None
-    if seqs.n_sequences == 1:
-        n = int(seqs.lengths[0])
-        n_val = int(round(fraction * n))
-        if n_val < 1 or n - n_val < 2:
-            raise ValueError(f"one sequence of {n} steps is too short to hold out {fraction:.0%} "
-                             "for validation; pass --val-fraction 0 or more data")
-        x = seqs.x[0, :n]
-        return Sequences(x[None, : n - n_val]), Sequences(x[None, n - n_val :])
-    n_val = max(1, int(round(fraction * seqs.n_sequences)))
-    if n_val >= seqs.n_sequences:
-        raise ValueError(f"{seqs.n_sequences} sequences cannot be split with --val-fraction {fraction}; "
-                         "pass --val-fraction 0 or more sequences")
-    perm = np.random.default_rng(seed).permutation(seqs.n_sequences)
-    return seqs.select(np.sort(perm[n_val:])), seqs.select(np.sort(perm[:n_val]))
-
-
-def config_splits(cfg: dict, *, seed: int = 0):
-    """Train/validation/test splits of the dataset a config names (``dataset``, ``window``,
-    ``split_seed``)."""
-    name = cfg.get("dataset")
-    if name is None:
-        raise ValueError("the config names no 'dataset'; pass --data")
-    return dataset_splits(str(name), seed=int(cfg.get("split_seed", seed)), window=cfg.get("window"))
-
-
 def _check_workdir_model(workdir: Path, n_features: int, what: str) -> dict:
     saved = read_run_config(workdir)  # FileNotFoundError when there is no run
     if int(saved["n_features"]) != n_features:
         raise ValueError(f"{what} has {n_features} features; the model in {workdir} was trained "
                          f"on {saved['n_features']}")
     return saved
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _in_flag_words(message: str, given: dict[str, str]) -> str:
+    """Names the flags the user typed where a message names their config keys
+    (``num_steps`` -> ``--steps (num_steps)``)."""
+    for key, flag in sorted(given.items(), key=lambda kv: -len(kv[0])):
+        short = key.split(".")[-1]
+        for name in (key, short):
+            if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w])", message):
+                return re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w])", f"{flag} ({key})",
+                              message, count=1)
+    return message
+
+
+def _check_components(config, n_steps: int) -> None:
+    k = config.model.n_components
+    if k > max(10, n_steps // 20):
+        print(f"grnn train: warning: {k} components for {n_steps} observed training steps; more "
+              "than about one per 20 steps rarely helps held-out NLL, and every step's head "
+              "grows with K (pass fewer --components)", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -348,10 +223,12 @@ def run_train(args) -> int:
         raise ValueError("pass --data TRAIN.npz or --config CONFIG.py")
     cfg = load_config_file(args.config) if args.config else {}
     apply_overrides(cfg, args.overrides)
+    given = {}  # config key -> the flag that set it
     for dest, key in _FLAG_KEYS.items():
         value = getattr(args, dest)
         if value is not None:
             set_entry(cfg, key, value)
+            given[key] = "--" + dest.replace("_", "-")
     workdir = Path(args.workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir} exists and is not a directory")
@@ -367,13 +244,32 @@ def run_train(args) -> int:
         train_seqs, val_seqs = splits.train, splits.val
         if resuming:
             _check_workdir_model(workdir, train_seqs.n_features, f"dataset {cfg['dataset']!r}")
-    config = resolve_train_config(cfg, train_seqs)
+    try:
+        config = resolve_train_config(cfg, train_seqs)
+    except ValueError as err:
+        raise ValueError(_in_flag_words(str(err), given)) from None
+    _check_components(config, train_seqs.n_steps)
     try:
         _, metrics = train(config, train_seqs, val_seqs, workdir, resume=not args.restart,
                            progress=not (args.quiet or args.json))
+    except RunConfigMismatch as err:
+        changes = ", ".join(
+            f"{given.get(k, k)} {a!r} -> {b!r}" for k, (a, b) in err.diff.items())
+        raise ValueError(
+            f"--workdir {workdir} holds a run started with other settings ({changes}); a run "
+            "resumes only with the settings it was started with: pass --restart to start over "
+            "there, or give a new --workdir") from None
     except NonFiniteTrainingError as err:
         print(f"grnn train: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as err:
+        print(f"grnn train: interrupted at step {err.step} (saved); run the same command to "
+              "resume", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("grnn train: interrupted before the first step; nothing was saved past the last "
+              "checkpoint; run the same command to resume", file=sys.stderr)
+        return 130
     evals = [m for m in metrics if m.get("kind") == "eval"]
     best = min(evals, key=lambda m: m["val_nll"]) if evals else None
     report = {
@@ -392,7 +288,7 @@ def run_train(args) -> int:
         m = config.model
         print(f"trained a {m.n_components}-component {m.covariance_type} GRNN ({m.cell}, "
               f"{m.n_layers}x{m.hidden_size}) for {report['steps']} steps on "
-              f"{report['n_train_steps']} steps of {report['n_train_sequences']} sequences")
+              f"{report['n_train_steps']} steps of {_plural(report['n_train_sequences'], 'sequence')}")
         if best is not None:
             print(f"best validation NLL {best['val_nll']:.4f} nats/step (original units) at step "
                   f"{best['step']}; those parameters are kept as 'best'")
@@ -420,7 +316,7 @@ def run_evaluate(args) -> int:
 
 
 def _load_prime(path: str, n_samples: int, n_features: int) -> np.ndarray:
-    seqs = load_sequences(path, "--prime")
+    seqs = load_sequences(path, "--prime", one_sequence_ok=True)
     if seqs.n_features != n_features:
         raise ValueError(f"--prime {path} has {seqs.n_features} features; the model has {n_features}")
     if seqs.n_sequences == 1:
@@ -460,6 +356,8 @@ def run_sample(args) -> int:
         raise ValueError(f"--out {out} must end in .npz")
     if not out.parent.is_dir():
         raise ValueError(f"--out folder {out.parent} does not exist")
+    if out.exists() and not args.force:
+        raise ValueError(f"--out {out} exists; pass --force to overwrite it")
     workdir = Path(args.workdir)
     saved = read_run_config(workdir)
     prime = None
@@ -473,5 +371,5 @@ def run_sample(args) -> int:
                        prime=z_prime, temperature=args.temperature)
     x = standardiser.inverse(np.asarray(z, np.float64))
     _save_npz_atomic(out, x=x, lengths=np.full(args.num, args.steps, np.int64))
-    print(f"wrote {args.num} sequences of {args.steps} steps to {out}")
+    print(f"wrote {_plural(args.num, 'sequence')} of {args.steps} steps to {out}")
     return 0
