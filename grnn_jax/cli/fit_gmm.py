@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from grnn_jax import gmm
+from grnn_jax.atomic import save_npz_atomic
 from grnn_jax.estimator import GaussianMixture
 from grnn_jax.validation import check_data, check_positive
 
@@ -147,17 +146,9 @@ def _load_params(path_str: str, *, n_components: int, n_features: int, covarianc
 
 
 def _save_params(path: Path, est) -> None:
-    """Writes the fitted parameters atomically: a temp file in the same folder, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, weights=est.weights_, means=est.means_, covariances=est.covariances_,
-                     precisions_cholesky=est.precisions_cholesky_,
-                     covariance_type=np.array(est.covariance_type))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Writes the fitted parameters atomically (nothing half-written is ever left at ``path``)."""
+    save_npz_atomic(path, weights=est.weights_, means=est.means_, covariances=est.covariances_,
+                    precisions_cholesky=est.precisions_cholesky_, covariance_type=np.array(est.covariance_type))
 
 
 def _check_args(args) -> None:

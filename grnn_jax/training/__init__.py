@@ -1,13 +1,13 @@
 """Training: configuration and its resolution, objectives, optimiser, jitted train step,
 evaluation, checkpoints, fit loop."""
 
+from grnn_jax.atomic import write_json_atomic
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.training.config import (
     ModelConfig,
     TrainConfig,
     config_diff,
     default_config,
-    write_json_atomic,
 )
 from grnn_jax.training.loop import (
     NonFiniteTrainingError,

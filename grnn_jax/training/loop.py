@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.checkpoint import RunCheckpoints
-from grnn_jax.training.config import TrainConfig, config_diff, default_config, write_json_atomic
+from grnn_jax.atomic import write_json_atomic
+from grnn_jax.training.config import TrainConfig, config_diff, default_config
 from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.rundir import (
     CONFIG_FILE,
