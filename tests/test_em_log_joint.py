@@ -135,7 +135,7 @@ def test_float32_e_step_with_a_collapsed_component_matches_float64(x64):
     g32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), g)
     x32 = jnp.asarray(x, jnp.float32)
     # The branch e_step takes: the quadratic form's bound fails for this mixture
-    # (so the projection form runs) and passes without the collapsed component.
+    # (so the projection form runs) and passes once the collapsed component is widened.
     def quadratic_ok(mix):
         r = jnp.sum(gmm.weights(mix)[:, None] * mix.means, axis=0)
         std = Standardizer(r, jnp.ones(d, jnp.float32))
@@ -143,7 +143,9 @@ def test_float32_e_step_with_a_collapsed_component_matches_float64(x64):
         return bool(lj.error_bound(lj.quadratic_form(std.gmm_to(mix)), sq_norm) <= lj.QUAD_FORM_TOL)
 
     assert not quadratic_ok(g32)
-    assert quadratic_ok(jax.tree.map(lambda a: a[1:], g32))
+    wide = gmm.from_covariances(g32.logits, g32.means, jnp.broadcast_to(9.0 * jnp.eye(d, dtype=jnp.float32), (k, d, d)),
+                                "full")
+    assert quadratic_ok(wide)
     s32, ll32 = em.e_step(g32, x32)
     s64, ll64 = em.e_step(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), g32), x32.astype(jnp.float64))
     assert abs(float(ll32) - float(ll64)) / len(x) < 1e-3
