@@ -27,5 +27,5 @@ def test_readme_python_blocks_run_in_order(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user has
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
