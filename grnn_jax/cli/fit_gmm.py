@@ -2,6 +2,10 @@
 
 Every check (file, extension, parse, NaN, rank, sizes, the --init-from file,
 the --out folder) runs before any compute, so bad input writes nothing.
+With ``--chunk-size`` the .npy file is read a chunk at a time (exact EM, one
+M-step per pass); with ``--online`` by stepwise EM over mini-batches; with
+``--coordinator`` several processes (hosts) share the rows, each reading only
+its own slice, and process 0 alone prints and writes.
 """
 
 from __future__ import annotations
@@ -12,15 +16,20 @@ import json
 import warnings
 from pathlib import Path
 
+import jax
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from grnn_jax import gmm
+from grnn_jax import em, gmm
 from grnn_jax.atomic import save_npz_atomic
+from grnn_jax.em import distributed
+from grnn_jax.em.chunked import DEFAULT_INIT_SAMPLE
+from grnn_jax.em.rows import RowSource
 from grnn_jax.estimator import GaussianMixture
 from grnn_jax.validation import check_data, check_positive
 
 SAVED_KEYS = ("weights", "means", "covariances", "precisions_cholesky", "covariance_type")
+DEFAULT_CHUNK = 65536  # rows per chunk of a multi-process run without --chunk-size
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -53,6 +62,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     p.add_argument("--out", help="save the fitted parameters to this .npz file")
     p.add_argument("--init-from", help="start EM from parameters saved by --out")
+    g = p.add_argument_group("data larger than memory, streams and several hosts")
+    g.add_argument("--chunk-size", type=int, default=None,
+                   help="read the .npy file this many rows at a time (exact EM, one M-step per pass)")
+    g.add_argument("--online", action="store_true",
+                   help="stepwise (online) EM over mini-batches of --batch-size rows")
+    g.add_argument("--batch-size", type=int, default=None, help="rows per mini-batch of --online")
+    g.add_argument("--passes", type=int, default=1, help="passes over the data with --online (default 1)")
+    g.add_argument("--step-exponent", type=float, default=0.6,
+                   help="alpha of the --online step size (t + 2)^-alpha, in (0.5, 1] (default 0.6)")
+    g.add_argument("--init-sample", type=int, default=DEFAULT_INIT_SAMPLE,
+                   help="rows of the seeded uniform sample that --chunk-size, --online and several "
+                        f"processes initialise on (default {DEFAULT_INIT_SAMPLE})")
+    g.add_argument("--coordinator", help="HOST:PORT of process 0: join a multi-process run; 'auto' takes "
+                                         "it from SLURM, Open MPI or a Cloud TPU (docs/scaling.md)")
+    g.add_argument("--num-processes", type=int, default=None, help="processes in the run")
+    g.add_argument("--process-id", type=int, default=None, help="this process's id, 0..num-processes-1")
+    g.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to wait for the coordinator and the other processes (default 60)")
     p.set_defaults(func=run)
     return p
 
@@ -145,10 +172,9 @@ def _load_params(path_str: str, *, n_components: int, n_features: int, covarianc
     return ctype, np.asarray(saved["weights"], np.float64), means, precisions
 
 
-def _save_params(path: Path, est) -> None:
+def _save_params(path: Path, params: dict) -> None:
     """Writes the fitted parameters atomically (nothing half-written is ever left at ``path``)."""
-    save_npz_atomic(path, weights=est.weights_, means=est.means_, covariances=est.covariances_,
-                    precisions_cholesky=est.precisions_cholesky_, covariance_type=np.array(est.covariance_type))
+    save_npz_atomic(path, **params)
 
 
 def _check_args(args) -> None:
@@ -165,11 +191,114 @@ def _check_args(args) -> None:
             raise ValueError(f"--out {out} must end in .npz")
         if not out.parent.is_dir():
             raise ValueError(f"--out folder {out.parent} does not exist")
+    for flag, value in (("--chunk-size", args.chunk_size), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1; got {value}")
+    for flag, value in (("--passes", args.passes), ("--init-sample", args.init_sample)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1; got {value}")
+    if args.online:
+        if args.batch_size is None:
+            raise ValueError("--online needs --batch-size B (rows per mini-batch)")
+        if args.chunk_size is not None:
+            raise ValueError("--online reads --batch-size rows at a time; drop --chunk-size")
+        if not 0.5 < args.step_exponent <= 1.0:
+            raise ValueError(f"--step-exponent must be in (0.5, 1]; got {args.step_exponent}")
+    elif args.batch_size is not None or args.passes != 1:
+        raise ValueError("--batch-size and --passes apply to --online only")
+    multi = (args.coordinator, args.num_processes, args.process_id)
+    if args.coordinator == "auto":
+        if args.online:
+            raise ValueError("--online runs in one process; use --chunk-size across processes")
+    elif any(v is not None for v in multi):
+        if any(v is None for v in multi):
+            raise ValueError("a multi-process run needs all of --coordinator HOST:PORT, --num-processes P "
+                             "and --process-id I")
+        distributed.parse_coordinator(args.coordinator)
+        if args.num_processes < 1:
+            raise ValueError(f"--num-processes must be >= 1; got {args.num_processes}")
+        if not 0 <= args.process_id < args.num_processes:
+            raise ValueError(f"--process-id {args.process_id} must be in 0..{args.num_processes - 1} "
+                             f"for --num-processes {args.num_processes}")
+        if args.online:
+            raise ValueError("--online runs in one process; use --chunk-size across processes")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be > 0 seconds; got {args.timeout}")
+    scaled = args.chunk_size is not None or args.online or args.coordinator is not None
+    if scaled and Path(args.data).suffix.lower() != ".npy":
+        raise ValueError(f"--chunk-size, --online and --coordinator read an .npy file; got {args.data}")
+    if scaled and args.n_init != 1:
+        raise ValueError("--n-init applies to in-memory fits; drop it with --chunk-size, --online or --coordinator")
+
+
+def _params(g) -> dict:
+    return dict(weights=np.asarray(gmm.weights(g), np.float64), means=np.asarray(g.means, np.float64),
+                covariances=np.asarray(gmm.covariances(g), np.float64),
+                precisions_cholesky=np.asarray(g.prec_chol, np.float64),
+                covariance_type=np.array(g.covariance_type))
+
+
+def _run_scaled(args) -> int:
+    """--chunk-size, --online or several processes: the .npy file is read in chunks, never whole."""
+    # Files are checked before joining the other processes (and before any JAX computation).
+    full = RowSource(args.data)
+    n, d = full.n_total, full.n_features
+    k = args.components
+    if k > n:
+        raise ValueError(f"--components {k} is more than the {n} rows of {args.data}")
+    if n < 2:
+        raise ValueError(f"{args.data} has {n} row; at least 2 are needed")
+    ctype = args.covariance_type or "full"
+    init = "k-means++"
+    if args.init_from is not None:
+        ctype, w, mu, prec = _load_params(args.init_from, n_components=k, n_features=d,
+                                         covariance_type=args.covariance_type)
+    if args.coordinator is not None:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.timeout)
+    if args.init_from is not None:
+        init = gmm.from_precisions(np.log(w), mu, prec, ctype)
+    key = jax.random.key(args.seed)
+    chunk = args.batch_size if args.online else (args.chunk_size or DEFAULT_CHUNK)
+    report = {"data": str(args.data), "n_samples": n, "n_features": d, "n_components": k,
+              "covariance_type": ctype}
+    if args.online:
+        res = em.fit_online(full, k, key=key, batch_size=chunk, passes=args.passes,
+                            step_exponent=args.step_exponent, covariance_type=ctype,
+                            reg_covar=args.reg_covar, init=init, init_sample=args.init_sample)
+        report.update(mode="online", batch_size=chunk, passes=args.passes, n_steps=int(res.n_steps),
+                      step_exponent=args.step_exponent)
+    else:
+        source = RowSource(args.data, rows=distributed.process_rows(n))
+        res = em.fit_chunked(source, k, key=key, chunk_size=chunk, covariance_type=ctype, tol=args.tol,
+                             reg_covar=args.reg_covar, max_iter=args.max_iter, init=init,
+                             init_sample=args.init_sample)
+        report.update(mode="chunked", chunk_size=chunk, num_processes=jax.process_count(),
+                      n_iter=int(res.n_iter), converged=bool(res.converged))
+    g = res.gmm
+    ll_sum, total = em.log_likelihood_chunked(
+        g, RowSource(args.data, rows=distributed.process_rows(n)), chunk_size=chunk)
+    p = gmm.n_parameters(k, d, ctype)
+    params = _params(g)
+    report.update(log_likelihood=ll_sum / total, bic=-2.0 * ll_sum + p * np.log(total),
+                  aic=-2.0 * ll_sum + 2.0 * p, weights=params["weights"].tolist(),
+                  means=params["means"].tolist(), covariances=params["covariances"].tolist())
+    if jax.process_index() != 0:
+        return 0
+    if args.out is not None:
+        _save_params(Path(args.out), params)
+        report["out"] = str(args.out)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_summary(report)
+    return 0
 
 
 def run(args) -> int:
     """Fits, prints a summary or JSON, and saves with --out; returns the exit status."""
     _check_args(args)
+    if args.chunk_size is not None or args.online or args.coordinator is not None:
+        return _run_scaled(args)
     x = _load_data(args.data)
     n, d = x.shape
     k = args.components
@@ -205,7 +334,9 @@ def run(args) -> int:
         "covariances": est.covariances_.tolist(),
     }
     if args.out is not None:
-        _save_params(Path(args.out), est)
+        _save_params(Path(args.out), dict(
+            weights=est.weights_, means=est.means_, covariances=est.covariances_,
+            precisions_cholesky=est.precisions_cholesky_, covariance_type=np.array(est.covariance_type)))
         report["out"] = str(args.out)
     if args.json:
         print(json.dumps(report))
@@ -215,9 +346,13 @@ def run(args) -> int:
 
 
 def _print_summary(r: dict) -> None:
-    status = "converged" if r["converged"] else "did NOT converge (raise --max-iter or --tol)"
-    print(f"{r['n_components']}-component {r['covariance_type']} GMM on {r['n_samples']} x "
-          f"{r['n_features']} data from {r['data']}: {status} after {r['n_iter']} iterations")
+    head = (f"{r['n_components']}-component {r['covariance_type']} GMM on {r['n_samples']} x "
+            f"{r['n_features']} data from {r['data']}: ")
+    if r.get("mode") == "online":
+        print(head + f"online EM, {r['n_steps']} steps of {r['batch_size']} rows over {r['passes']} pass(es)")
+    else:
+        status = "converged" if r["converged"] else "did NOT converge (raise --max-iter or --tol)"
+        print(head + f"{status} after {r['n_iter']} iterations")
     print(f"mean log-likelihood {r['log_likelihood']:.6g}   BIC {r['bic']:.6g}   AIC {r['aic']:.6g}")
     for i, (w, mu) in enumerate(zip(r["weights"], r["means"])):
         print(f"  component {i}: weight {w:.4f}  mean [{', '.join(f'{m:.4g}' for m in mu)}]")

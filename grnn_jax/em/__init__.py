@@ -6,6 +6,9 @@
 * :func:`fit` — checked entry point (restarts, batched data sets);
   :func:`fit_from` — the pure jitted EM loop from given parameters;
   :func:`initialize` — k-means++, k-means, random initial mixtures.
+* :func:`fit_chunked` — exact EM over chunks of data larger than memory (and
+  over processes); :func:`fit_sharded` — EM with rows sharded over a device
+  mesh; :func:`fit_online` — stepwise EM over mini-batches of a stream.
 * :func:`score`, :func:`bic`, :func:`aic`, :func:`select_n_components`.
 
 Example:
@@ -21,8 +24,11 @@ Example:
 """
 
 from grnn_jax.em.blocks import Standardizer, default_block_size
+from grnn_jax.em.chunked import fit_chunked, log_likelihood_chunked
 from grnn_jax.em.fit import FitResult, fit, fit_from
 from grnn_jax.em.init import INIT_METHODS, initialize
+from grnn_jax.em.online import OnlineResult, fit_online
+from grnn_jax.em.sharded import data_mesh, fit_sharded
 from grnn_jax.em.select import Selection, aic, bic, log_likelihood_sum, score, select_n_components
 from grnn_jax.em.stats import SufficientStats, e_step, m_step_from_stats
 
@@ -37,8 +43,14 @@ __all__ = [
     "default_block_size",
     "e_step",
     "fit",
+    "fit_chunked",
     "fit_from",
+    "fit_sharded",
+    "fit_online",
+    "OnlineResult",
+    "data_mesh",
     "initialize",
+    "log_likelihood_chunked",
     "log_likelihood_sum",
     "m_step_from_stats",
     "score",

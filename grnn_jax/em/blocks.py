@@ -211,16 +211,30 @@ def fit_standardizer(
       ``(standardizer, total_weight, mean_var)``; ``mean_var`` is the mean
       feature variance in standardised coordinates (1 unless features are constant).
     """
-    dtype = x.dtype
-    d = x.shape[1]
     anchor = x[0] if w is None else x[jnp.argmax(w)]
+    return standardizer_from_moments(anchor, *weighted_moments(x, w, anchor, block_size), isotropic=isotropic)
+
+
+def weighted_moments(x: jax.Array, w: jax.Array | None, anchor: jax.Array, block_size: int):
+    """``(sum w, sum w (x - anchor), sum w (x - anchor)**2)`` in one blocked pass.
+
+    The sums of disjoint chunks (or devices) add up; :func:`standardizer_from_moments`
+    turns them into a :class:`Standardizer`.
+    """
+    dtype = x.dtype
 
     def fn(c, xb, wb, start):
         z = jnp.where((wb > 0)[:, None], xb - anchor, 0.0)
         return (c[0] + jnp.sum(wb), c[1] + wb @ z, c[2] + wb @ jnp.square(z)), None
 
-    zero = jnp.zeros(d, dtype)
-    (total, s1, s2), _ = map_reduce(fn, (jnp.zeros((), dtype), zero, zero), x, w, block_size)
+    zero = jnp.zeros(x.shape[1], dtype)
+    return map_reduce(fn, (jnp.zeros((), dtype), zero, zero), x, w, block_size)[0]
+
+
+def standardizer_from_moments(anchor, total, s1, s2, *, isotropic: bool = False):
+    """``(standardizer, total_weight, mean_var)`` from :func:`weighted_moments` (see :func:`fit_standardizer`)."""
+    d = anchor.shape[-1]
+    dtype = s1.dtype
     shift = s1 / total
     mean = anchor + shift
     var = jnp.maximum(s2 / total - jnp.square(shift), 0.0)

@@ -65,7 +65,12 @@ def defined(g: GMM) -> jax.Array:
     return jnp.all(jnp.isfinite(g.prec_chol))
 
 
-def _em_loop(xt1, w, sq_norm, total, g0: GMM, reg, tol, max_iter: int, block_size: int, bound0):
+def _em_loop(xt1, w, sq_norm, total, g0: GMM, reg, tol, max_iter: int, block_size: int, reduce=None,
+             bound0=-jnp.inf):
+    """The EM iterations; ``reduce`` sums each E-step's ``(stats, ll_sum)`` across devices (``psum``).
+
+    ``bound0`` is the bound the first change is measured from (standardised units).
+    """
     ctype = g0.covariance_type
     dtype = xt1.dtype
 
@@ -76,6 +81,8 @@ def _em_loop(xt1, w, sq_norm, total, g0: GMM, reg, tol, max_iter: int, block_siz
     def body(state):
         g, bound, it, _, history = state
         stats, ll_sum = e_step_std(g, xt1, w, block_size, sq_norm)
+        if reduce is not None:
+            stats, ll_sum = reduce((stats, ll_sum))
         new_bound = ll_sum / total
         g = m_step_std(stats, ctype, reg)
         converged = jnp.abs(new_bound - bound) < tol
@@ -125,7 +132,7 @@ def _fit_one(x, w, key, init_gmm, tol, reg_covar, lower_bound=None, *, n_compone
     bound0 = -jnp.inf if lower_bound is None else jnp.asarray(lower_bound, dtype) + shift
 
     def run(g0):
-        return _em_loop(xt1, w, sq_norm, total, g0, reg, tol, max_iter, bs, bound0)
+        return _em_loop(xt1, w, sq_norm, total, g0, reg, tol, max_iter, bs, bound0=bound0)
 
     if init_gmm is not None:
         g0 = jax.tree.map(lambda a: jnp.asarray(a, dtype), init_gmm)

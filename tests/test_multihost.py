@@ -1,0 +1,172 @@
+"""`grnn fit-gmm` on two local processes (jax.distributed on 127.0.0.1, gloo CPU collectives)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from grnn_jax import em, gmm
+from grnn_jax.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Each process runs the command twice in one session (one start-up and compilation for both fits):
+# argv are the two commands' arguments joined by "--then".
+LAUNCH = """import sys
+from grnn_jax.cli import main
+args, coord = sys.argv[1:-8], sys.argv[-8:]
+i = args.index("--then")
+sys.exit(main(args[:i] + coord) or main(args[i + 1:] + coord))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env():
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def launch(argv, n, timeout=150):
+    """Runs ``grnn`` ``argv`` as processes 0..n-1; returns their (rc, stdout, stderr)."""
+    port = free_port()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", LAUNCH, *argv, "--coordinator", f"127.0.0.1:{port}",
+                          "--num-processes", str(n), "--process-id", str(i), "--timeout", "30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+        for i in range(n)
+    ]
+    deadline = time.monotonic() + timeout
+    out = []
+    try:
+        for p in procs:
+            o, e = p.communicate(timeout=max(deadline - time.monotonic(), 1))
+            out.append((p.returncode, o, e))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+def gloo_works() -> str | None:
+    """None if two processes can run a gloo all-gather here, else why not."""
+    code = ("import sys, jax; jax.config.update('jax_cpu_collectives_implementation', 'gloo');"
+            "jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), initialization_timeout=20);"
+            "from jax.experimental import multihost_utils as m; import numpy as np;"
+            "print(m.process_allgather(np.ones(1)).sum())")
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"127.0.0.1:{port}", str(i)], env=env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=60) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        return "two processes did not finish a gloo all-gather within 60 s"
+    if any(p.returncode for p in procs) or any("2.0" not in o for o, _ in outs):
+        return "gloo CPU collectives failed here: " + outs[0][1][-300:]
+    return None
+
+
+@pytest.fixture(scope="module")
+def npy(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(150, 2)), rng.normal(size=(151, 2)) * 0.5 + 4])
+    rng.shuffle(x)
+    path = tmp_path_factory.mktemp("mh") / "x.npy"
+    np.save(path, x)
+    return x, path
+
+
+def test_two_processes_equal_one(npy, tmp_path, capsys):
+    x, path = npy
+    # 301 rows in chunks of 64; k-means++ on a sample of 120 rows (fewer than N) drawn by the seed.
+    seeded = ["fit-gmm", str(path), "-k", "2", "--covariance-type", "diag", "--chunk-size", "64",
+              "--init-sample", "120", "--seed", "3", "--max-iter", "6", "--tol", "0", "--json"]
+    # The same fit continued from parameters saved beforehand (--init-from), both in one and in two processes.
+    start = em.fit_chunked(x, 2, key=jax.random.key(0), covariance_type="diag", chunk_size=64, max_iter=2)
+    np.savez(tmp_path / "start.npz", weights=np.asarray(gmm.weights(start.gmm)), means=np.asarray(start.gmm.means),
+             precisions_cholesky=np.asarray(start.gmm.prec_chol), covariance_type=np.array("diag"))
+    resumed = ["fit-gmm", str(path), "-k", "2", "--chunk-size", "64", "--max-iter", "3", "--tol", "0", "--json",
+               "--init-from", str(tmp_path / "start.npz"), "--out", str(tmp_path / "p.npz")]
+    runs = launch([*seeded, "--then", *resumed], 2)
+    if any(rc for rc, _, _ in runs):
+        reason = gloo_works()
+        if reason:
+            pytest.skip(reason)
+    for rc, _, err in runs:
+        assert rc == 0, err[-2000:]
+    (_, out0, _), (_, out1, _) = runs
+    assert out1 == ""  # only process 0 prints (and writes --out)
+    r_seeded, r_resumed = (json.loads(line) for line in out0.splitlines())
+    assert r_seeded["num_processes"] == 2 and r_seeded["n_samples"] == 301
+    # The same seed in one process: the initialisation does not depend on how rows are split.
+    one = em.fit_chunked(x, 2, key=jax.random.key(3), covariance_type="diag", chunk_size=64, init_sample=120,
+                         tol=0.0, max_iter=6)
+    np.testing.assert_allclose(r_seeded["means"], one.gmm.means, rtol=1e-5)
+    np.testing.assert_allclose(r_seeded["log_likelihood"], float(em.score(one.gmm, x)), rtol=1e-5)
+    with np.load(tmp_path / "p.npz") as saved:
+        np.testing.assert_allclose(saved["means"], r_resumed["means"])
+    assert main(resumed[:-2]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert single["num_processes"] == 1 and r_resumed["num_processes"] == 2
+    np.testing.assert_allclose(r_resumed["log_likelihood"], single["log_likelihood"], rtol=1e-5)
+    np.testing.assert_allclose(r_resumed["means"], single["means"], rtol=1e-5)
+    np.testing.assert_allclose(r_resumed["covariances"], single["covariances"], rtol=1e-4)
+
+
+def test_bad_launches_fail_fast_with_one_line(npy, capsys):
+    _, path = npy
+    base = ["fit-gmm", str(path), "-k", "2", "--chunk-size", "64"]
+    port = free_port()  # nothing listens there
+    t = time.monotonic()
+    assert main([*base, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1",
+                 "--timeout", "1"]) == 2
+    assert time.monotonic() - t < 10
+    assert f"cannot reach the coordinator 127.0.0.1:{port} within 1 s" in capsys.readouterr().err
+    for extra, message in (
+        (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
+         "--process-id 2 must be in 0..1 for --num-processes 2"),
+        (["--coordinator", "127.0.0.1:1", "--num-processes", "2"], "needs all of --coordinator"),
+        (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+    ):
+        assert main([*base, *extra]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_disagreeing_launches_stop_every_process(npy):
+    """Process 0 says 2 processes, process 1 says 3: both exit with the same one-line error."""
+    _, path = npy
+    port = free_port()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "import sys; from grnn_jax.cli import main; sys.exit(main())",
+                          "fit-gmm", str(path), "-k", "2", "--chunk-size", "64", "--coordinator",
+                          f"127.0.0.1:{port}", "--num-processes", str(n), "--process-id", str(i), "--timeout", "30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+        for i, n in ((0, 2), (1, 3))
+    ]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    if any(p.returncode != 2 for p in procs):
+        reason = gloo_works()
+        if reason:
+            pytest.skip(reason)
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 2, err[-2000:]
+        assert "launched with disagreeing num_processes/process_id (as process i of P: 0 of 2, 1 of 3)" in err
+        assert out == ""
