@@ -14,11 +14,14 @@ Example:
   (2, 5, 2)
 """
 
+from grnn_jax.heads_em import EM_COLLECTION, EMMixtureHead
 from grnn_jax.nets.cells import CELLS, GRUCell, LayerNormLSTMCell, LSTMCell, check_cell
+from grnn_jax.nets.em_grnn import EMGRNN, em_collection, em_components
 from grnn_jax.nets.generate import forecast, generate
 from grnn_jax.nets.grnn import (
     GRNN,
     check_inputs,
+    hidden_states,
     mask_from_lengths,
     sequence_log_prob,
     shift_right,
@@ -27,14 +30,20 @@ from grnn_jax.nets.grnn import (
 
 __all__ = [
     "CELLS",
+    "EMGRNN",
+    "EMMixtureHead",
+    "EM_COLLECTION",
     "GRNN",
     "GRUCell",
     "LSTMCell",
     "LayerNormLSTMCell",
     "check_cell",
     "check_inputs",
+    "em_collection",
+    "em_components",
     "forecast",
     "generate",
+    "hidden_states",
     "mask_from_lengths",
     "sequence_log_prob",
     "shift_right",

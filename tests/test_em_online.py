@@ -68,7 +68,7 @@ def test_a_stream_and_the_cli(stationary, tmp_path, capsys):
 def test_bad_input(stationary):
     x, _ = stationary
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match=r"step_exponent must be in \(0.5, 1\]; got 0.5"):
+    with pytest.raises(ValueError, match=r"step_exponent must lie in \(0.5, 1\] \(stepwise EM\); got 0.5"):
         em.fit_online(x, 3, key=key, batch_size=100, step_exponent=0.5)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         em.fit_online(x, 3, key=key, batch_size=0)

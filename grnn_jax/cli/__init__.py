@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from grnn_jax.cli import fit_gmm, train
+from grnn_jax.cli import fit_gmm, regimes, train
 
 # What a shell reports for a process ended by SIGPIPE (128 + 13).
 EXIT_BROKEN_PIPE = 141
@@ -15,7 +15,7 @@ EXIT_BROKEN_PIPE = 141
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (fit_gmm, train):
+    for module in (fit_gmm, train, regimes):
         module.add_parser(sub)
     return parser
 

@@ -26,6 +26,7 @@ from grnn_jax.data import Sequences
 from grnn_jax.validation import check_positive
 from grnn_jax.training import (
     CONFIG_FILE,
+    HEADS,
     OBJECTIVES,
     NonFiniteTrainingError,
     RunConfigMismatch,
@@ -55,6 +56,9 @@ _FLAG_KEYS = {
     "seed": "seed",
     "val_fraction": "val_fraction",
     "objective": "objective",
+    "head": "model.head",
+    "hidden_gmm": "hidden_gmm",
+    "hidden_gmm_weight": "hidden_gmm_weight",
 }
 
 
@@ -93,6 +97,15 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
                    help="training objective: " + "; ".join(
                        f"{o.name}: {o.description}" for o in OBJECTIVES.values())
                    + " (default nll; evaluation always reports the held-out NLL)")
+    p.add_argument("--head", choices=HEADS,
+                   help="mixture head: mdn (every parameter per step, trained by gradient; default) "
+                        "or em (global components updated by stepwise EM, the network emits the "
+                        "mixing weights; covariance full, diag or spherical)")
+    p.add_argument("--hidden-gmm", type=int, metavar="K",
+                   help="keep a K-component GMM over the hidden states, updated by stepwise EM on "
+                        "every batch, logged at every evaluation and checkpointed")
+    p.add_argument("--hidden-gmm-weight", type=float, metavar="LAMBDA",
+                   help="add -LAMBDA * mean log p_GMM(h_t) to the loss (needs --hidden-gmm)")
     p.add_argument("--val-fraction", type=float,
                    help="share of the --data sequences held out for validation (default 0.15; a "
                         "single sequence gives its last part)")
@@ -286,7 +299,8 @@ def run_train(args) -> int:
         print(json.dumps(report))
     else:
         m = config.model
-        print(f"trained a {m.n_components}-component {m.covariance_type} GRNN ({m.cell}, "
+        head = " (EM-updated head)" if m.head == "em" else ""
+        print(f"trained a {m.n_components}-component {m.covariance_type} GRNN{head} ({m.cell}, "
               f"{m.n_layers}x{m.hidden_size}) for {report['steps']} steps on "
               f"{report['n_train_steps']} steps of {_plural(report['n_train_sequences'], 'sequence')}")
         if best is not None:

@@ -9,6 +9,8 @@
 * :func:`fit_chunked` — exact EM over chunks of data larger than memory (and
   over processes); :func:`fit_sharded` — EM with rows sharded over a device
   mesh; :func:`fit_online` — stepwise EM over mini-batches of a stream.
+* :func:`stats_from_responsibilities`, :func:`step_size`, :func:`blend` — stepwise
+  (online) EM on the same statistics (:mod:`grnn_jax.em.stepwise`).
 * :func:`score`, :func:`bic`, :func:`aic`, :func:`select_n_components`.
 
 Example:
@@ -31,6 +33,7 @@ from grnn_jax.em.online import OnlineResult, fit_online
 from grnn_jax.em.sharded import data_mesh, fit_sharded
 from grnn_jax.em.select import Selection, aic, bic, log_likelihood_sum, score, select_n_components
 from grnn_jax.em.stats import SufficientStats, e_step, m_step_from_stats
+from grnn_jax.em.stepwise import blend, check_step_schedule, stats_from_responsibilities, step_size
 
 __all__ = [
     "FitResult",
@@ -40,6 +43,8 @@ __all__ = [
     "SufficientStats",
     "aic",
     "bic",
+    "blend",
+    "check_step_schedule",
     "default_block_size",
     "e_step",
     "fit",
@@ -55,4 +60,6 @@ __all__ = [
     "m_step_from_stats",
     "score",
     "select_n_components",
+    "stats_from_responsibilities",
+    "step_size",
 ]

@@ -36,6 +36,11 @@ from grnn_jax.em.chunked import DEFAULT_INIT_SAMPLE, compute_dtype, sample_indic
 from grnn_jax.em.init import INIT_METHODS, init_std
 from grnn_jax.em.rows import RowSource
 from grnn_jax.em.stats import e_step_std, m_step_std
+from grnn_jax.em.stepwise import blend, check_step_schedule, step_size
+
+# eta_t = (t + 2)^-alpha: the first blended batch gets eta_0 = 2^-alpha < 1, so the
+# initialisation sample's statistics are never forgotten at once.
+_OFFSET = 2.0
 from grnn_jax.validation import check_int
 
 
@@ -63,8 +68,8 @@ def _step(g, s, t, x, w, std, reg, exponent, *, block_size):
     stats, ll_sum = e_step_std(g, xt1, w, block_size, sq_norm)
     tw = jnp.sum(w)
     ok = tw > 0
-    eta = jnp.where(ok, (t + 2.0) ** (-exponent), 0.0).astype(x.dtype)
-    s = jax.tree.map(lambda a, b: (1.0 - eta) * a + eta * b / jnp.where(ok, tw, 1.0), s, stats)
+    eta = jnp.where(ok, step_size(t, exponent=exponent, offset=_OFFSET), 0.0).astype(x.dtype)
+    s = blend(s, stats, tw, eta)
     new = m_step_std(s, g.covariance_type, reg)
     g = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, g)
     return g, s, t + ok.astype(t.dtype), ll_sum, tw, eta
@@ -155,8 +160,7 @@ def fit_online(
     check_int(init_sample, "init_sample")
     key = checks.check_key(key)
     checks.check_fit_args(covariance_type, 0.0, reg_covar, 1, 1, block_size)
-    if not 0.5 < float(step_exponent) <= 1.0:
-        raise ValueError(f"step_exponent must be in (0.5, 1]; got {step_exponent}")
+    check_step_schedule(step_exponent, _OFFSET, names=("step_exponent", "offset"))
     if isinstance(init, str) and init not in INIT_METHODS:
         raise ValueError(f"unknown init {init!r}; expected a GMM or one of {INIT_METHODS}")
     if jax.process_count() > 1:

@@ -96,7 +96,11 @@ class GRNN(nn.Module):
             cls(self.hidden_size, in_features=in0 if i == 0 else self.hidden_size, param_dtype=self.dtype)
             for i in range(self.n_layers)
         ]
-        self.head = MixtureHead(
+        self.head = self.make_head()
+
+    def make_head(self) -> nn.Module:
+        """The head over the top layer's outputs (a subclass may return another kind)."""
+        return MixtureHead(
             n_components=self.n_components,
             n_features=self.n_features,
             covariance_type=self.covariance_type,
@@ -164,6 +168,11 @@ class GRNN(nn.Module):
         x, u = check_inputs(self, x, u)
         _, h = self.encode(self._join(shift_right(x), u))
         return self.head(h)
+
+    def hidden(self, x: jax.Array, u: jax.Array | None = None) -> jax.Array:
+        """(B, T, H) top-layer outputs: ``[:, t]`` is the state the head reads to predict ``x[:, t]``."""
+        x, u = check_inputs(self, x, u)
+        return self.encode(self._join(shift_right(x), u))[1]
 
     def _join(self, x: jax.Array, u: jax.Array | None) -> jax.Array:
         if self.n_covariates == 0:
@@ -290,3 +299,45 @@ def sequence_log_prob(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:
       (2,)
     """
     return jnp.sum(step_log_probs(net, params, x, lengths, u), axis=-1)
+
+
+def hidden_states(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:
+    """Per-step top-layer hidden states; zeros at padded steps.
+
+    ``[:, t]`` summarises ``x_<t`` (and ``u_<=t``): the state from which the head predicts
+    ``x[:, t]``. Padded steps are zeroed before the network sees them, as in
+    :func:`step_log_probs`.
+
+    Args:
+      net: the model.
+      params: its variables.
+      x: (B, T, D) observations.
+      lengths: (B,) valid steps per sequence; all T when None.
+      u: (B, T, C) covariates when ``net.n_covariates > 0``.
+
+    Returns:
+      (B, T, H) states.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> net = GRNN(n_features=1, n_components=2, hidden_size=4)
+      >>> x = jnp.zeros((2, 3, 1))
+      >>> params = net.init(jax.random.key(0), x)
+      >>> h = hidden_states(net, params, x, lengths=jnp.array([3, 1]))
+      >>> h.shape, float(jnp.abs(h[1, 1:]).sum())
+      ((2, 3, 4), 0.0)
+    """
+    x, u = check_inputs(net, x, u)
+    b, t, _ = x.shape
+    mask = jnp.ones((b, t), bool) if lengths is None else mask_from_lengths(lengths, t)
+    _check_valid_finite(x, mask, "x")
+    return _masked_hidden_states(net, params, x, mask, u)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _masked_hidden_states(net, params, x, mask, u):
+    x = jnp.where(mask[..., None], x, 0)
+    if u is not None:
+        u = jnp.where(mask[..., None], u, 0)
+    h = net.apply(params, x, u, method=GRNN.hidden)
+    return jnp.where(mask[..., None], h, 0.0)

@@ -4,15 +4,19 @@ evaluation, checkpoints, fit loop."""
 from grnn_jax.atomic import write_json_atomic
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.training.config import (
+    HEADS,
     ModelConfig,
     TrainConfig,
+    check_head,
     config_diff,
     default_config,
 )
+from grnn_jax.training.em_state import hidden_gmm, model_variables
 from grnn_jax.training.loop import (
     NonFiniteTrainingError,
     RunConfigMismatch,
     TrainingInterrupted,
+    load_train_state,
     load_trained,
     train,
 )
@@ -26,6 +30,14 @@ from grnn_jax.training.resolve import (
     resolve_train_config,
     set_entry,
     split_validation,
+)
+from grnn_jax.training.regimes import (
+    HiddenGMMFit,
+    collect_hidden_states,
+    fit_hidden_gmm,
+    hidden_gmm_labels,
+    regime_probabilities,
+    steps_of,
 )
 from grnn_jax.training.rundir import CONFIG_FILE, METRICS_FILE, read_metrics, read_run_config
 from grnn_jax.training.step import (
@@ -42,6 +54,8 @@ __all__ = [
     "CONFIG_FILE",
     "DATA_KEYS",
     "EvalResult",
+    "HEADS",
+    "HiddenGMMFit",
     "METRICS_FILE",
     "ModelConfig",
     "NonFiniteTrainingError",
@@ -55,22 +69,31 @@ __all__ = [
     "TrainingInterrupted",
     "apply_overrides",
     "batch_loss",
+    "check_head",
+    "collect_hidden_states",
     "config_diff",
     "config_splits",
     "default_config",
     "evaluate",
+    "fit_hidden_gmm",
     "get_objective",
+    "hidden_gmm",
+    "hidden_gmm_labels",
     "init_state",
     "load_config_file",
+    "load_train_state",
     "load_trained",
     "make_optimizer",
     "make_schedule",
     "make_train_step",
+    "model_variables",
     "read_metrics",
     "read_run_config",
+    "regime_probabilities",
     "resolve_train_config",
     "set_entry",
     "split_validation",
+    "steps_of",
     "train",
     "write_json_atomic",
 ]

@@ -8,6 +8,8 @@ import math
 import numbers
 
 from grnn_jax.data import Sequences
+from grnn_jax.em import check_step_schedule
+from grnn_jax.heads_em import check_em_head_covariance_type
 from grnn_jax.training.objectives import get_objective
 
 
@@ -22,15 +24,29 @@ class ModelConfig:
     hidden_size: int = 64
     n_layers: int = 1
     n_covariates: int = 0
+    head: str = "mdn"
 
     def build(self):
-        """The Flax module these settings describe."""
+        """The Flax module these settings describe (``head``: "mdn" is ``model.GRNN``,
+        "em" is ``model.EMGRNN``, global components updated by stepwise EM)."""
         import jax.numpy as jnp
 
         from grnn_jax import model
 
+        fields = dataclasses.asdict(self)
+        cls = {"mdn": model.GRNN, "em": model.EMGRNN}[check_head(fields.pop("head"))]
         # float64 parameters when jax_enable_x64 is on, float32 otherwise.
-        return model.GRNN(**dataclasses.asdict(self), dtype=jnp.zeros(()).dtype)
+        return cls(**fields, dtype=jnp.zeros(()).dtype)
+
+
+HEADS = ("mdn", "em")
+
+
+def check_head(head: str) -> str:
+    """Returns ``head`` or raises a ValueError naming the known heads."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r} (--head, model.head); known: {', '.join(HEADS)}")
+    return head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +77,12 @@ class TrainConfig:
       standardise: fit a per-feature standardisation on the training split.
       objective: what the optimiser minimises, by name (``training.OBJECTIVES``); evaluation
         always reports the held-out NLL.
+      hidden_gmm: K > 0 keeps a K-component GMM over the hidden states, updated by stepwise
+        EM on every batch (:mod:`grnn_jax.training.em_state`); 0: none.
+      hidden_gmm_weight: lam >= 0; adds ``-lam * mean log p_GMM(h_t)`` to the objective.
+      em_step_exponent: alpha in (0.5, 1] of the stepwise-EM step size
+        ``(n + em_step_offset)^(-alpha)`` (EM head and hidden GMM).
+      em_step_offset: n0 >= 1 of that step size.
     """
 
     model: ModelConfig
@@ -80,6 +102,10 @@ class TrainConfig:
     seed: int = 0
     standardise: bool = True
     objective: str = "nll"
+    hidden_gmm: int = 0
+    hidden_gmm_weight: float = 0.0
+    em_step_exponent: float = 0.6
+    em_step_offset: float = 2.0
 
     def validate(self) -> "TrainConfig":
         """Raises ValueError on a setting outside its legal range; returns self."""
@@ -122,6 +148,19 @@ class TrainConfig:
         if not isinstance(self.standardise, bool):
             raise ValueError(f"standardise must be true or false; got {self.standardise!r}")
         get_objective(self.objective)  # raises on an unknown name, listing the known ones
+        check_head(m.head)
+        if m.head == "em":
+            check_em_head_covariance_type(m.covariance_type)
+        if int(self.hidden_gmm) != self.hidden_gmm or self.hidden_gmm < 0:
+            raise ValueError(f"hidden_gmm (--hidden-gmm) must be an integer >= 0; got {self.hidden_gmm!r}")
+        w = self.hidden_gmm_weight
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"hidden_gmm_weight (--hidden-gmm-weight) must be >= 0; got {w!r}")
+        if w > 0 and self.hidden_gmm < 1:
+            raise ValueError("hidden_gmm_weight (--hidden-gmm-weight) needs hidden_gmm "
+                             "(--hidden-gmm K) >= 1")
+        check_step_schedule(self.em_step_exponent, self.em_step_offset,
+                            names=("em_step_exponent", "em_step_offset"))
         return self
 
     def to_dict(self) -> dict:

@@ -20,7 +20,15 @@ from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.atomic import write_json_atomic
 from grnn_jax.training.config import TrainConfig, config_diff, default_config
+from grnn_jax.training.em_state import (
+    aux_settings,
+    initial_params_and_aux,
+    make_aux_update,
+    model_variables,
+    uses_aux,
+)
 from grnn_jax.training.progress import RunProgress
+from grnn_jax.training.regimes import hidden_gmm_log
 from grnn_jax.training.rundir import (
     CONFIG_FILE,
     CONFIG_FORMAT,
@@ -89,19 +97,31 @@ def _compiled(cfg: TrainConfig, x64: bool):
     on, so that resuming, re-running or early-stopping variants in one process do not compile
     the step again (``x64`` is part of the key because every dtype follows it)."""
     return _compiled_cached(
-        cfg.model, tuple(sorted(_optimizer_settings(cfg).items())), cfg.objective, x64
+        cfg.model, tuple(sorted(_optimizer_settings(cfg).items())), cfg.objective,
+        aux_settings(cfg), x64,
     )
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_cached(model_cfg, opt_items: tuple, objective: str, x64: bool):
+def _compiled_cached(model_cfg, opt_items: tuple, objective: str, aux: tuple, x64: bool):
     del x64  # only a cache key
     opt = dict(opt_items)
     net = model_cfg.build()
     tx = make_optimizer(**opt)
     opt.pop("weight_decay"), opt.pop("clip_norm")
     schedule = jax.jit(make_schedule(**opt))
-    return net, tx, make_train_step(net, tx, objective=objective), schedule
+    step = make_train_step(net, tx, objective=objective, aux_update=make_aux_update(*aux))
+    return net, tx, step, schedule
+
+
+def _initial_state(cfg: TrainConfig, net, tx, example: Batch) -> TrainState:
+    """The step-0 state; runs with EM state (EM head, hidden-state GMM) get their
+    ``aux_state`` seeded on ``example`` (:mod:`grnn_jax.training.em_state`)."""
+    key = jax.random.key(cfg.seed)
+    if not uses_aux(cfg):
+        return init_state(net, tx, example, key=key)
+    params, aux = initial_params_and_aux(cfg, net, example, key=key)
+    return init_state(net, tx, example, key=key, params=params, aux_state=aux)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +279,7 @@ def train(
     train_z = standardiser.transform(train_seqs)
     net, tx, step_fn, schedule = _compiled(config, _dtype() == np.float64)
     example = batch_at(train_z, 0, batch_size=config.batch_size, seed=config.seed, dtype=dtype)
-    state = init_state(net, tx, example, key=jax.random.key(config.seed))
+    state = _initial_state(config, net, tx, example)
     prog = RunProgress()
 
     ckpts = RunCheckpoints(workdir)
@@ -336,13 +356,16 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                     )
             bar.update(1)
             if is_eval:
-                res = evaluate(run.net, state.params, run.val_seqs, standardiser=standardiser)
+                variables = model_variables(state.params, state.aux_state)
+                res = evaluate(run.net, variables, run.val_seqs, standardiser=standardiser)
                 prog = prog.after_eval(done, res.nll, cfg.val_smoothing)
                 if prog.best_step == done:
                     ckpts.save("best", state, prog.to_dict())
                 append_metrics(run.metrics_path, [{
                     "step": done, "kind": "eval", "val_nll": res.nll,
                     "best_val_nll": prog.best_val_nll, "best_step": prog.best_step,
+                    **hidden_gmm_log(run.net, variables, state.aux_state, run.val_seqs,
+                                     standardiser),
                 }])
                 bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(res.nll))
                 stop = (bool(cfg.patience) and prog.evals_since_best >= cfg.patience
@@ -385,12 +408,22 @@ def load_trained(workdir: str | Path, *, which: str = "best"):
         validation data) or "last".
 
     Returns:
-      (net, params, standardiser, config); see the example of :func:`train`.
+      (net, params, standardiser, config); see the example of :func:`train`. ``params`` is
+      the network's whole variables dict (for the EM head, its components included), what
+      every function of ``grnn_jax.model`` and :func:`evaluate` take.
 
     Raises:
       FileNotFoundError: no run or no checkpoint there.
       ValueError: unknown ``which``.
     """
+    net, state, standardiser, config = load_train_state(workdir, which=which)
+    return net, model_variables(state.params, state.aux_state), standardiser, config
+
+
+def load_train_state(workdir: str | Path, *, which: str = "best"):
+    """Like :func:`load_trained`, but returns the whole checkpointed :class:`TrainState`
+    (``aux_state`` included, e.g. the hidden-state GMM of a ``hidden_gmm`` run) in place of
+    the variables: ``(net, state, standardiser, config)``."""
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last'; got {which!r}")
     saved = read_run_config(workdir)
@@ -404,10 +437,8 @@ def load_trained(workdir: str | Path, *, which: str = "best"):
     u = jnp.zeros((1, 2, c), dtype) if c else None
 
     example = Batch(x=x, lengths=jnp.full((1,), 2, jnp.int32), u=u)
-    abstract = jax.eval_shape(
-        lambda: init_state(net, tx, example, key=jax.random.key(0))
-    )
+    abstract = jax.eval_shape(lambda: _initial_state(config, net, tx, example))
     with RunCheckpoints(workdir, read_only=True) as ckpts:
         kind = which if ckpts.latest_step(which) is not None else "last"
         state, _ = ckpts.restore(kind, abstract)
-    return net, state.params, standardiser, config
+    return net, state, standardiser, config

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch
+from grnn_jax.training.em_state import hidden_gmm_penalty, model_variables
 
 LossFn = Callable[[Any, Any, Any, Batch], "tuple[jax.Array, dict]"]
 
@@ -58,10 +59,19 @@ def batch_loss(net, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
 
 
 def nll_loss(net, params, aux_state, batch: Batch) -> tuple[jax.Array, dict]:
-    """The mixture negative log-likelihood per observed step (``aux_state`` unused)."""
-    del aux_state
-    loss, n = batch_loss(net, params, batch)
-    return loss, {"n_obs": n}
+    """The mixture negative log-likelihood per observed step.
+
+    ``aux_state`` supplies the EM head's components (constants here) and, when the run
+    has one, the hidden-state GMM regulariser (``metrics["hidden_gmm_penalty"]``).
+    """
+    loss, n = batch_loss(net, model_variables(params, aux_state), batch)
+    metrics = {"n_obs": n}
+    penalty = hidden_gmm_penalty(net, params, aux_state, batch)
+    if penalty is not None:
+        metrics["nll"] = loss
+        metrics["hidden_gmm_penalty"] = penalty
+        loss = loss + penalty
+    return loss, metrics
 
 
 class Objective(NamedTuple):
