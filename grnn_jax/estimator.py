@@ -26,6 +26,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from grnn_jax import em, gmm
+from grnn_jax.em.checks import check_defined
 from grnn_jax.validation import check_finite
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -92,17 +93,29 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by EM in JAX, with scikit-learn's interface.
 
     Parameters and fitted attributes are those of
-    ``sklearn.mixture.GaussianMixture``; ``fit`` also takes ``sample_weight``
-    (non-negative per-row weights; an integer weight equals repeating the row).
-    Computation is float32, or float64 for float64 input when
-    ``jax_enable_x64`` is on; the numpy attributes are always float64.
+    ``sklearn.mixture.GaussianMixture``, and so is the behaviour its
+    documentation promises: ``reg_covar=0`` is allowed and a covariance that
+    is actually ill-defined raises scikit-learn's ValueError (naming the
+    component); ``warm_start=True`` measures the first change from the previous
+    ``lower_bound_`` (so ``max_iter=1`` in a loop reports ``converged_``);
+    the start of ``n_init=1`` is among those of any larger ``n_init`` for the
+    same ``random_state``; bad ``weights_init``/``means_init``/
+    ``precisions_init`` raise ValueError naming the parameter and the expected
+    shape. ``fit`` also takes ``sample_weight`` (non-negative per-row weights;
+    an integer weight equals repeating the row).
 
-    Differences from scikit-learn: a warm-started fit measures its first
-    likelihood change from ``-inf`` rather than from the previous
-    ``lower_bound_``, so it runs at least two iterations; when only some of
-    ``weights_init``/``means_init``/``precisions_init`` are given, the rest come
-    from one ``init_params`` initialisation (no restarts); ``reg_covar`` must
-    be > 0.
+    Precision: EM runs in float32 by default, whatever the input's dtype. For
+    scikit-learn's float64 precision, enable JAX's 64-bit mode
+    (``jax.config.update("jax_enable_x64", True)`` at start-up, or the
+    ``jax.enable_x64(True)`` context) and pass float64 ``X``; the numpy
+    attributes are always float64 arrays, ``gmm_`` keeps the compute dtype.
+
+    Remaining differences: when only some of ``weights_init``/``means_init``/
+    ``precisions_init`` are given, the rest come from one ``init_params``
+    initialisation (no restarts); ``init_params="k-means++"`` starts from
+    the seeds with covariance ``reg_covar`` (scikit-learn assigns every row to
+    its nearest seed first), so with ``reg_covar=0`` it is ill-defined: use
+    ``"kmeans"`` (the default) there.
 
     Attributes:
       gmm_: the fitted :class:`grnn_jax.gmm.GMM`, for use with the pure functions.
@@ -179,7 +192,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         integer("n_init", 1)
         integer("verbose_interval", 1)
         real("tol", positive=False)
-        real("reg_covar", positive=True)
+        real("reg_covar", positive=False)
         gmm.check_covariance_type(self.covariance_type)
         if self.init_params not in INIT_PARAMS:
             raise ValueError(f"unknown init_params {self.init_params!r}; expected one of {INIT_PARAMS}")
@@ -193,26 +206,35 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             value = getattr(self, name)
             if value is None:
                 continue
-            a = np.asarray(value, dtype=np.float64)
+            try:
+                a = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{name} must be a numeric array of shape {shape}; {err}") from None
             if a.shape != shape:
-                raise ValueError(f"{name} must have shape {shape} for n_components={k}, "
-                                 f"n_features={d}, covariance_type={ctype!r}; got {a.shape}")
+                # scikit-learn's wording, with the parameter's own name.
+                raise ValueError(f"The parameter '{name}' should have the shape of {shape} "
+                                 f"(n_components={k}, n_features={d}, covariance_type={ctype!r}), "
+                                 f"but got {a.shape}")
             check_finite(a, name)
             given[name] = a
         if "weights_init" in given:
             w = given["weights_init"]
-            if w.min() < 0 or abs(w.sum() - 1.0) > 1e-6:
-                raise ValueError(f"weights_init must be non-negative and sum to 1; got sum {w.sum()}")
+            if w.min() < 0 or w.max() > 1:
+                raise ValueError(f"The parameter 'weights_init' should be in the range [0, 1], but got "
+                                 f"max value {w.max():.5f}, min value {w.min():.5f}")
+            if abs(w.sum() - 1.0) > 1e-6:
+                raise ValueError(f"The parameter 'weights_init' should be normalized, but got "
+                                 f"sum(weights_init) = {w.sum():.5f}")
         if "precisions_init" in given:
             p = given["precisions_init"]
             if ctype in ("full", "tied"):
                 mats = p.reshape((-1, d, d))
-                if not np.allclose(mats, np.swapaxes(mats, -1, -2), atol=1e-10, rtol=0):
-                    raise ValueError("precisions_init must be symmetric")
-                if np.linalg.eigvalsh(mats).min() <= 0:
-                    raise ValueError("precisions_init must be positive definite")
+                symmetric = np.allclose(mats, np.swapaxes(mats, -1, -2), atol=1e-10, rtol=0)
+                if not symmetric or np.linalg.eigvalsh(mats).min() <= 0:
+                    raise ValueError(f"The parameter 'precisions_init' ('{ctype}' precision) should be "
+                                     "symmetric, positive-definite")
             elif p.min() <= 0:
-                raise ValueError("precisions_init must be positive")
+                raise ValueError(f"The parameter 'precisions_init' ('{ctype}' precision) should be positive")
         return given
 
     def _validate_x(self, X, *, reset: bool, min_samples: int = 1) -> np.ndarray:
@@ -263,11 +285,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if not isinstance(init, gmm.GMM):
                 init = em.initialize(xj, self.n_components, key=key, init=init, weights=wj,
                                      covariance_type=self.covariance_type, reg_covar=self.reg_covar)
+            check_defined(init)
             self._set_fitted(em.FitResult(init, -np.inf, np.zeros(0), 0, False))
             return self
-        result = em.fit(xj, self.n_components, key=key, covariance_type=self.covariance_type,
-                        tol=self.tol, reg_covar=self.reg_covar, max_iter=self.max_iter,
-                        init=init, n_init=self.n_init, weights=wj)
+        if warm:
+            # scikit-learn measures a warm start's first change from the
+            # previous lower bound, so one iteration at a time can converge.
+            result = em.fit_from(xj, init, weights=wj, tol=float(self.tol),
+                                 reg_covar=float(self.reg_covar), max_iter=int(self.max_iter),
+                                 lower_bound=float(self.lower_bound_))
+            check_defined(result.gmm)
+        else:
+            result = em.fit(xj, self.n_components, key=key, covariance_type=self.covariance_type,
+                            tol=self.tol, reg_covar=self.reg_covar, max_iter=self.max_iter,
+                            init=init, n_init=self.n_init, weights=wj)
         self._set_fitted(result)
         if not self.converged_:
             warnings.warn("Best performing initialization did not converge. Try different init "
@@ -370,7 +401,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Draws samples; returns ``(X (n, D), y (n,))`` grouped by component as scikit-learn does."""
         check_is_fitted(self, "gmm_")
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-            raise ValueError(f"n_samples must be an integer >= 1; got {n_samples!r}")
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at "
+                             "least one sample (an integer >= 1).")
         key = jax.random.fold_in(_key_from(self.random_state), 1)
         x, labels = gmm.sample_with_labels(key, self.gmm_, (int(n_samples),))
         labels = np.asarray(labels, np.int64)

@@ -154,3 +154,15 @@ def test_installed_console_script(data):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["n_components"] == K
+
+
+def test_closed_pipe_ends_quietly(data):
+    """``grnn fit-gmm --json | head -c0``: no BrokenPipeError traceback, SIGPIPE's status."""
+    _, tmp = data
+    code = "import sys; from grnn_jax.cli import main; sys.exit(main())"
+    proc = subprocess.Popen([sys.executable, "-c", code, "fit-gmm", str(tmp / "x.npy"), "--components", "2",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -132,7 +132,13 @@ def test_sample_round_trip(run, capsys):
     prime = _save(run["tmp"] / "prime.npz", x=np.zeros((4, 2)))
     code, _, _ = _grnn(args + ["--prime", prime, "--temperature", 0.5, "--force"], capsys)
     assert code == 0
-    assert Sequences.load(out_file).x.shape == (3, 5, 2)
+    primed = Sequences.load(out_file).x
+    assert primed.shape == (3, 5, 2)
+    # The flags reach the model: the zero history, standardised, fed first, at temperature 0.5.
+    z = model.generate(jax.random.key(1), net, params, 5, n_samples=3, prime=st.apply(np.zeros((4, 2))),
+                       temperature=0.5)
+    np.testing.assert_allclose(primed, np.asarray(z) * st.std + st.mean, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(primed, x, atol=1e-3)
 
 
 def _malformed(tmp: Path) -> dict:

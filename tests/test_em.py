@@ -10,6 +10,7 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 from grnn_jax import em, gmm
+from grnn_jax.em.fit import restart_keys
 
 CTYPES = gmm.COVARIANCE_TYPES
 
@@ -159,9 +160,12 @@ def test_integer_weights_equal_repeated_rows(x64, ctype):
     repeated = em.fit_from(jnp.asarray(np.repeat(x, w, axis=0)), g0, max_iter=15, tol=0.0)
     for u, v in zip(jax.tree.leaves(weighted), jax.tree.leaves(repeated)):
         _close(u, v, 1e-8, 1e-10)
-    # The same through the checked entry point with an initialisation method.
-    fw = em.fit(x, 3, key=jax.random.key(0), covariance_type=ctype, weights=w, init="random", max_iter=5)
-    assert np.isfinite(np.asarray(fw.log_likelihood))
+    # The same through the checked entry point.
+    fw = em.fit(x, 3, key=jax.random.key(0), covariance_type=ctype, weights=w, init=g0, max_iter=15, tol=0.0)
+    fr = em.fit(np.repeat(x, w, axis=0), 3, key=jax.random.key(0), covariance_type=ctype, init=g0, max_iter=15,
+                tol=0.0)
+    for u, v in zip(jax.tree.leaves(fw), jax.tree.leaves(fr)):
+        _close(u, v, 1e-8, 1e-10)
 
 
 def test_vmap_over_data_sets_equals_separate_fits():
@@ -184,8 +188,10 @@ def test_best_restart_is_kept():
     best = em.fit(x, 5, key=key, init="random_from_data", n_init=3, max_iter=30)
     singles = [
         float(em.fit(x, 5, key=k, init="random_from_data", max_iter=30).log_likelihood)
-        for k in jax.random.split(key, 3)
+        for k in restart_keys(key, 3)
     ]
+    # The first restart starts from the key itself, as a single fit does.
+    assert singles[0] == float(em.fit(x, 5, key=key, init="random_from_data", max_iter=30).log_likelihood)
     assert float(best.log_likelihood) == pytest.approx(max(singles), rel=1e-5)
 
 

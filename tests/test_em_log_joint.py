@@ -9,6 +9,7 @@ from scipy.stats import multivariate_normal
 from grnn_jax import em, gmm
 from grnn_jax.em import features
 from grnn_jax.em import log_joint as lj
+from grnn_jax.em.blocks import Standardizer, data_columns, default_block_size
 
 QUAD_TYPES = ["full", "diag", "spherical"]
 
@@ -133,6 +134,18 @@ def test_float32_e_step_with_a_collapsed_component_matches_float64(x64):
     )
     g32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), g)
     x32 = jnp.asarray(x, jnp.float32)
+    # The branch e_step takes: the quadratic form's bound fails for this mixture
+    # (so the projection form runs) and passes once the collapsed component is widened.
+    def quadratic_ok(mix):
+        r = jnp.sum(gmm.weights(mix)[:, None] * mix.means, axis=0)
+        std = Standardizer(r, jnp.ones(d, jnp.float32))
+        _, sq_norm = data_columns(x32, None, std, default_block_size(d, k, "full"))
+        return bool(lj.error_bound(lj.quadratic_form(std.gmm_to(mix)), sq_norm) <= lj.QUAD_FORM_TOL)
+
+    assert not quadratic_ok(g32)
+    wide = gmm.from_covariances(g32.logits, g32.means, jnp.broadcast_to(9.0 * jnp.eye(d, dtype=jnp.float32), (k, d, d)),
+                                "full")
+    assert quadratic_ok(wide)
     s32, ll32 = em.e_step(g32, x32)
     s64, ll64 = em.e_step(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), g32), x32.astype(jnp.float64))
     assert abs(float(ll32) - float(ll64)) / len(x) < 1e-3

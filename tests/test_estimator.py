@@ -110,16 +110,16 @@ def test_bad_data_raises_before_compute(make, match):
     [
         (dict(covariance_type="banana"), "unknown covariance_type 'banana'"),
         (dict(init_params="best"), "unknown init_params"),
-        (dict(reg_covar=0.0), "reg_covar must be a positive"),
+        (dict(reg_covar=-1e-6), "reg_covar must be a non-negative"),
         (dict(tol=-1.0), "tol must be a non-negative"),
         (dict(n_components=0), "n_components must be an integer >= 1"),
         (dict(n_init=1.5), "n_init must be an integer"),
-        (dict(means_init=np.zeros((K, D + 1))), r"means_init must have shape \(3, 2\)"),
-        (dict(weights_init=np.ones(K - 1) / 2), r"weights_init must have shape \(3,\)"),
-        (dict(weights_init=np.ones(K)), "sum to 1"),
+        (dict(means_init=np.zeros((K, D + 1))), r"'means_init' should have the shape of \(3, 2\)"),
+        (dict(weights_init=np.ones(K - 1) / 2), r"'weights_init' should have the shape of \(3,\)"),
+        (dict(weights_init=np.ones(K) / 2), "'weights_init' should be normalized"),
         (dict(covariance_type="diag", precisions_init=np.ones((K, D, D))),
-         r"precisions_init must have shape \(3, 2\)"),
-        (dict(precisions_init=-np.stack([np.eye(D)] * K)), "positive definite"),
+         r"'precisions_init' should have the shape of \(3, 2\)"),
+        (dict(precisions_init=-np.stack([np.eye(D)] * K)), "symmetric, positive-definite"),
     ],
 )
 def test_bad_parameters_raise(params, match):
@@ -133,7 +133,7 @@ def test_bad_input_after_fit_raises():
         est.predict(np.zeros((4, 3)))
     with pytest.raises(ValueError, match=r"NaN at index \(1, 0\)"):
         est.score_samples(np.array([[0.0, 0.0], [np.nan, 1.0]]))
-    with pytest.raises(ValueError, match="n_samples must be an integer >= 1"):
+    with pytest.raises(ValueError, match="Invalid value for 'n_samples': 0"):
         est.sample(0)
     with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
         GaussianMixture().fit(blobs(30), sample_weight=-np.ones(30))
@@ -159,7 +159,8 @@ def test_random_state_and_warm_start():
     np.testing.assert_array_equal(a.means_, c.means_)
     np.testing.assert_array_equal(a.covariances_, c.covariances_)
     assert not np.array_equal(a.sample(5)[0], b.sample(5)[0])
-    # Five warm-started single iterations are one five-iteration fit.
+    # Five warm-started single iterations are one five-iteration fit (tol=0:
+    # none converges, so every call runs its one iteration).
     kw = dict(n_components=K, tol=0.0, **start("full"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from grnn_jax import gmm, model
+from grnn_jax.calibration import marginal_quantile, marginal_std
 from grnn_jax.heads import head_bias_from_gmm
 from grnn_jax.nets.generate import _generate_jit
 
@@ -200,7 +201,17 @@ def test_forecast():
     assert out["quantiles"].shape == (3, 5, D) and out["mean"].shape == (5, D)
     q = np.asarray(out["quantiles"])
     assert np.all(q[0] <= q[1]) and np.all(q[1] <= q[2])
-    np.testing.assert_allclose(out["mean"], np.asarray(out["paths"]).mean(0), rtol=1e-5, atol=1e-6)
+    # The first forecast step is a draw from the model's one-step mixture given
+    # the prefix: its sample quantiles and mean must match that mixture's exact
+    # quantiles (calibration.marginal_quantile) and mean (sum_k w_k mu_k).
+    levels = (0.1, 0.5, 0.9)
+    big = model.forecast(jax.random.key(1), net, params, x[0], 1, n_paths=4000, quantiles=levels)
+    nxt = jax.tree.map(lambda a: a[0, -1], net.apply(params, jnp.concatenate([x[:1], x[:1, -1:]], axis=1)))
+    exact_q = np.asarray(marginal_quantile(nxt, jnp.asarray(levels)[:, None]))  # (3, D)
+    sd = np.asarray(marginal_std(nxt))
+    np.testing.assert_allclose(np.asarray(big["quantiles"])[:, 0], exact_q, atol=0.1 * sd.max())
+    exact_mean = np.asarray(gmm.weights(nxt) @ nxt.means)
+    np.testing.assert_allclose(np.asarray(big["mean"])[0], exact_mean, atol=4 * sd.max() / np.sqrt(4000))
     with pytest.raises(ValueError, match="quantiles"):
         model.forecast(jax.random.key(0), net, params, x[0], 5, quantiles=(0.5, 1.5))
 

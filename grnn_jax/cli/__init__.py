@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from grnn_jax.cli import fit_gmm, regimes, sweep, train
+
+# What a shell reports for a process ended by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,13 +21,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit status (2 for bad input)."""
-    args = build_parser().parse_args(argv)
+    """Entry point; returns the process exit status (2 for bad input).
+
+    When the reader of standard output goes away (``grnn ... --json | head``),
+    the command stops quietly with status 141, as a program ended by SIGPIPE
+    does, instead of a ``BrokenPipeError`` traceback; files it writes are
+    written atomically, so none is left half-written.
+    """
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"grnn {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        try:
+            status = int(args.func(args) or 0)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"grnn {args.command}: error: {err}", file=sys.stderr)
+            status = 2
+        # Flush here, where the error can be caught, not at interpreter exit.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # Python would try to flush stdout again at exit and fail once more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from grnn_jax import em, gmm
+from grnn_jax.atomic import save_npz_atomic
 from grnn_jax.em import distributed
 from grnn_jax.em.chunked import DEFAULT_INIT_SAMPLE
 from grnn_jax.em.rows import RowSource
@@ -174,15 +173,8 @@ def _load_params(path_str: str, *, n_components: int, n_features: int, covarianc
 
 
 def _save_params(path: Path, params: dict) -> None:
-    """Writes the fitted parameters atomically: a temp file in the same folder, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **params)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Writes the fitted parameters atomically (nothing half-written is ever left at ``path``)."""
+    save_npz_atomic(path, **params)
 
 
 def _check_args(args) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from grnn_jax import gmm
+from grnn_jax.atomic import save_npz_atomic
 from grnn_jax.cli.train import (
     _check_workdir_model,
     _quiet_checkpoint_logs,
-    _save_npz_atomic,
     load_sequences,
 )
 from grnn_jax.training import load_trained, regime_probabilities
@@ -66,7 +66,7 @@ def run_regimes(args) -> int:
     elif cov.ndim == 2:  # diag
         cov = cov[:, :, None] * np.eye(seqs.n_features)
     cov = cov * std[None, :, None] * std[None, None, :]
-    _save_npz_atomic(out, filtering=filtering, predictive=predictive, lengths=seqs.lengths,
+    save_npz_atomic(out, filtering=filtering, predictive=predictive, lengths=seqs.lengths,
                      means=means, covariances=cov)
     print(f"wrote regime probabilities of {seqs.n_sequences} sequences ({filtering.shape[-1]} "
           f"regimes) to {out}")

@@ -16,12 +16,12 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from grnn_jax.atomic import save_npz_atomic
 from grnn_jax.data import Sequences
 from grnn_jax.validation import check_positive
 from grnn_jax.training import (
@@ -386,17 +386,6 @@ def _load_prime(path: str, n_samples: int, n_features: int) -> np.ndarray:
     return seqs.x[:, : int(seqs.lengths[0])]
 
 
-def _save_npz_atomic(path: Path, **arrays) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def run_sample(args) -> int:
     """``grnn sample``: sequences in original units, written to ``--out``."""
     _quiet_checkpoint_logs()
@@ -427,6 +416,6 @@ def run_sample(args) -> int:
     z = model.generate(jax.random.key(args.seed), net, params, args.steps, n_samples=args.num,
                        prime=z_prime, temperature=args.temperature)
     x = standardiser.inverse(np.asarray(z, np.float64))
-    _save_npz_atomic(out, x=x, lengths=np.full(args.num, args.steps, np.int64))
+    save_npz_atomic(out, x=x, lengths=np.full(args.num, args.steps, np.int64))
     print(f"wrote {_plural(args.num, 'sequence')} of {args.steps} steps to {out}")
     return 0

@@ -11,7 +11,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from grnn_jax.data.sequences import Sequences
+from grnn_jax.data.sequences import Sequences, mask_from_lengths
 
 
 class Batch(NamedTuple):
@@ -33,7 +33,7 @@ def _gather(seqs: Sequences, idx: np.ndarray, dtype) -> Batch:
     real = idx >= 0
     safe = np.where(real, idx, 0)
     lengths = np.where(real, seqs.lengths[safe], 0).astype(np.int32)
-    mask = np.arange(seqs.max_length)[None, :] < lengths[:, None]
+    mask = mask_from_lengths(lengths, seqs.max_length)
     x = np.where(mask[..., None], seqs.x[safe], 0.0).astype(dtype)
     u = None
     if seqs.u is not None:

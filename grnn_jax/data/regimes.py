@@ -113,5 +113,5 @@ def step_log_probs(proc: GaussianRegimes, seqs: Sequences) -> np.ndarray:
                      for k in range(proc.means.shape[0])], axis=-1)
     comp = comp.reshape(seqs.x.shape[:2] + (-1,))
     lp = logsumexp(logw + comp, axis=-1)
-    mask = np.arange(seqs.max_length)[None, :] < seqs.lengths[:, None]
+    mask = seqs.mask
     return np.where(mask, lp, 0.0)

@@ -11,8 +11,16 @@ import numpy as np
 from grnn_jax.validation import check_finite_steps
 
 
-def _valid(a: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    return np.arange(a.shape[1])[None, :] < lengths[:, None]  # (S, T)
+def mask_from_lengths(lengths: np.ndarray, n_steps: int) -> np.ndarray:
+    """(S, T) bool, True at steps ``t < lengths[s]`` (numpy; ``grnn_jax.model.mask_from_lengths``
+    is the traceable one for jitted code).
+
+    Example:
+      >>> from grnn_jax.data.sequences import mask_from_lengths
+      >>> mask_from_lengths(np.array([1, 3]), 3).astype(int).tolist()
+      [[1, 0, 0], [1, 1, 1]]
+    """
+    return np.arange(n_steps)[None, :] < np.asarray(lengths)[:, None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +75,7 @@ class Sequences:
                 raise ValueError(
                     f"lengths must lie in [1, {n_t}]; sequence {i} has length {int(lengths[i])}"
                 )
-        check_finite_steps(x, _valid(x, lengths), "x")
+        check_finite_steps(x, mask_from_lengths(lengths, x.shape[1]), "x")
         u = self.u
         if u is not None:
             u = np.asarray(u)
@@ -75,7 +83,7 @@ class Sequences:
                 raise ValueError(f"u must have shape ({n_seq}, {n_t}, C); got {u.shape}")
             if not np.issubdtype(u.dtype, np.floating):
                 u = u.astype(np.float64)
-            check_finite_steps(u, _valid(u, lengths), "u")
+            check_finite_steps(u, mask_from_lengths(lengths, u.shape[1]), "u")
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "lengths", lengths)
         object.__setattr__(self, "u", u)
@@ -104,7 +112,7 @@ class Sequences:
     @property
     def mask(self) -> np.ndarray:
         """(S, T) bool, True at observed steps."""
-        return np.arange(self.max_length)[None, :] < self.lengths[:, None]
+        return mask_from_lengths(self.lengths, self.max_length)
 
     def __len__(self) -> int:
         return self.n_sequences

@@ -15,11 +15,14 @@
 
 Example:
   >>> import jax, jax.numpy as jnp
-  >>> from grnn_jax import em
+  >>> from grnn_jax import em, gmm
   >>> x = jax.random.normal(jax.random.key(0), (200, 2))
   >>> res = em.fit(x, 1, key=jax.random.key(1), covariance_type="diag")
-  >>> int(res.n_iter), bool(res.converged)
-  (3, True)
+  >>> # One component's maximum-likelihood fit: the sample mean and variance.
+  >>> bool(res.converged), bool(jnp.allclose(res.gmm.means[0], x.mean(0), atol=1e-5))
+  (True, True)
+  >>> bool(jnp.allclose(gmm.covariances(res.gmm)[0], x.var(0), rtol=1e-4))
+  True
 """
 
 from grnn_jax.em.blocks import Standardizer, default_block_size

@@ -89,10 +89,55 @@ def check_gmm(g, n_components: int | None, n_features: int, covariance_type: str
     return g
 
 
+def check_not_traced(fn: str, **arrays) -> None:
+    """A TypeError pointing to the pure alternatives when ``fn`` is called under a transformation."""
+    for name, a in arrays.items():
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(a)):
+            raise TypeError(
+                f"em.{fn} checks its arguments on the host and cannot run under jax.jit, jax.vmap "
+                f"or jax.grad ({name} is traced): call em.fit_from (the pure, jitted EM loop from an "
+                f"initial mixture, e.g. em.initialize's) inside your transformation, or pass fit a "
+                f"(B, N, D) batch to fit B data sets in one vmap"
+            )
+
+
+def ill_defined_components(g: GMM) -> np.ndarray:
+    """Indices ``(batch..., component)`` of the components whose precision factor is not finite.
+
+    A tied covariance is shared: every component is then listed.
+    """
+    p = np.asarray(g.prec_chol)
+    k = g.n_components
+    if g.covariance_type == "tied":
+        bad = ~np.isfinite(p).all(axis=(-2, -1))
+        bad = np.broadcast_to(bad[..., None], bad.shape + (k,))
+    else:
+        trailing = {"full": 2, "diag": 1, "spherical": 0}[g.covariance_type]
+        bad = ~np.isfinite(p).all(axis=tuple(range(p.ndim - trailing, p.ndim)))
+    return np.argwhere(bad)
+
+
+def check_defined(g: GMM) -> None:
+    """Raises scikit-learn's ValueError, naming the components, if a covariance is ill-defined."""
+    bad = ill_defined_components(g)
+    if not len(bad):
+        return
+    if bad.shape[1] == 1:
+        where = f"component(s) {sorted(set(int(i) for i in bad[:, 0]))}"
+    else:
+        first = tuple(int(i) for i in bad[0])
+        where = f"{len(bad)} component(s), the first component {first[-1]} of data set {first[:-1]}"
+    raise ValueError(
+        f"Fitting the mixture model failed because {where} have ill-defined empirical covariance "
+        "(for instance caused by singleton or collapsed samples). Try to decrease the number of "
+        "components, increase reg_covar, or scale the input data."
+    )
+
+
 def check_fit_args(covariance_type, tol, reg_covar, max_iter, n_init, block_size):
     check_covariance_type(covariance_type)
     check_positive(tol, "tol", allow_zero=True)
-    check_positive(reg_covar, "reg_covar")
+    check_positive(reg_covar, "reg_covar", allow_zero=True)
     check_int(max_iter, "max_iter")
     check_int(n_init, "n_init")
     if block_size is not None:

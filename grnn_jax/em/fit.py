@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -38,6 +39,11 @@ class FitResult(NamedTuple):
       log_likelihood: () mean (weighted) per-row log-likelihood at the last
         iteration, as scikit-learn's ``lower_bound_``.
       history: (max_iter,) mean log-likelihood per iteration; NaN after ``n_iter``.
+        ``history[i]`` is the log-likelihood of the parameters *before* the
+        (i+1)-th M-step, so ``history[0]`` scores the initial mixture. For
+        k-means++ and random-from-data seeds (covariance ``reg_covar``) that
+        value is far below the rest (e.g. -6.7e5 against -3): plot
+        ``history[1:n_iter]`` to see the convergence.
       n_iter: () number of iterations run.
       converged: () whether the change fell below ``tol``.
     """
@@ -49,14 +55,28 @@ class FitResult(NamedTuple):
     converged: jax.Array
 
 
-def _em_loop(xt1, w, sq_norm, total, g0: GMM, reg, tol, max_iter: int, block_size: int, reduce=None):
-    """The EM iterations; ``reduce`` sums each E-step's ``(stats, ll_sum)`` across devices (``psum``)."""
+def defined(g: GMM) -> jax.Array:
+    """() whether every precision factor is finite (False once a covariance is ill-defined).
+
+    With ``reg_covar > 0`` the M-step always gives finite factors; with
+    ``reg_covar = 0`` a component that collapsed onto a point or a subspace has
+    no finite factor, and the loop stops there so that the caller can name it.
+    """
+    return jnp.all(jnp.isfinite(g.prec_chol))
+
+
+def _em_loop(xt1, w, sq_norm, total, g0: GMM, reg, tol, max_iter: int, block_size: int, reduce=None,
+             bound0=-jnp.inf):
+    """The EM iterations; ``reduce`` sums each E-step's ``(stats, ll_sum)`` across devices (``psum``).
+
+    ``bound0`` is the bound the first change is measured from (standardised units).
+    """
     ctype = g0.covariance_type
     dtype = xt1.dtype
 
     def cond(state):
-        _, _, it, converged, _ = state
-        return (it < max_iter) & ~converged
+        g, _, it, converged, _ = state
+        return (it < max_iter) & ~converged & defined(g)
 
     def body(state):
         g, bound, it, _, history = state
@@ -70,7 +90,7 @@ def _em_loop(xt1, w, sq_norm, total, g0: GMM, reg, tol, max_iter: int, block_siz
 
     state = (
         g0,
-        jnp.asarray(-jnp.inf, dtype),
+        jnp.asarray(bound0, dtype),
         jnp.asarray(0, jnp.int32),
         jnp.asarray(False),
         jnp.full((max_iter,), jnp.nan, dtype),
@@ -79,8 +99,24 @@ def _em_loop(xt1, w, sq_norm, total, g0: GMM, reg, tol, max_iter: int, block_siz
     return g, bound, history, it, converged
 
 
-def _fit_one(x, w, key, init_gmm, tol, reg_covar, *, n_components, covariance_type, init, n_init, max_iter, block_size):
-    """Fits one data set; ``init_gmm`` (in data coordinates) overrides ``init``."""
+def restart_keys(key: jax.Array, n_init: int) -> jax.Array:
+    """(n_init,) keys whose first is ``key`` itself and the i-th ``fold_in(key, i)``.
+
+    So the starts of ``n_init=k`` are a prefix of those of ``n_init=k+1``
+    and ``n_init=1`` starts from ``key``: more restarts never give a lower
+    best log-likelihood for one seed.
+    """
+    rest = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(1, n_init))
+    return jnp.concatenate([key[None], rest])
+
+
+def _fit_one(x, w, key, init_gmm, tol, reg_covar, lower_bound=None, *, n_components, covariance_type, init, n_init,
+             max_iter, block_size):
+    """Fits one data set; ``init_gmm`` (in data coordinates) overrides ``init``.
+
+    ``lower_bound`` (data units) is the bound the first change is measured
+    from (a warm start's previous one); None means ``-inf``.
+    """
     x = jnp.asarray(x)
     dtype = x.dtype
     ctype = covariance_type
@@ -92,9 +128,11 @@ def _fit_one(x, w, key, init_gmm, tol, reg_covar, *, n_components, covariance_ty
     # passes: standardising and transposing each block on the fly cost 20-30%
     # per iteration on CPU (XLA fuses the standardisation into every consumer).
     xt1, sq_norm = data_columns(x, w, std, bs)
+    shift = std.log_det.astype(dtype)
+    bound0 = -jnp.inf if lower_bound is None else jnp.asarray(lower_bound, dtype) + shift
 
     def run(g0):
-        return _em_loop(xt1, w, sq_norm, total, g0, reg, tol, max_iter, bs)
+        return _em_loop(xt1, w, sq_norm, total, g0, reg, tol, max_iter, bs, bound0=bound0)
 
     if init_gmm is not None:
         g0 = jax.tree.map(lambda a: jnp.asarray(a, dtype), init_gmm)
@@ -107,12 +145,14 @@ def _fit_one(x, w, key, init_gmm, tol, reg_covar, *, n_components, covariance_ty
         if n_init == 1:
             g, bound, history, it, converged = restart(key)
         else:
-            runs = jax.vmap(restart)(jax.random.split(key, n_init))
-            bounds = runs[1]
-            # scikit-learn keeps the first restart with the highest final bound.
-            best = jnp.argmax(jnp.where(jnp.isnan(bounds), -jnp.inf, bounds))
+            runs = jax.vmap(restart)(restart_keys(key, n_init))
+            bounds = jnp.where(jnp.isnan(runs[1]), -jnp.inf, runs[1])
+            # scikit-learn keeps the first restart with the highest final
+            # bound, and fails if any restart meets an ill-defined covariance:
+            # such a restart is kept so that the caller sees it.
+            bounds = jnp.where(jax.vmap(defined)(runs[0]), bounds, jnp.inf)
+            best = jnp.argmax(bounds)
             g, bound, history, it, converged = jax.tree.map(lambda a: a[best], runs)
-    shift = std.log_det.astype(dtype)
     return FitResult(std.gmm_from(g), bound - shift, history - shift, it, converged)
 
 
@@ -126,6 +166,7 @@ def fit_from(
     reg_covar: float | jax.Array = 1e-6,
     max_iter: int = 100,
     block_size: int | None = None,
+    lower_bound: float | jax.Array | None = None,
 ) -> FitResult:
     """EM from given parameters: the pure, jitted core of :func:`fit`.
 
@@ -138,9 +179,14 @@ def fit_from(
       init_gmm: starting mixture (its covariance type is the fit's).
       weights: optional (N,) non-negative row weights.
       tol: stop when the mean log-likelihood changes by less than this.
-      reg_covar: positive variance floor.
+      reg_covar: non-negative variance floor (with 0, a collapsed component
+        stops the loop with a non-finite ``prec_chol``; see :func:`fit`).
       max_iter: the most EM iterations (and the length of ``history``).
       block_size: rows per E-step block; None picks one from D and K.
+      lower_bound: the mean log-likelihood the first change is measured from
+        (a warm start passes the previous fit's ``log_likelihood``, as
+        scikit-learn's ``warm_start`` does); None means ``-inf``, so at least
+        two iterations run.
 
     Returns:
       :class:`FitResult`.
@@ -154,6 +200,11 @@ def fit_from(
       >>> [round(m, 2) for m in res.gmm.means[:, 0].tolist()], bool(res.converged)
       ([0.1, 5.1], True)
     """
+    # Shape checks that hold under jit and vmap (on the traced shapes).
+    chex.assert_rank(x, 2)
+    chex.assert_shape(init_gmm.means, (init_gmm.n_components, x.shape[-1]))
+    if weights is not None:
+        chex.assert_shape(weights, x.shape[:1])
     return _fit_one(
         x,
         weights,
@@ -161,6 +212,7 @@ def fit_from(
         init_gmm,
         tol,
         reg_covar,
+        lower_bound,
         n_components=init_gmm.n_components,
         covariance_type=init_gmm.covariance_type,
         init=None,
@@ -208,8 +260,10 @@ def fit(
 ) -> FitResult:
     """Fits a Gaussian mixture by EM (scikit-learn's ``GaussianMixture.fit``).
 
-    Arguments are checked on the host first (ValueError naming the problem);
-    then initialisation, all restarts and all iterations run in one compiled
+    Arguments are checked on the host first (ValueError naming the problem),
+    so ``fit`` cannot itself run under ``jax.jit`` or ``jax.vmap`` (a
+    TypeError says so): use :func:`fit_from` there, or pass (B, N, D) data to
+    fit B data sets in one ``vmap``. Then initialisation, all restarts and all iterations run in one compiled
     call, which a second call with the same shapes and static arguments reuses.
 
     Args:
@@ -219,7 +273,10 @@ def fit(
       key: PRNG key for the initialisation (split per data set and restart).
       covariance_type: "full", "diag", "spherical" or "tied".
       tol: stop when the mean log-likelihood changes by less than this (>= 0).
-      reg_covar: positive variance floor added to every covariance.
+      reg_covar: non-negative variance floor added to every covariance. With
+        0, a covariance that is not positive definite (a component collapsed
+        onto a point or a subspace) raises a ValueError naming the component,
+        as scikit-learn does.
       max_iter: the most EM iterations (>= 1).
       init: "k-means++", "kmeans", "random", "random_from_data" (see
         :mod:`grnn_jax.em.init`) or a GMM to start from (batch shape () or (B,);
@@ -244,6 +301,7 @@ def fit(
       >>> sorted(res.gmm.means[:, 0].round(0).tolist()), bool(res.converged)
       ([-5.0, 5.0], True)
     """
+    checks.check_not_traced("fit", x=x, weights=weights, key=key, init=init)
     checks.check_fit_args(covariance_type, tol, reg_covar, max_iter, n_init, block_size)
     k = checks.check_int(n_components, "n_components")
     key = checks.check_key(key)
@@ -264,7 +322,7 @@ def fit(
         method, n_init = None, 1
     xj = jnp.asarray(xa)
     wj = None if w is None else jnp.asarray(w, xj.dtype)
-    return _fit_jit(
+    result = _fit_jit(
         xj,
         wj,
         key,
@@ -280,3 +338,6 @@ def fit(
         max_iter=int(max_iter),
         block_size=block_size,
     )
+    if reg_covar == 0:
+        checks.check_defined(result.gmm)
+    return result

@@ -29,7 +29,7 @@ from jax import lax
 
 from grnn_jax.gmm import GMM, check_covariance_type
 from grnn_jax.em.blocks import block_columns, default_block_size, fit_standardizer, map_reduce
-from grnn_jax.em.log_joint import _HI
+from grnn_jax.em.log_joint import HIGHEST
 from grnn_jax.em.stats import accumulate, m_step_std
 
 INIT_METHODS = ("k-means++", "kmeans", "random", "random_from_data")
@@ -44,7 +44,7 @@ def _sq_dist(zt1: jax.Array, centers: jax.Array) -> jax.Array:
     """
     d = centers.shape[1]
     coef = jnp.concatenate([-2.0 * centers, jnp.sum(jnp.square(centers), -1, keepdims=True)], axis=1)
-    dist = jnp.sum(jnp.square(zt1[:d]), 0, keepdims=True) + jnp.matmul(coef, zt1, precision=_HI)
+    dist = jnp.sum(jnp.square(zt1[:d]), 0, keepdims=True) + jnp.matmul(coef, zt1, precision=HIGHEST)
     return jnp.maximum(dist, 0.0)
 
 

@@ -33,10 +33,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_batching import custom_vmap
 
-from grnn_jax.gmm import GMM, log_weights
+from grnn_jax.gmm import GMM, log_det_precision, log_weights
 from grnn_jax.em.features import feature_pairs, uses_packed_moments
 
-_HI = lax.Precision.HIGHEST  # EM sums need full float32 on accelerators too
+HIGHEST = lax.Precision.HIGHEST  # EM sums need full float32 on accelerators too
 
 QUAD_FORM_TOL = 1e-2
 """Largest bound (nats per row) on the quadratic form's rounding error that is accepted.
@@ -53,16 +53,8 @@ quadratic form is used where its error is at most ~1e-3 nats.
 
 def _log_norm(g: GMM) -> jax.Array:
     """(K,) ``log pi_k + log|P_k| - D/2 log(2 pi)``: the log-joint at the component's mean."""
-    p = g.prec_chol
     d = g.n_features
-    ctype = g.covariance_type
-    if ctype in ("full", "tied"):
-        log_det = jnp.sum(jnp.log(jnp.diagonal(p, axis1=-2, axis2=-1)), axis=-1)
-    elif ctype == "diag":
-        log_det = jnp.sum(jnp.log(p), axis=-1)
-    else:
-        log_det = d * jnp.log(p)
-    return log_weights(g) + log_det - 0.5 * d * math.log(2 * math.pi)
+    return log_weights(g) + log_det_precision(g) - 0.5 * d * math.log(2 * math.pi)
 
 
 def projection_log_joint(g: GMM) -> Callable[[jax.Array], jax.Array]:
@@ -87,19 +79,19 @@ def projection_log_joint(g: GMM) -> Callable[[jax.Array], jax.Array]:
 
     if ctype == "full":
         # All K factors stacked, the offsets in the ones column: one matmul per block.
-        offset = jnp.einsum("kd,kde->ke", mu, p, precision=_HI)
+        offset = jnp.einsum("kd,kde->ke", mu, p, precision=HIGHEST)
         p_all = jnp.concatenate([jnp.swapaxes(p, 1, 2), -offset[:, :, None]], axis=2).reshape(k * d, d + 1)
 
         def log_joint(zt1):
-            y = jnp.matmul(p_all, zt1, precision=_HI)
+            y = jnp.matmul(p_all, zt1, precision=HIGHEST)
             return const - 0.5 * jnp.sum(jnp.square(y.reshape(k, d, zt1.shape[1])), axis=1)
 
     elif ctype == "tied":
-        mp = jnp.matmul(mu, p, precision=_HI)[:, :, None]  # (K, D, 1)
+        mp = jnp.matmul(mu, p, precision=HIGHEST)[:, :, None]  # (K, D, 1)
         p_t = jnp.concatenate([p.T, jnp.zeros((d, 1), p.dtype)], axis=1)
 
         def log_joint(zt1):
-            y = jnp.matmul(p_t, zt1, precision=_HI)
+            y = jnp.matmul(p_t, zt1, precision=HIGHEST)
             return const - 0.5 * jnp.sum(jnp.square(y - mp), axis=1)
 
     else:
@@ -140,8 +132,8 @@ def quadratic_form(g: GMM) -> QuadraticForm:
     p, mu = g.prec_chol, g.means
     peak = _log_norm(g)
     if ctype == "full":
-        lam = jnp.einsum("kij,klj->kil", p, p, precision=_HI)
-        lam_mu = jnp.einsum("kij,kj->ki", lam, mu, precision=_HI)
+        lam = jnp.einsum("kij,klj->kil", p, p, precision=HIGHEST)
+        lam_mu = jnp.einsum("kij,kj->ki", lam, mu, precision=HIGHEST)
         abs_p = jnp.abs(p)
         a = jnp.max(jnp.einsum("kil,kl->ki", abs_p, jnp.sum(abs_p, axis=1)), axis=-1)
     else:
@@ -209,7 +201,7 @@ def quadratic_log_joint(form: QuadraticForm) -> Callable[[jax.Array], jax.Array]
     ``phi`` are the block's :func:`~grnn_jax.em.features.stat_features`; check
     :func:`error_bound` first.
     """
-    return lambda phi: jnp.minimum(jnp.matmul(form.coef, phi, precision=_HI) + form.const, form.peak)
+    return lambda phi: jnp.minimum(jnp.matmul(form.coef, phi, precision=HIGHEST) + form.const, form.peak)
 
 
 def has_quadratic_form(g: GMM) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -26,7 +27,7 @@ from grnn_jax.gmm import GMM, check_covariance_type, log_weights, precision_chol
 from grnn_jax.em.blocks import Standardizer, data_columns, default_block_size, map_reduce
 from grnn_jax.em.features import n_stat_features, split_sums, stat_features, uses_packed_moments
 from grnn_jax.em.log_joint import (
-    _HI,
+    HIGHEST,
     QUAD_FORM_TOL,
     branch,
     error_bound,
@@ -88,14 +89,14 @@ def accumulate(resp_fn, xt1, w, n_components: int, ctype: str, block_size: int):
         resp = resp * wb
         ll = jnp.where(wb > 0, ll * wb, 0.0)
         s, sxx_acc, ll_sum = carry
-        s = s + jnp.matmul(phi, resp.T, precision=_HI)
+        s = s + jnp.matmul(phi, resp.T, precision=HIGHEST)
         zt = zt1[:d]
         if ctype == "tied":
-            sxx_acc = sxx_acc + jnp.matmul(zt * wb, zt.T, precision=_HI)
+            sxx_acc = sxx_acc + jnp.matmul(zt * wb, zt.T, precision=HIGHEST)
         elif batched_outer:
             # One (K*D, R) @ (R, D) matmul: 1.2x faster than the batched einsum.
             weighted = (resp[:, None, :] * zt).reshape(k * d, -1)
-            sxx_acc = sxx_acc + jnp.matmul(weighted, zt.T, precision=_HI).reshape(k, d, d)
+            sxx_acc = sxx_acc + jnp.matmul(weighted, zt.T, precision=HIGHEST).reshape(k, d, d)
         return (s, sxx_acc, ll_sum + jnp.sum(ll)), None
 
     acc_shape = {"tied": (d, d)}.get(ctype, (k, d, d) if batched_outer else (0,))
@@ -223,6 +224,10 @@ def e_step(g: GMM, x: jax.Array, weights: jax.Array | None = None, *, block_size
     d = g.n_features
     bs = block_size or default_block_size(d, g.n_components, ctype)
     x = jnp.asarray(x)
+    chex.assert_shape(x, (None, d))
+    chex.assert_shape(g.means, (g.n_components, d))
+    if weights is not None:
+        chex.assert_shape(weights, x.shape[:1])
     dtype = jnp.result_type(x.dtype, g.means.dtype)
     x = x.astype(dtype)
     r = jnp.sum(jnp.exp(log_weights(g))[:, None] * g.means, axis=0).astype(dtype)
@@ -266,12 +271,23 @@ def _safe_prec_chol(cov: jax.Array, reg: jax.Array) -> jax.Array:
 
     One-pass moments can lose positive definiteness to rounding for a component
     that collapsed onto (nearly) one point. Such a component gets the diagonal
-    of its covariance (clipped at 0) plus ``reg``, which is always positive.
+    of its covariance (clipped at 0) plus ``reg``, which is positive unless
+    ``reg`` is 0.
     """
     d = cov.shape[-1]
     cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2)) + jnp.diag(reg)
     prec_chol = precision_cholesky(cov, "full")
     bad = ~jnp.all(jnp.isfinite(prec_chol), axis=(-2, -1))
+    # With no floor (reg_covar = 0) a failed factor means an ill-defined
+    # covariance, which the caller reports (as scikit-learn does), not a
+    # fallback; so does one singular at this precision (pivots spanning more
+    # than eps**-0.4, condition number above ~4e12 in float64, ~4e5 in
+    # float32), which only rounding made factorisable.
+    pivots = jnp.abs(jnp.diagonal(prec_chol, axis1=-2, axis2=-1))
+    singular = jnp.max(pivots, -1) > jnp.finfo(cov.dtype).eps ** -0.4 * jnp.min(pivots, -1)
+    no_floor = ~jnp.all(reg > 0)
+    prec_chol = jnp.where((no_floor & singular)[:, None, None], jnp.nan, prec_chol)
+    bad = bad & ~no_floor
     diag = jnp.maximum(jnp.diagonal(cov, axis1=-2, axis2=-1), reg)
     fallback = lax.rsqrt(diag)[..., None] * jnp.eye(d, dtype=cov.dtype)
     return jnp.where(bad[:, None, None], fallback, prec_chol)

@@ -21,6 +21,7 @@ from grnn_jax.gmm.container import (
 from grnn_jax.gmm.density import (
     component_log_prob,
     joint_log_prob,
+    log_det_precision,
     log_prob,
     log_responsibilities,
     responsibilities,
@@ -37,6 +38,7 @@ __all__ = [
     "from_covariances",
     "from_precisions",
     "joint_log_prob",
+    "log_det_precision",
     "log_prob",
     "log_responsibilities",
     "log_weights",

@@ -15,8 +15,16 @@ import jax.numpy as jnp
 from grnn_jax.gmm.container import GMM, log_weights
 
 
-def _log_det_prec_chol(gmm: GMM) -> jax.Array:
-    """(..., K) or (...,) for tied: log |precision|^(1/2)."""
+def log_det_precision(gmm: GMM) -> jax.Array:
+    """(..., K), or (...,) for tied: ``log |precision|^(1/2)``, the sum of the log-diagonal of ``prec_chol``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from grnn_jax import gmm
+      >>> g = gmm.from_covariances(jnp.zeros(1), jnp.zeros((1, 2)), jnp.array([[4.0, 0.25]]), "diag")
+      >>> float(gmm.log_det_precision(g)[0])  # log(1/2) + log(2)
+      0.0
+    """
     p = gmm.prec_chol
     ctype = gmm.covariance_type
     if ctype in ("full", "tied"):
@@ -60,7 +68,7 @@ def component_log_prob(gmm: GMM, x: jax.Array) -> jax.Array:
       (5, 2)
     """
     d = gmm.n_features
-    log_det = _log_det_prec_chol(gmm)
+    log_det = log_det_precision(gmm)
     if gmm.covariance_type == "tied":
         log_det = log_det[..., None]
     return -0.5 * (d * math.log(2 * math.pi) + _mahalanobis_sq(gmm, x)) + log_det

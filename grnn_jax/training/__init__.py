@@ -1,6 +1,7 @@
 """Training: configuration and its resolution, objectives, optimiser, jitted train step,
 evaluation, checkpoints, fit loop."""
 
+from grnn_jax.atomic import write_json_atomic
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.training.config import (
     HEADS,
@@ -9,7 +10,6 @@ from grnn_jax.training.config import (
     check_head,
     config_diff,
     default_config,
-    write_json_atomic,
 )
 from grnn_jax.training.em_init import (
     check_em_init,

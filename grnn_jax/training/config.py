@@ -4,11 +4,8 @@ chosen from the size and dimension of the training data."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import numbers
-import os
-from pathlib import Path
 
 from grnn_jax.data import Sequences
 from grnn_jax.em import check_step_schedule
@@ -266,15 +263,3 @@ def default_config(train: Sequences, *, num_steps: int | None = None) -> TrainCo
         stop_from_fraction=0.6,
         val_smoothing=0.5,
     )
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Writes JSON to a temporary file beside ``path`` and renames it over ``path``, so a
-    crash leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

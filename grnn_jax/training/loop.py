@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.checkpoint import RunCheckpoints
-from grnn_jax.training.config import TrainConfig, config_diff, default_config, write_json_atomic
+from grnn_jax.atomic import write_json_atomic
+from grnn_jax.training.config import TrainConfig, config_diff, default_config
 from grnn_jax.training.em_init import check_em_init, em_init_params, em_init_params_and_aux
 from grnn_jax.training.em_state import (
     aux_settings,

@@ -21,6 +21,7 @@ from grnn_jax import em
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
 from grnn_jax.data import Sequences, Standardiser, iterate_batches
+from grnn_jax.data.sequences import mask_from_lengths
 from grnn_jax.training.em_state import HIDDEN_GMM_KEY, HIDDEN_GMM_REG_COVAR, hidden_gmm
 
 
@@ -95,7 +96,7 @@ def collect_hidden_states(net, variables, seqs: Sequences, *,
     out = []
     for b in _batches(seqs, standardiser, batch_size):
         h = np.asarray(model_lib.hidden_states(net, variables, b.x, b.lengths, b.u))
-        mask = np.arange(h.shape[1])[None, :] < np.asarray(b.lengths)[:, None]
+        mask = mask_from_lengths(b.lengths, h.shape[1])
         out.append(h[mask])
     return np.concatenate(out)
 
@@ -103,7 +104,7 @@ def collect_hidden_states(net, variables, seqs: Sequences, *,
 def steps_of(values: np.ndarray, seqs: Sequences, fill=-1) -> np.ndarray:
     """Per-observed-step values (N, ...) back to (S, T, ...), ``fill`` at padded steps."""
     values = np.asarray(values)
-    mask = np.arange(seqs.max_length)[None, :] < seqs.lengths[:, None]
+    mask = seqs.mask
     out = np.full(mask.shape + values.shape[1:], fill, dtype=values.dtype)
     out[mask] = values
     return out

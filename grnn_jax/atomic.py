@@ -1,0 +1,54 @@
+"""Files written atomically: a temporary file beside the target, then ``os.replace``.
+
+A crash or Ctrl-C while writing leaves either the old file or the new one, never
+half of one, and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb"):
+    """Opens a temporary file beside ``path``; on a clean exit it replaces ``path``.
+
+    Example:
+      >>> import pathlib, tempfile
+      >>> from grnn_jax.atomic import atomic_open
+      >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+      >>> with atomic_open(p, "w") as f:
+      ...     _ = f.write("done")
+      >>> p.read_text(), sorted(q.name for q in p.parent.iterdir())
+      ('done', ['a.txt'])
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Writes ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+
+
+def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
+    """``np.savez(path, **arrays)``, atomically (``path`` is used as given, no ``.npz`` added)."""
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)

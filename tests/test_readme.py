@@ -1,0 +1,31 @@
+"""The README's Python blocks run as written, in order, in one fresh interpreter."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def test_python_blocks_are_found():
+    blocks = python_blocks("a\n```python\nx = 1\n```\nb\n```bash\nls\n```\n```python\ny = x\n```\n")
+    assert blocks == ["x = 1\n", "y = x\n"]
+
+
+def test_readme_python_blocks_run_in_order(tmp_path):
+    blocks = python_blocks((ROOT / "README.md").read_text())
+    assert len(blocks) >= 3
+    script = tmp_path / "readme.py"
+    # Each block is marked so that a failure names it.
+    script.write_text("".join(f"# --- README block {i + 1}\n{b}" for i, b in enumerate(blocks)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user has
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
