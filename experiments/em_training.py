@@ -54,6 +54,7 @@ from grnn_jax.training import (
     make_train_step,
     model_variables,
 )
+from grnn_jax.dtypes import default_float
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "em_training.py"
 
@@ -74,7 +75,7 @@ def load_data(spec: dict):
 def _mixing_diagnostics(net, params, z: Sequences) -> dict:
     """Mean |logit| (centred) and the smallest per-component mean weight over valid steps."""
     logit_abs, w_sum, n = 0.0, 0.0, 0
-    for b in iterate_batches(z, batch_size=min(64, z.n_sequences), dtype=jnp.zeros(()).dtype):
+    for b in iterate_batches(z, batch_size=min(64, z.n_sequences), dtype=default_float()):
         g = net.apply(params, b.x, b.u)
         mask = np.asarray(jnp.arange(b.x.shape[1])[None, :] < b.lengths[:, None])
         lw = np.asarray(gmm.log_weights(g))[mask]
@@ -88,7 +89,7 @@ def run_one(cfg: TrainConfig, step_fn, tx, data, *, eval_every: int) -> dict:
     """One training run; returns its validation curve, test NLL and timings."""
     tr_z, va, te, st = data
     net = cfg.model.build()
-    dtype = jnp.zeros(()).dtype
+    dtype = default_float()
     key = jax.random.key(cfg.seed)
     example = batch_at(tr_z, 0, batch_size=cfg.batch_size, seed=cfg.seed, dtype=dtype)
     em_head = cfg.model.head == "em"

@@ -38,6 +38,7 @@ from grnn_jax.training import (
     train,
     write_json_atomic,
 )
+from grnn_jax.dtypes import default_float
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "geyser.py"
 FEATURE_NAMES = {
@@ -97,7 +98,7 @@ def _predict(run: dict, seqs: Sequences):
     """Per-step predictive mixtures (S, T) in standardised units, the standardised data and
     the (S, T) mask."""
     z = run["st"].transform(seqs)
-    return _apply(run["net"], run["params"], jnp.asarray(z.x, jnp.zeros(()).dtype)), z
+    return _apply(run["net"], run["params"], jnp.asarray(z.x, default_float())), z
 
 
 def _nll(g, z: Sequences, log_jacobian: float) -> float:

@@ -38,13 +38,14 @@ from grnn_jax.em.rows import RowSource
 from grnn_jax.em.select import log_likelihood_sum
 from grnn_jax.em.stats import e_step_std, m_step_std
 from grnn_jax.validation import check_int
+from grnn_jax.dtypes import default_float
 
 DEFAULT_INIT_SAMPLE = 100_000
 
 
 def compute_dtype():
     """float32, or float64 when ``jax_enable_x64`` is on."""
-    return jnp.zeros(()).dtype
+    return default_float()
 
 
 @functools.partial(jax.jit, static_argnames=("block_size",))

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from grnn_jax.gmm import check_covariance_type
 from grnn_jax.em.stats import SufficientStats
+from grnn_jax.dtypes import default_float
 
 
 def stats_from_responsibilities(
@@ -91,7 +92,7 @@ def step_size(n: jax.Array, *, exponent: float, offset: float) -> jax.Array:
       >>> [round(float(em.step_size(n, exponent=1.0, offset=1.0)), 3) for n in (0, 1, 3)]
       [1.0, 0.5, 0.25]
     """
-    return jnp.power(jnp.asarray(n, jnp.zeros(()).dtype) + offset, -exponent)
+    return jnp.power(jnp.asarray(n, default_float()) + offset, -exponent)
 
 
 def check_step_schedule(exponent: float, offset: float, *, names=("exponent", "offset")) -> None:

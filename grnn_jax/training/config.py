@@ -11,6 +11,7 @@ from grnn_jax.data import Sequences
 from grnn_jax.em import check_step_schedule
 from grnn_jax.heads_em import check_em_head_covariance_type
 from grnn_jax.training.objectives import get_objective
+from grnn_jax.dtypes import default_float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,14 +30,12 @@ class ModelConfig:
     def build(self):
         """The Flax module these settings describe (``head``: "mdn" is ``model.GRNN``,
         "em" is ``model.EMGRNN``, global components updated by stepwise EM)."""
-        import jax.numpy as jnp
-
         from grnn_jax import model
 
         fields = dataclasses.asdict(self)
         cls = {"mdn": model.GRNN, "em": model.EMGRNN}[check_head(fields.pop("head"))]
         # float64 parameters when jax_enable_x64 is on, float32 otherwise.
-        return cls(**fields, dtype=jnp.zeros(()).dtype)
+        return cls(**fields, dtype=default_float())
 
 
 HEADS = ("mdn", "em")

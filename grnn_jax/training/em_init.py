@@ -21,6 +21,7 @@ from grnn_jax import model as model_lib
 from grnn_jax.data import Sequences
 from grnn_jax.heads import head_bias_from_gmm
 from grnn_jax.training.em_state import EM_HEAD_KEY
+from grnn_jax.dtypes import default_float
 
 
 def check_em_init(seqs: Sequences, n_components: int) -> None:
@@ -60,7 +61,7 @@ def fit_observation_gmm(
       [0.0, 4.0]
     """
     check_em_init(seqs, n_components)
-    dtype = jnp.zeros(()).dtype
+    dtype = default_float()
     obs = jnp.asarray(seqs.observed(), dtype)
     res = em.fit(obs, n_components, key=key, covariance_type=covariance_type,
                  n_init=n_init, max_iter=max_iter)

@@ -17,6 +17,7 @@ from grnn_jax import model as model_lib
 from grnn_jax.data import Sequences, Standardiser, iterate_batches
 from grnn_jax.training.config import TrainConfig
 from grnn_jax.training.rundir import read_run_config
+from grnn_jax.dtypes import default_float
 
 POPULATION_FILE = "population.json"
 ENSEMBLE_DIR = "ensemble"
@@ -72,7 +73,7 @@ def evaluate_ensemble(net, params, seqs: Sequences, *, standardiser: Standardise
     """Held-out NLL per observed step (original units) of :func:`ensemble_gmm`."""
     st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
     z = st.transform(seqs)
-    dtype = jnp.zeros(()).dtype
+    dtype = default_float()
     total = 0.0
     for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
         total += float(_ensemble_log_lik(net, params, b.x, b.lengths, b.u))
@@ -97,7 +98,7 @@ def load_ensemble(workdir: str | Path):
     cfg = TrainConfig.from_dict(record["train_config"])
     net = cfg.model.build()
     m = len(record["ensemble"]["members"])
-    dtype = jnp.zeros(()).dtype
+    dtype = default_float()
     x = jnp.zeros((1, 1, cfg.model.n_features), dtype)
     u = jnp.zeros((1, 1, cfg.model.n_covariates), dtype) if cfg.model.n_covariates else None
     abstract = jax.eval_shape(

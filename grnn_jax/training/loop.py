@@ -48,6 +48,7 @@ from grnn_jax.training.step import (
     make_schedule,
     make_train_step,
 )
+from grnn_jax.dtypes import default_float
 
 
 
@@ -155,7 +156,7 @@ class _Run:
 
 
 def _dtype():
-    return np.dtype(jnp.zeros(()).dtype)
+    return default_float()
 
 
 def _prepare(config, train_seqs, val_seqs, workdir, resume, until_step):

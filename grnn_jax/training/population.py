@@ -53,6 +53,7 @@ from grnn_jax.training.population_step import (  # re-exported: the public names
     where_members,
 )
 from grnn_jax.training.step import TrainState
+from grnn_jax.dtypes import default_float
 
 __all__ = [
     "Members",
@@ -152,7 +153,7 @@ def train_population(
         raise ValueError("--ensemble needs validation data to rank the members")
     cfg, standardiser, _ = _prepare(config, train_seqs, val_seqs, Path(workdir or "."),
                                     False, None)
-    dtype = np.dtype(jnp.zeros(()).dtype)
+    dtype = default_float()
     train_z = standardiser.transform(train_seqs)
     net, tx, step_fn = population_program(cfg)
     p = members.size
@@ -233,7 +234,7 @@ def population_program(config: TrainConfig):
     populations of any members in one process compile the step once."""
     c = config
     return _population_program(c.model, c.num_steps, c.warmup_steps, c.clip_norm,
-                               c.end_lr_fraction, c.objective, bool(jnp.zeros(()).dtype == jnp.float64))
+                               c.end_lr_fraction, c.objective, bool(default_float() == jnp.float64))
 
 
 @functools.lru_cache(maxsize=8)

@@ -18,6 +18,7 @@ from grnn_jax import model as model_lib
 from grnn_jax.data import Batch, Sequences, Standardiser, batch_at, iterate_batches
 from grnn_jax.training.config import TrainConfig
 from grnn_jax.training.step import TrainState, make_schedule, make_train_step
+from grnn_jax.dtypes import default_float
 
 
 class Members(NamedTuple):
@@ -134,7 +135,7 @@ def init_population(net, tx, example: Batch, members: Members) -> TrainState:
       TrainState whose leaves have a leading axis of size P.
     """
     members = check_members(members)
-    dtype = jnp.zeros(()).dtype
+    dtype = default_float()
     keys = jnp.stack([jax.random.key(int(s)) for s in members.seeds])
     # Parameters depend on the feature sizes only: one step of one row, stacked batch or not.
     x = jnp.asarray(example.x).reshape((-1,) + example.x.shape[-2:])[:1, :1]
@@ -239,7 +240,7 @@ def evaluate_population(net, params, seqs: Sequences, *, standardiser: Standardi
     """
     st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
     z = st.transform(seqs)
-    dtype = jnp.zeros(()).dtype
+    dtype = default_float()
     total = 0.0
     for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
         total = total + np.asarray(_members_log_lik(net, params, b.x, b.lengths, b.u), np.float64)

@@ -23,6 +23,7 @@ from grnn_jax import model as model_lib
 from grnn_jax.data import Sequences, Standardiser, iterate_batches
 from grnn_jax.data.sequences import mask_from_lengths
 from grnn_jax.training.em_state import HIDDEN_GMM_KEY, HIDDEN_GMM_REG_COVAR, hidden_gmm
+from grnn_jax.dtypes import default_float
 
 
 def _batches(seqs: Sequences, standardiser: Standardiser | None, batch_size: int):
@@ -30,7 +31,7 @@ def _batches(seqs: Sequences, standardiser: Standardiser | None, batch_size: int
         raise ValueError(f"seqs must be a Sequences; got {type(seqs).__name__}")
     st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
     z = st.transform(seqs)
-    dtype = jnp.zeros(()).dtype
+    dtype = default_float()
     yield from iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype)
 
 

@@ -22,6 +22,7 @@ import optax
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch, Sequences, Standardiser, iterate_batches
 from grnn_jax.training.objectives import get_objective
+from grnn_jax.dtypes import default_float
 
 AuxUpdate = Callable[[Any, Any, Any, Batch], Any]
 
@@ -238,7 +239,7 @@ def evaluate(
         raise ValueError(f"seqs must be a Sequences; got {type(seqs).__name__}")
     st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
     z = st.transform(seqs)
-    dtype = jnp.zeros(()).dtype
+    dtype = default_float()
     total = 0.0
     for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
         total += float(_batch_log_lik(net, params, b.x, b.lengths, b.u))
