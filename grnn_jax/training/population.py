@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from grnn_jax.data import Sequences
 from grnn_jax.training.checkpoint import RunCheckpoints
-from grnn_jax.training.config import TrainConfig, write_json_atomic
+from grnn_jax.atomic import write_json_atomic
+from grnn_jax.training.config import TrainConfig
 from grnn_jax.training.ensemble import ENSEMBLE_DIR, POPULATION_FILE, evaluate_ensemble
 from grnn_jax.training.loop import _prepare  # one set of data and config checks
 from grnn_jax.training.progress import RunProgress
@@ -153,6 +154,12 @@ def train_population(
         raise ValueError("--ensemble needs validation data to rank the members")
     cfg, standardiser, _ = _prepare(config, train_seqs, val_seqs, Path(workdir or "."),
                                     False, None)
+    unsupported = [flag for flag, on in (("--head em", cfg.model.head != "mdn"),
+                                         ("--hidden-gmm", cfg.hidden_gmm > 0),
+                                         ("--em-init", cfg.em_init)) if on]
+    if unsupported:
+        raise ValueError(f"--population does not support {', '.join(unsupported)} yet "
+                         "(their EM state is not batched over members); train single runs")
     dtype = default_float()
     train_z = standardiser.transform(train_seqs)
     net, tx, step_fn = population_program(cfg)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from grnn_jax.data import Sequences
-from grnn_jax.training.config import write_json_atomic
+from grnn_jax.atomic import atomic_open, write_json_atomic
 from grnn_jax.training.population import (
     POPULATION_FILE,
     check_population,
@@ -101,12 +101,8 @@ def point_name(point: dict) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_open(path, "w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _write_results(workdir: Path, rows: list[dict]) -> None:
