@@ -17,7 +17,6 @@ import csv
 import io
 import itertools
 import json
-import os
 import re
 import time
 from pathlib import Path
