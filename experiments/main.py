@@ -29,11 +29,14 @@ import numpy as np
 
 from experiments import baselines, plots
 from grnn_jax import calibration, gmm, model
-from grnn_jax.cli.train import apply_overrides, config_splits, load_config_file, resolve_train_config
 from grnn_jax.data import DATASETS, Sequences
 from grnn_jax.data.real import rolling_origin_splits
 from grnn_jax.training import (
     TrainConfig,
+    apply_overrides,
+    config_splits,
+    load_config_file,
+    resolve_train_config,
     load_trained,
     read_metrics,
     read_run_config,

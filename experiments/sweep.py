@@ -22,15 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from grnn_jax.cli.train import (
-    _parse_value,
+from grnn_jax.training import (
     apply_overrides,
     config_splits,
     load_config_file,
+    read_metrics,
     resolve_train_config,
     set_entry,
+    train,
+    write_json_atomic,
 )
-from grnn_jax.training import read_metrics, train, write_json_atomic
+from grnn_jax.training.resolve import parse_value
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "geyser.py"
 
@@ -42,7 +44,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         key, sep, values = item.partition("=")
         if not sep or not key.strip() or not values.strip():
             raise ValueError(f"--grid expects KEY=V1,V2,...; got {item!r}")
-        grid[key.strip()] = [_parse_value(v.strip()) for v in values.split(",")]
+        grid[key.strip()] = [parse_value(v.strip()) for v in values.split(",")]
     return grid
 
 

@@ -10,14 +10,15 @@ import pytest
 
 from grnn_jax import model
 from grnn_jax.cli import main
-from grnn_jax.cli.train import (
+from grnn_jax.data import Sequences, default_switching_ar, sample_switching_ar
+from grnn_jax.training import (
     apply_overrides,
     load_config_file,
+    load_trained,
+    read_metrics,
     resolve_train_config,
     split_validation,
 )
-from grnn_jax.data import Sequences, default_switching_ar, sample_switching_ar
-from grnn_jax.training import load_trained, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = str(ROOT / "experiments" / "configs" / "test.py")

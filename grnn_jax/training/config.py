@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from grnn_jax.data import Sequences
+from grnn_jax.training.objectives import get_objective
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,8 @@ class TrainConfig:
       log_every: steps between reads of the training metrics on the host.
       seed: seeds parameter initialisation and batch shuffling.
       standardise: fit a per-feature standardisation on the training split.
+      objective: what the optimiser minimises, by name (``training.OBJECTIVES``); evaluation
+        always reports the held-out NLL.
     """
 
     model: ModelConfig
@@ -70,6 +73,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     standardise: bool = True
+    objective: str = "nll"
 
     def validate(self) -> "TrainConfig":
         """Raises ValueError on a setting outside its legal range; returns self."""
@@ -92,6 +96,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive; got {v!r}")
         if not (0 <= self.end_lr_fraction <= 1) or not (self.weight_decay >= 0):
             raise ValueError("end_lr_fraction must lie in [0, 1] and weight_decay be >= 0")
+        get_objective(self.objective)  # raises on an unknown name, listing the known ones
         return self
 
     def to_dict(self) -> dict:

@@ -3,20 +3,23 @@ stopping, metrics, and rebuilding a trained model from its work dir alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import shutil
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from grnn_jax.data import Sequences, Standardiser, batch_at
+from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.training.config import TrainConfig, default_config, write_json_atomic
+from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.rundir import (
     CONFIG_FILE,
     CONFIG_FORMAT,
@@ -59,18 +62,38 @@ def _compiled(cfg: TrainConfig, x64: bool):
     """(net, tx, jitted train step, jitted schedule) for a config, cached on what they depend
     on, so that resuming, re-running or early-stopping variants in one process do not compile
     the step again (``x64`` is part of the key because every dtype follows it)."""
-    return _compiled_cached(cfg.model, tuple(sorted(_optimizer_settings(cfg).items())), x64)
+    return _compiled_cached(
+        cfg.model, tuple(sorted(_optimizer_settings(cfg).items())), cfg.objective, x64
+    )
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_cached(model_cfg, opt_items: tuple, x64: bool):
+def _compiled_cached(model_cfg, opt_items: tuple, objective: str, x64: bool):
     del x64  # only a cache key
     opt = dict(opt_items)
     net = model_cfg.build()
     tx = make_optimizer(**opt)
     opt.pop("weight_decay"), opt.pop("clip_norm")
     schedule = jax.jit(make_schedule(**opt))
-    return net, tx, make_train_step(net, tx), schedule
+    return net, tx, make_train_step(net, tx, objective=objective), schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What the loop reads and never changes: the config, the compiled pieces, the data and
+    where results go."""
+
+    cfg: TrainConfig
+    net: Any
+    step_fn: Callable
+    schedule: Callable
+    train_z: Sequences
+    val_seqs: Sequences | None
+    standardiser: Standardiser
+    ckpts: RunCheckpoints
+    metrics_path: Path
+    dtype: Any
+    progress: bool
 
 
 def _dtype():
@@ -211,28 +234,27 @@ def train(
     net, tx, step_fn, schedule = _compiled(config, _dtype() == np.float64)
     example = batch_at(train_z, 0, batch_size=config.batch_size, seed=config.seed, dtype=dtype)
     state = init_state(net, tx, example, key=jax.random.key(config.seed))
-    run = {"step": 0, "best_val_nll": None, "best_step": None, "evals_since_best": 0,
-           "stopped_early": False}
+    prog = RunProgress()
 
     ckpts = RunCheckpoints(workdir)
     try:
         if resuming and ckpts.latest_step("last") is not None:
-            state, run = ckpts.restore("last", state)
-        truncate_metrics(metrics_path, int(run["step"]))
+            state, saved_prog = ckpts.restore("last", state)
+            prog = RunProgress.from_dict(saved_prog)
+        truncate_metrics(metrics_path, prog.step)
         end = config.num_steps if until_step is None else min(config.num_steps, int(until_step))
-        state, run = _loop(
-            config, net, step_fn, schedule, state, run, train_z, val_seqs, standardiser, ckpts,
-            metrics_path, end, progress, dtype,
-        )
+        run = _Run(config, net, step_fn, schedule, train_z, val_seqs, standardiser, ckpts,
+                   metrics_path, dtype, progress)
+        state, prog = _loop(run, state, prog, end)
     finally:
         ckpts.close()
     return state, read_metrics(workdir)
 
 
-def _loop(cfg, net, step_fn, schedule, state, run, train_z, val_seqs, standardiser, ckpts,
-          metrics_path, end, progress, dtype):
+def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
+    cfg, standardiser, ckpts, progress = run.cfg, run.standardiser, run.ckpts, run.progress
     start = int(state.step)
-    if run.get("stopped_early"):
+    if prog.stopped_early:
         end = start
     bar = tqdm(total=cfg.num_steps, initial=start, disable=not progress, desc="train", leave=False)
     pending, first = [], None
@@ -243,8 +265,9 @@ def _loop(cfg, net, step_fn, schedule, state, run, train_z, val_seqs, standardis
     last_loss = math.nan
     try:
         for step in range(start, end):
-            batch = batch_at(train_z, step, batch_size=cfg.batch_size, seed=cfg.seed, dtype=dtype)
-            state, m = step_fn(state, batch)
+            batch = batch_at(run.train_z, step, batch_size=cfg.batch_size, seed=cfg.seed,
+                             dtype=run.dtype)
+            state, m = run.step_fn(state, batch)
             if mark is None:
                 jax.block_until_ready(m)
                 mark = time.perf_counter()
@@ -252,7 +275,7 @@ def _loop(cfg, net, step_fn, schedule, state, run, train_z, val_seqs, standardis
             else:
                 pending.append(m)
             done = step + 1
-            is_eval = val_seqs is not None and (done % cfg.eval_every == 0 or done == cfg.num_steps)
+            is_eval = run.val_seqs is not None and (done % cfg.eval_every == 0 or done == cfg.num_steps)
             if done % cfg.log_every == 0 or is_eval or done == end:
                 fetched = jax.device_get(pending)
                 now = time.perf_counter()
@@ -271,11 +294,11 @@ def _loop(cfg, net, step_fn, schedule, state, run, train_z, val_seqs, standardis
                     "nll": last_loss + standardiser.log_jacobian,
                     "grad_norm": float(fetched[-1]["grad_norm"]),
                     "n_skipped": int(state.n_skipped),
-                    "lr": float(schedule(done - int(state.n_skipped))),
+                    "lr": float(run.schedule(done - int(state.n_skipped))),
                     "steps_per_s": rate, "obs_steps_per_s": obs_rate,
                 }
-                append_metrics(metrics_path, [rec])
-                bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(run["best_val_nll"]))
+                append_metrics(run.metrics_path, [rec])
+                bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(prog.best_val_nll))
                 if int(state.n_consecutive_skipped) >= cfg.max_consecutive_skips:
                     last = ckpts.latest_step("last")
                     raise NonFiniteTrainingError(
@@ -287,45 +310,37 @@ def _loop(cfg, net, step_fn, schedule, state, run, train_z, val_seqs, standardis
                     )
             bar.update(1)
             if is_eval:
-                res = evaluate(net, state.params, val_seqs, standardiser=standardiser)
-                run = _after_eval(run, done, res.nll)
-                if run["best_step"] == done:
-                    ckpts.save("best", state, run)
-                append_metrics(metrics_path, [{
+                res = evaluate(run.net, state.params, run.val_seqs, standardiser=standardiser)
+                prog = prog.after_eval(done, res.nll)
+                if prog.best_step == done:
+                    ckpts.save("best", state, prog.to_dict())
+                append_metrics(run.metrics_path, [{
                     "step": done, "kind": "eval", "val_nll": res.nll,
-                    "best_val_nll": run["best_val_nll"], "best_step": run["best_step"],
+                    "best_val_nll": prog.best_val_nll, "best_step": prog.best_step,
                 }])
                 bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(res.nll))
-                stop = bool(cfg.patience) and run["evals_since_best"] >= cfg.patience
+                stop = bool(cfg.patience) and prog.evals_since_best >= cfg.patience
                 # Recorded in the checkpoint, so that resuming a stopped run does not go on.
-                run = dict(run, stopped_early=stop)
-                ckpts.save("last", state, run)
+                prog = prog.replace(stopped_early=stop)
+                ckpts.save("last", state, prog.to_dict())
                 if stop:
                     if progress:
                         tqdm.write(
                             f"early stop at step {done}: no better validation NLL in "
-                            f"{cfg.patience} evaluations (best {run['best_val_nll']:.4f} at "
-                            f"step {run['best_step']})"
+                            f"{cfg.patience} evaluations (best {prog.best_val_nll:.4f} at "
+                            f"step {prog.best_step})"
                         )
                     break
                 mark = time.perf_counter()
-        run = dict(run, step=int(state.step))
-        ckpts.save("last", state, run)
+        prog = prog.replace(step=int(state.step))
+        ckpts.save("last", state, prog.to_dict())
     finally:
         bar.close()
-    return state, run
+    return state, prog
 
 
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}"
-
-
-def _after_eval(run: dict, step: int, nll: float) -> dict:
-    run = dict(run, step=step)
-    best = run["best_val_nll"]
-    if math.isfinite(nll) and (best is None or nll < best):
-        return dict(run, best_val_nll=nll, best_step=step, evals_since_best=0)
-    return dict(run, evals_since_best=run["evals_since_best"] + 1)
 
 
 def load_trained(workdir: str | Path, *, which: str = "best"):
@@ -355,12 +370,10 @@ def load_trained(workdir: str | Path, *, which: str = "best"):
     x = jnp.zeros((1, 2, d), dtype)
     u = jnp.zeros((1, 2, c), dtype) if c else None
 
-    def _init():
-        params = net.init(jax.random.key(0), x, u=u)
-        z = jnp.zeros((), jnp.int32)
-        return TrainState(z, params, tx.init(params), z, z)
-
-    abstract = jax.eval_shape(_init)
+    example = Batch(x=x, lengths=jnp.full((1,), 2, jnp.int32), u=u)
+    abstract = jax.eval_shape(
+        lambda: init_state(net, tx, example, key=jax.random.key(0))
+    )
     with RunCheckpoints(workdir, read_only=True) as ckpts:
         kind = which if ckpts.latest_step(which) is not None else "last"
         state, _ = ckpts.restore(kind, abstract)

@@ -1,13 +1,18 @@
-"""The optimiser, the jitted train step (skipping non-finite updates), and evaluation.
+"""The optimiser, the train state, the jitted train step (skipping non-finite updates), and
+evaluation.
 
-The loss is the model's own mixture log-density (``model.step_log_probs``, i.e.
-``gmm.log_prob`` of the per-step mixtures): there is no second density to drift from it.
+The train state keeps two kinds of state apart: ``params``, the gradient-trained network
+variables (the only thing ``value_and_grad``, clipping, weight decay and the optimiser see),
+and ``aux_state``, non-gradient state such as EM sufficient statistics and the global
+components of an EM-updated head, changed only by an explicit ``aux_update``. Both are
+checkpointed. The loss is an objective chosen by name (:mod:`grnn_jax.training.objectives`);
+evaluation always reports the model's own mixture log-density (``model.step_log_probs``).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax.struct
 import jax
@@ -16,6 +21,9 @@ import optax
 
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch, Sequences, Standardiser, iterate_batches
+from grnn_jax.training.objectives import get_objective
+
+AuxUpdate = Callable[[Any, Any, Any, Batch], Any]
 
 
 @flax.struct.dataclass
@@ -25,14 +33,17 @@ class TrainState:
     Attributes:
       step: global step; also the position in the batch stream (it advances on skipped
         steps too, so a bad batch is not retried forever).
-      params: network variables.
-      opt_state: Optax state (its step count advances only on applied updates).
+      params: gradient-trained network variables (what Optax, clipping and weight decay see).
+      aux_state: non-gradient state (a pytree; ``{}`` when the run has none), e.g. EM
+        statistics and components, changed only by the train step's ``aux_update``.
+      opt_state: Optax state of ``params`` (its step count advances only on applied updates).
       n_skipped: total non-finite steps skipped.
       n_consecutive_skipped: non-finite steps skipped since the last applied update.
     """
 
     step: jax.Array
     params: Any
+    aux_state: Any
     opt_state: Any
     n_skipped: jax.Array
     n_consecutive_skipped: jax.Array
@@ -80,44 +91,61 @@ def make_optimizer(
     )
 
 
-def init_state(net, tx: optax.GradientTransformation, example: Batch, *, key: jax.Array) -> TrainState:
-    """Initialises parameters on ``example``'s shapes, and the optimiser (in one jit: run
-    op by op, a recurrent network's init compiles dozens of tiny programs)."""
+def init_state(
+    net, tx: optax.GradientTransformation, example: Batch, *, key: jax.Array,
+    params: Any = None, aux_state: Any = None,
+) -> TrainState:
+    """The state before the first step.
 
-    # Parameters do not depend on the batch or sequence length: one step of one row suffices.
-    x = jnp.asarray(example.x)[:1, :1]
-    u = None if example.u is None else jnp.asarray(example.u)[:1, :1]
-    return _init_jit(net, tx, key, x, u)
+    Args:
+      net: the network.
+      tx: the optimiser.
+      example: a batch of the training stream (only its feature sizes matter).
+      key: initialises the parameters (unused when ``params`` is given).
+      params: initial network variables, e.g. from an EM initialisation; None draws them.
+      aux_state: initial non-gradient state; None means ``{}``.
+
+    Returns:
+      TrainState at step 0 (see the example of :func:`make_train_step`).
+    """
+    aux_state = {} if aux_state is None else aux_state
+    if params is None:
+        # Parameters do not depend on the batch or sequence length: one step of one row suffices.
+        x = jnp.asarray(example.x)[:1, :1]
+        u = None if example.u is None else jnp.asarray(example.u)[:1, :1]
+        return _init_jit(net, tx, key, x, u, aux_state)
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(zero, params, aux_state, tx.init(params), zero, zero)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _init_jit(net, tx, key, x, u):
+def _init_jit(net, tx, key, x, u, aux_state):
+    # One jit: op by op, a recurrent network's init compiles dozens of tiny programs.
     params = net.init(key, x, u=u)
     zero = jnp.zeros((), jnp.int32)
-    return TrainState(zero, params, tx.init(params), zero, zero)
-
-
-def batch_loss(net, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
-    """Mean negative log-likelihood per observed step of ``batch`` (model units), and the
-    number of observed steps."""
-    lp = model_lib.step_log_probs(net, params, batch.x, batch.lengths, batch.u)
-    mask = jnp.arange(batch.x.shape[1])[None, :] < batch.lengths[:, None]
-    n = jnp.sum(mask)
-    total = jnp.sum(jnp.where(mask, lp, 0.0))
-    return -total / jnp.maximum(n, 1).astype(total.dtype), n
+    return TrainState(zero, params, aux_state, tx.init(params), zero, zero)
 
 
 def _select(ok, new, old):
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
-def make_train_step(net, tx: optax.GradientTransformation):
+def make_train_step(
+    net, tx: optax.GradientTransformation, *, objective: str = "nll",
+    aux_update: AuxUpdate | None = None,
+):
     """A jitted, pure ``train_step(state, batch) -> (state, metrics)``.
 
-    A step whose loss or gradient is not finite changes neither parameters nor optimiser
-    state; it only advances ``state.step`` and the skip counters. ``metrics`` holds
-    ``loss`` (mean NLL per observed step, model units), ``grad_norm`` (before clipping),
-    ``n_obs`` and ``skipped``.
+    The gradient of the objective (by name, :func:`~grnn_jax.training.get_objective`) with
+    respect to ``state.params`` goes through ``tx``; ``state.aux_state`` is read by the
+    objective but never differentiated. ``aux_update(net, params, aux_state, batch) ->
+    aux_state``, when given, then updates the non-gradient state from the same batch and the
+    parameters the gradient was taken at (e.g. a stepwise-EM M-step).
+
+    A step whose loss or gradient is not finite changes neither parameters, optimiser state
+    nor ``aux_state``; it only advances ``state.step`` and the skip counters. ``metrics``
+    holds the objective's metrics (at least ``n_obs``), ``loss`` (the objective per observed
+    step, model units), ``grad_norm`` (before clipping) and ``skipped``.
 
     Example:
       >>> import jax, numpy as np
@@ -130,14 +158,15 @@ def make_train_step(net, tx: optax.GradientTransformation):
       ...              batch_size=4, seed=0)
       >>> state = init_state(net, tx, b, key=jax.random.key(0))
       >>> state, m = make_train_step(net, tx)(state, b)
-      >>> int(state.step), bool(m["skipped"])
-      (1, False)
+      >>> int(state.step), bool(m["skipped"]), int(m["n_obs"])
+      (1, False, 24)
     """
+    loss_fn = get_objective(objective).loss
 
     @jax.jit
     def train_step(state: TrainState, batch: Batch):
-        (loss, n), grads = jax.value_and_grad(
-            lambda p: batch_loss(net, p, batch), has_aux=True
+        (loss, metrics), grads = jax.value_and_grad(
+            lambda p: loss_fn(net, p, state.aux_state, batch), has_aux=True
         )(state.params)
         grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -145,15 +174,20 @@ def make_train_step(net, tx: optax.GradientTransformation):
         safe_grads = jax.tree.map(lambda g: jnp.where(ok, g, 0.0), grads)
         updates, opt_state = tx.update(safe_grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        aux_state = state.aux_state
+        if aux_update is not None:
+            aux_state = _select(ok, aux_update(net, state.params, state.aux_state, batch),
+                                state.aux_state)
         skipped = (~ok).astype(jnp.int32)
         new_state = TrainState(
             step=state.step + 1,
             params=_select(ok, params, state.params),
+            aux_state=aux_state,
             opt_state=_select(ok, opt_state, state.opt_state),
             n_skipped=state.n_skipped + skipped,
             n_consecutive_skipped=jnp.where(ok, 0, state.n_consecutive_skipped + 1),
         )
-        metrics = {"loss": loss, "grad_norm": grad_norm, "n_obs": n, "skipped": ~ok}
+        metrics = dict(metrics, loss=loss, grad_norm=grad_norm, skipped=~ok)
         return new_state, metrics
 
     return train_step
@@ -179,7 +213,7 @@ class EvalResult(NamedTuple):
 @functools.partial(jax.jit, static_argnums=0)
 def _batch_log_lik(net, params, x, lengths, u):
     lp = model_lib.step_log_probs(net, params, x, lengths, u)
-    mask = jnp.arange(x.shape[1])[None, :] < lengths[:, None]
+    mask = model_lib.mask_from_lengths(lengths, x.shape[1])
     return jnp.sum(jnp.where(mask, lp, 0.0))
 
 
