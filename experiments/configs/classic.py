@@ -25,7 +25,7 @@ def get_config() -> dict:
         "seed": 0,
         "experiment": {
             "seeds": [0, 1, 2],
-            "baseline_components": [1, 2, 3, 4],
+            "baseline_components": [2, 3, 4],
             "hmm_iter": 500,
             "n_samples": 3,
             "sample_steps": 50,

@@ -20,7 +20,7 @@ def get_config() -> dict:
         "seed": 0,
         "experiment": {
             "seeds": [0, 1, 2],
-            "baseline_components": [2, 4, 6, 8],
+            "baseline_components": [2, 4, 6],
             "hmm_iter": 500,
             "n_samples": 3,
             "sample_steps": 48,
