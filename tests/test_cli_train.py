@@ -130,7 +130,7 @@ def test_sample_round_trip(run, capsys):
     z = model.generate(jax.random.key(1), net, params, 5, n_samples=3)
     np.testing.assert_allclose(x, np.asarray(z) * st.std + st.mean, rtol=1e-5, atol=1e-5)
     prime = _save(run["tmp"] / "prime.npz", x=np.zeros((4, 2)))
-    code, _, _ = _grnn(args + ["--prime", prime, "--temperature", 0.5], capsys)
+    code, _, _ = _grnn(args + ["--prime", prime, "--temperature", 0.5, "--force"], capsys)
     assert code == 0
     assert Sequences.load(out_file).x.shape == (3, 5, 2)
 

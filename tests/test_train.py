@@ -170,7 +170,8 @@ def test_bad_input_leaves_the_work_dir_unchanged(run, tmp_path):
     calls = [
         (lambda: T.train(None, wide, None, workdir), "3"),  # D differs from the saved model's
         (lambda: T.train(None, tr, wide, workdir), "validation data have 3 features"),
-        (lambda: T.train(_cfg(num_steps=99), tr, va, workdir), "different configuration"),
+        (lambda: T.train(_cfg(num_steps=99), tr, va, workdir),
+         r"different settings \(num_steps 30 -> 99\)"),
         (lambda: T.train(None, va, va, workdir), "training data differ"),
         (lambda: T.train(_cfg(model={"n_features": 3}), tr, va, workdir, resume=False), "3 features"),
         (lambda: T.train(None, tr.x, va, workdir, resume=False), "Sequences"),

@@ -92,3 +92,49 @@ def test_run_progress_ignores_non_finite_scores():
     assert p.best_val_nll is None and p.evals_since_best == 1
     p = p.after_eval(10, 3.0).after_eval(15, float("inf")).after_eval(20, 2.0)
     assert (p.best_step, p.best_val_nll, p.evals_since_best, p.step) == (20, 2.0, 0, 20)
+
+
+def test_patience_follows_the_smoothed_score_and_the_best_follows_the_raw_one():
+    # raw: 3.0, 2.0 (best), 2.9, 1.9 (new raw best), 3.5
+    p = T.RunProgress()
+    for step, nll in zip((1, 2, 3, 4, 5), (3.0, 2.0, 2.9, 1.9, 3.5)):
+        p = p.after_eval(step, nll, smoothing=0.5)
+    # smoothed: 3.0, 2.5, 2.7, 2.3, 2.9 -> best smoothed 2.3 at step 4, one eval since
+    assert (p.best_step, p.best_val_nll) == (4, 1.9)
+    np.testing.assert_allclose([p.smoothed_val_nll, p.best_smoothed_val_nll], [2.9, 2.3])
+    assert p.evals_since_best == 1
+    # with smoothing the single lucky 1.9 at step 4 would not have reset the counter if the
+    # average had not improved: 2.0 -> 4.0 -> 1.9 keeps the average at 2.95 > 2.0
+    q = T.RunProgress().after_eval(1, 2.0, 0.5).after_eval(2, 4.0, 0.5).after_eval(3, 1.9, 0.5)
+    assert q.best_step == 3 and q.evals_since_best == 2
+
+
+def test_a_given_budget_brings_its_own_schedule_and_evaluation_grid():
+    seqs = Sequences(np.random.default_rng(0).normal(size=(20, 30, 2)))
+    c = T.resolve_train_config({"num_steps": 8000}, seqs)
+    assert (c.num_steps, c.warmup_steps, c.eval_every) == (8000, 400, 320)
+    assert c.stop_from_fraction == 0.6 and c.patience == 5
+    # explicit settings still win
+    c = T.resolve_train_config({"num_steps": 8000, "eval_every": 50}, seqs)
+    assert c.eval_every == 50
+    with pytest.raises(ValueError, match="stop_from_fraction must lie in"):
+        T.resolve_train_config({"stop_from_fraction": 2.0}, seqs)
+
+
+def test_early_stopping_waits_for_the_stated_share_of_the_run(tmp_path, monkeypatch):
+    from grnn_jax.training import loop as loop_mod
+
+    tr = Sequences(np.random.default_rng(1).normal(size=(8, 6, 1)))
+    scores = iter([1.0] + [2.0] * 50)  # never better after the first evaluation
+
+    class _Res:
+        def __init__(self, nll):
+            self.nll = nll
+
+    monkeypatch.setattr(loop_mod, "evaluate", lambda *a, **k: _Res(next(scores)))
+    cfg = T.TrainConfig(T.ModelConfig(n_features=1, n_components=1, hidden_size=4),
+                        num_steps=20, batch_size=4, eval_every=2, patience=2, warmup_steps=0,
+                        stop_from_fraction=0.5)
+    state, _ = T.train(cfg, tr, tr, tmp_path, resume=False, progress=False)
+    # patience ran out at step 6, but stopping waits until step 10 (half of 20)
+    assert int(state.step) == 10

@@ -1,9 +1,11 @@
 """``grnn train``, ``grnn evaluate`` and ``grnn sample``: a GRNN from the command line.
 
-Data files are ``.npz`` holding ``x`` (S, T, D) (a (T, D) array is one sequence)
-and optionally ``lengths`` (S,). Every check of the files, the flags and the
-work dir runs before anything is computed or written, so bad input leaves the
-work dir as it was.
+Data files are ``.npz`` holding ``x`` (S, T, D) and optionally ``lengths`` (S,);
+a 2-D ``x`` is refused with a hint (only ``--prime`` reads a (T, D) array as one
+sequence). Every check of the files, the flags and the work dir runs before
+anything is computed or written, so bad input leaves the work dir as it was.
+Ctrl-C checkpoints the step reached and exits with status 130; the same command
+resumes there.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import zipfile
@@ -25,6 +28,8 @@ from grnn_jax.training import (
     CONFIG_FILE,
     OBJECTIVES,
     NonFiniteTrainingError,
+    RunConfigMismatch,
+    TrainingInterrupted,
     apply_overrides,
     config_splits,
     evaluate,
@@ -75,8 +80,9 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config entry, e.g. num_steps=200 or model.hidden_size=64 (repeatable)")
     p.add_argument("--components", "-k", type=int, help="mixture components per step")
-    p.add_argument("--covariance-type", choices=("full", "diag", "spherical"))
-    p.add_argument("--cell", choices=("lstm", "gru", "ln_lstm"))
+    p.add_argument("--covariance-type", choices=("full", "diag", "spherical"),
+                   help="covariance of each component (default full up to 8 features, else diag)")
+    p.add_argument("--cell", choices=("lstm", "gru", "ln_lstm"), help="recurrent cell (default lstm)")
     p.add_argument("--hidden", type=int, help="hidden units per layer")
     p.add_argument("--layers", type=int, help="recurrent layers")
     p.add_argument("--steps", type=int, help="optimiser steps")
@@ -91,7 +97,8 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
                    help="share of the --data sequences held out for validation (default 0.15; a "
                         "single sequence gives its last part)")
     p.add_argument("--restart", action="store_true",
-                   help="start over instead of resuming the run found in --workdir")
+                   help="start over instead of resuming the run found in --workdir (a run is "
+                        "resumed only with the settings it was started with)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_train)
@@ -121,7 +128,8 @@ def _add_sample(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--prime", help=".npz whose x (one sequence, or N of equal length) is fed first")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint (default best)")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", required=True, help="output .npz (an existing file is kept unless --force)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=run_sample)
     return p
 
@@ -129,8 +137,14 @@ def _add_sample(subparsers) -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- data
 
 
-def load_sequences(path: str | os.PathLike, what: str = "data") -> Sequences:
+def load_sequences(path: str | os.PathLike, what: str = "data", *, one_sequence_ok: bool = False) -> Sequences:
     """Reads and checks a ``.npz`` of sequences; errors name the file and the problem.
+
+    Args:
+      path: the file.
+      what: how errors name it (the flag).
+      one_sequence_ok: read a 2-D ``x`` (T, D) as one sequence; otherwise a 2-D ``x`` is
+        refused, because (S, T) univariate sequences and (T, D) one sequence look alike.
 
     Raises:
       FileNotFoundError: no such file.
@@ -143,6 +157,14 @@ def load_sequences(path: str | os.PathLike, what: str = "data") -> Sequences:
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{what} file {path} is not a readable .npz (not a zip archive)")
     try:
+        if not one_sequence_ok:
+            with np.load(path, allow_pickle=False) as f:
+                shape = f["x"].shape if "x" in f.files else None
+            if shape is not None and len(shape) == 2:
+                raise ValueError(
+                    f"x has shape {shape}, but sequences are (S, T, D); save x[None] for one "
+                    f"sequence of {shape[0]} steps and {shape[1]} features, or x[..., None] for "
+                    f"{shape[0]} univariate sequences of {shape[1]} steps")
         seqs = Sequences.load(path)
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(f"{what} file {path} is not a readable .npz: {err}") from None
@@ -161,6 +183,30 @@ def _check_workdir_model(workdir: Path, n_features: int, what: str) -> dict:
     return saved
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _in_flag_words(message: str, given: dict[str, str]) -> str:
+    """Names the flags the user typed where a message names their config keys
+    (``num_steps`` -> ``--steps (num_steps)``)."""
+    for key, flag in sorted(given.items(), key=lambda kv: -len(kv[0])):
+        short = key.split(".")[-1]
+        for name in (key, short):
+            if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w])", message):
+                return re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w])", f"{flag} ({key})",
+                              message, count=1)
+    return message
+
+
+def _check_components(config, n_steps: int) -> None:
+    k = config.model.n_components
+    if k > max(10, n_steps // 20):
+        print(f"grnn train: warning: {k} components for {n_steps} observed training steps; more "
+              "than about one per 20 steps rarely helps held-out NLL, and every step's head "
+              "grows with K (pass fewer --components)", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -177,10 +223,12 @@ def run_train(args) -> int:
         raise ValueError("pass --data TRAIN.npz or --config CONFIG.py")
     cfg = load_config_file(args.config) if args.config else {}
     apply_overrides(cfg, args.overrides)
+    given = {}  # config key -> the flag that set it
     for dest, key in _FLAG_KEYS.items():
         value = getattr(args, dest)
         if value is not None:
             set_entry(cfg, key, value)
+            given[key] = "--" + dest.replace("_", "-")
     workdir = Path(args.workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir} exists and is not a directory")
@@ -196,13 +244,32 @@ def run_train(args) -> int:
         train_seqs, val_seqs = splits.train, splits.val
         if resuming:
             _check_workdir_model(workdir, train_seqs.n_features, f"dataset {cfg['dataset']!r}")
-    config = resolve_train_config(cfg, train_seqs)
+    try:
+        config = resolve_train_config(cfg, train_seqs)
+    except ValueError as err:
+        raise ValueError(_in_flag_words(str(err), given)) from None
+    _check_components(config, train_seqs.n_steps)
     try:
         _, metrics = train(config, train_seqs, val_seqs, workdir, resume=not args.restart,
                            progress=not (args.quiet or args.json))
+    except RunConfigMismatch as err:
+        changes = ", ".join(
+            f"{given.get(k, k)} {a!r} -> {b!r}" for k, (a, b) in err.diff.items())
+        raise ValueError(
+            f"--workdir {workdir} holds a run started with other settings ({changes}); a run "
+            "resumes only with the settings it was started with: pass --restart to start over "
+            "there, or give a new --workdir") from None
     except NonFiniteTrainingError as err:
         print(f"grnn train: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as err:
+        print(f"grnn train: interrupted at step {err.step} (saved); run the same command to "
+              "resume", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("grnn train: interrupted before the first step; nothing was saved past the last "
+              "checkpoint; run the same command to resume", file=sys.stderr)
+        return 130
     evals = [m for m in metrics if m.get("kind") == "eval"]
     best = min(evals, key=lambda m: m["val_nll"]) if evals else None
     report = {
@@ -221,7 +288,7 @@ def run_train(args) -> int:
         m = config.model
         print(f"trained a {m.n_components}-component {m.covariance_type} GRNN ({m.cell}, "
               f"{m.n_layers}x{m.hidden_size}) for {report['steps']} steps on "
-              f"{report['n_train_steps']} steps of {report['n_train_sequences']} sequences")
+              f"{report['n_train_steps']} steps of {_plural(report['n_train_sequences'], 'sequence')}")
         if best is not None:
             print(f"best validation NLL {best['val_nll']:.4f} nats/step (original units) at step "
                   f"{best['step']}; those parameters are kept as 'best'")
@@ -249,7 +316,7 @@ def run_evaluate(args) -> int:
 
 
 def _load_prime(path: str, n_samples: int, n_features: int) -> np.ndarray:
-    seqs = load_sequences(path, "--prime")
+    seqs = load_sequences(path, "--prime", one_sequence_ok=True)
     if seqs.n_features != n_features:
         raise ValueError(f"--prime {path} has {seqs.n_features} features; the model has {n_features}")
     if seqs.n_sequences == 1:
@@ -289,6 +356,8 @@ def run_sample(args) -> int:
         raise ValueError(f"--out {out} must end in .npz")
     if not out.parent.is_dir():
         raise ValueError(f"--out folder {out.parent} does not exist")
+    if out.exists() and not args.force:
+        raise ValueError(f"--out {out} exists; pass --force to overwrite it")
     workdir = Path(args.workdir)
     saved = read_run_config(workdir)
     prime = None
@@ -302,5 +371,5 @@ def run_sample(args) -> int:
                        prime=z_prime, temperature=args.temperature)
     x = standardiser.inverse(np.asarray(z, np.float64))
     _save_npz_atomic(out, x=x, lengths=np.full(args.num, args.steps, np.int64))
-    print(f"wrote {args.num} sequences of {args.steps} steps to {out}")
+    print(f"wrote {_plural(args.num, 'sequence')} of {args.steps} steps to {out}")
     return 0

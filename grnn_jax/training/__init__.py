@@ -2,8 +2,20 @@
 evaluation, checkpoints, fit loop."""
 
 from grnn_jax.training.checkpoint import RunCheckpoints
-from grnn_jax.training.config import ModelConfig, TrainConfig, default_config, write_json_atomic
-from grnn_jax.training.loop import NonFiniteTrainingError, load_trained, train
+from grnn_jax.training.config import (
+    ModelConfig,
+    TrainConfig,
+    config_diff,
+    default_config,
+    write_json_atomic,
+)
+from grnn_jax.training.loop import (
+    NonFiniteTrainingError,
+    RunConfigMismatch,
+    TrainingInterrupted,
+    load_trained,
+    train,
+)
 from grnn_jax.training.objectives import OBJECTIVES, Objective, batch_loss, get_objective
 from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.resolve import (
@@ -36,11 +48,14 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "RunCheckpoints",
+    "RunConfigMismatch",
     "RunProgress",
     "TrainConfig",
     "TrainState",
+    "TrainingInterrupted",
     "apply_overrides",
     "batch_loss",
+    "config_diff",
     "config_splits",
     "default_config",
     "evaluate",

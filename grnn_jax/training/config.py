@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -49,8 +50,14 @@ class TrainConfig:
       weight_decay: AdamW decoupled weight decay.
       clip_norm: global gradient-norm clip.
       eval_every: steps between validation evaluations (and "last" checkpoints).
-      patience: stop after this many evaluations without a better validation NLL
+      patience: stop after this many evaluations without a better (smoothed) validation NLL
         (0: never stop early; the best checkpoint is kept either way).
+      stop_from_fraction: early stopping may end the run only after this share of
+        ``num_steps`` (when the learning rate has decayed enough for a stall to mean
+        something).
+      val_smoothing: patience is judged on an exponential moving average of the validation
+        NLL, ``s <- val_smoothing * s + (1 - val_smoothing) * nll`` (0: the raw scores); the
+        best checkpoint always follows the raw score.
       max_consecutive_skips: stop after this many consecutive non-finite steps.
       log_every: steps between reads of the training metrics on the host.
       seed: seeds parameter initialisation and batch shuffling.
@@ -69,6 +76,8 @@ class TrainConfig:
     clip_norm: float = 1.0
     eval_every: int = 50
     patience: int = 0
+    stop_from_fraction: float = 0.0
+    val_smoothing: float = 0.0
     max_consecutive_skips: int = 20
     log_every: int = 10
     seed: int = 0
@@ -86,16 +95,35 @@ class TrainConfig:
             "log_every": self.log_every,
         }
         for name, v in ints.items():
-            if int(v) != v or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ValueError(f"{name} must be a positive integer; got {v!r}")
-        if m.n_covariates < 0 or self.warmup_steps < 0 or self.patience < 0:
-            raise ValueError("n_covariates, warmup_steps and patience must be >= 0")
+        for name, v in (("model.n_covariates", m.n_covariates), ("warmup_steps", self.warmup_steps),
+                        ("patience", self.patience), ("seed", self.seed)):
+            if not _is_int(v) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
+        for name in ("learning_rate", "clip_norm", "end_lr_fraction", "weight_decay",
+                     "stop_from_fraction", "val_smoothing"):
+            v = getattr(self, name)
+            if not _is_real(v):
+                raise ValueError(f"{name} must be a number; got {v!r}")
         for name in ("learning_rate", "clip_norm"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be positive; got {v!r}")
-        if not (0 <= self.end_lr_fraction <= 1) or not (self.weight_decay >= 0):
-            raise ValueError("end_lr_fraction must lie in [0, 1] and weight_decay be >= 0")
+        if not 0 <= self.end_lr_fraction <= 1:
+            raise ValueError(f"end_lr_fraction must lie in [0, 1]; got {self.end_lr_fraction!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}")
+        if not 0 <= self.stop_from_fraction <= 1:
+            raise ValueError(f"stop_from_fraction must lie in [0, 1]; got {self.stop_from_fraction!r}")
+        if not 0 <= self.val_smoothing < 1:
+            raise ValueError(f"val_smoothing must lie in [0, 1); got {self.val_smoothing!r}")
+        for name, v in (("model.covariance_type", m.covariance_type), ("model.cell", m.cell),
+                        ("objective", self.objective)):
+            if not isinstance(v, str):
+                raise ValueError(f"{name} must be a name; got {v!r}")
+        if not isinstance(self.standardise, bool):
+            raise ValueError(f"standardise must be true or false; got {self.standardise!r}")
         get_objective(self.objective)  # raises on an unknown name, listing the known ones
         return self
 
@@ -119,14 +147,47 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def default_config(train: Sequences) -> TrainConfig:
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def config_diff(old: TrainConfig, new: TrainConfig) -> dict[str, tuple]:
+    """The settings that differ, as ``{dotted key: (old, new)}``.
+
+    Example:
+      >>> a = TrainConfig(ModelConfig(n_features=2))
+      >>> config_diff(a, a.replace(num_steps=400, model={"hidden_size": 8}))
+      {'model.hidden_size': (64, 8), 'num_steps': (1000, 400)}
+    """
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+
+    a, b = flat(old.to_dict()), flat(new.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def default_config(train: Sequences, *, num_steps: int | None = None) -> TrainConfig:
     """Settings scaled to the training data, so that a run with nothing else given is a
     reasonable baseline (it should beat a static GMM on held-out steps of sequential data).
 
-    Bigger data get a wider network and more components; the budget is about 150 epochs,
-    clipped to [400, 3000] steps; validation every 4% of the run (at least 20 steps), early
-    stopping after 8 evaluations without improvement, and the best checkpoint kept: small
-    sets overfit within a few hundred steps, so selection on validation does the regularising.
+    Bigger data get a wider network and more components. The budget is about 150 epochs,
+    clipped to [400, 3000] steps, unless ``num_steps`` is given; the schedule and the
+    evaluation grid follow the budget either way: warm-up over 5 % of it, validation every
+    4 % (at least every 10 steps), and early stopping after 5 evaluations (a fifth of the
+    run) without a better smoothed validation NLL, never in the first 60 % of the run,
+    while the learning rate is still high. The best checkpoint is kept: small sets overfit,
+    so selection on validation does the regularising.
 
     Example:
       >>> import numpy as np
@@ -135,6 +196,9 @@ def default_config(train: Sequences) -> TrainConfig:
       >>> c = default_config(Sequences(np.zeros((10, 50, 2))))
       >>> c.model.hidden_size, c.model.n_components, c.batch_size, c.num_steps
       (32, 3, 10, 400)
+      >>> c = default_config(Sequences(np.zeros((10, 50, 2))), num_steps=8000)
+      >>> c.num_steps, c.warmup_steps, c.eval_every, c.patience, c.stop_from_fraction
+      (8000, 400, 320, 5, 0.6)
     """
     n, d, s = train.n_steps, train.n_features, train.n_sequences
     hidden = 32 if n <= 5_000 else 64 if n <= 100_000 else 128
@@ -142,7 +206,7 @@ def default_config(train: Sequences) -> TrainConfig:
     ctype = "full" if d <= 8 else "diag"
     batch = int(min(32, s))
     per_epoch = max(1, s // batch)
-    steps = int(min(3000, max(400, 150 * per_epoch)))
+    steps = int(min(3000, max(400, 150 * per_epoch))) if num_steps is None else int(num_steps)
     return TrainConfig(
         model=ModelConfig(
             n_features=d, n_components=k, covariance_type=ctype, cell="lstm",
@@ -151,9 +215,11 @@ def default_config(train: Sequences) -> TrainConfig:
         num_steps=steps,
         batch_size=batch,
         learning_rate=3e-3,
-        warmup_steps=max(10, steps // 20),
-        eval_every=max(20, steps // 25),
-        patience=8,
+        warmup_steps=min(max(10, steps // 20), max(steps - 1, 0)),
+        eval_every=max(1, min(steps, max(10, steps // 25))),
+        patience=5,
+        stop_from_fraction=0.6,
+        val_smoothing=0.5,
     )
 
 

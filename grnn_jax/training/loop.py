@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.checkpoint import RunCheckpoints
-from grnn_jax.training.config import TrainConfig, default_config, write_json_atomic
+from grnn_jax.training.config import TrainConfig, config_diff, default_config, write_json_atomic
 from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.rundir import (
     CONFIG_FILE,
@@ -43,6 +43,31 @@ from grnn_jax.training.step import (
 
 class NonFiniteTrainingError(RuntimeError):
     """Training met too many consecutive non-finite steps and stopped."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); the state at ``step`` was checkpointed as "last",
+    so calling :func:`train` again with the same arguments resumes exactly there."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted at step {step}")
+        self.step = step
+
+
+class RunConfigMismatch(ValueError):
+    """The work dir holds a run whose settings differ from the ones given.
+
+    Attributes:
+      diff: ``{dotted key: (saved value, given value)}``.
+    """
+
+    def __init__(self, workdir, diff: dict):
+        self.workdir, self.diff = workdir, diff
+        changes = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        super().__init__(
+            f"{workdir} holds a run with different settings ({changes}); pass the same config "
+            "(or None) to resume it, or resume=False to start over"
+        )
 
 
 def _check_seqs(seqs, name: str) -> Sequences:
@@ -129,10 +154,7 @@ def _prepare(config, train_seqs, val_seqs, workdir, resume, until_step):
             )
         saved_cfg = TrainConfig.from_dict(saved["train_config"])
         if config is not None and config != saved_cfg:
-            raise ValueError(
-                f"{workdir} holds a run with a different configuration; pass the same config "
-                "(or None) to resume, or resume=False to start over"
-            )
+            raise RunConfigMismatch(workdir, config_diff(saved_cfg, config))
         config = saved_cfg
     if config is None:
         config = default_config(train_seqs)
@@ -185,8 +207,11 @@ def train(
     Raises:
       ValueError: bad data or settings, or a run in ``workdir`` that does not match;
         raised before anything in ``workdir`` is written.
+      RunConfigMismatch: (a ValueError) ``workdir`` holds a run with other settings.
       NonFiniteTrainingError: ``max_consecutive_skips`` non-finite steps in a row; the
         last good checkpoint stays as it was.
+      TrainingInterrupted: (a KeyboardInterrupt) Ctrl-C; the state at the interruption is
+        saved as the "last" checkpoint first, so the same call resumes there.
 
     Example:
       >>> import tempfile
@@ -311,7 +336,7 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
             bar.update(1)
             if is_eval:
                 res = evaluate(run.net, state.params, run.val_seqs, standardiser=standardiser)
-                prog = prog.after_eval(done, res.nll)
+                prog = prog.after_eval(done, res.nll, cfg.val_smoothing)
                 if prog.best_step == done:
                     ckpts.save("best", state, prog.to_dict())
                 append_metrics(run.metrics_path, [{
@@ -319,7 +344,8 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                     "best_val_nll": prog.best_val_nll, "best_step": prog.best_step,
                 }])
                 bar.set_postfix(nll=f"{last_loss + log_jac:.4f}", val_nll=_fmt(res.nll))
-                stop = bool(cfg.patience) and prog.evals_since_best >= cfg.patience
+                stop = (bool(cfg.patience) and prog.evals_since_best >= cfg.patience
+                        and done >= cfg.stop_from_fraction * cfg.num_steps)
                 # Recorded in the checkpoint, so that resuming a stopped run does not go on.
                 prog = prog.replace(stopped_early=stop)
                 ckpts.save("last", state, prog.to_dict())
@@ -334,6 +360,12 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                 mark = time.perf_counter()
         prog = prog.replace(step=int(state.step))
         ckpts.save("last", state, prog.to_dict())
+    except KeyboardInterrupt:
+        # ``state`` is always a whole step's result (it is rebound only when a step returns);
+        # the metrics written past it are dropped on resume.
+        at = int(state.step)
+        ckpts.save("last", state, prog.replace(step=at).to_dict())
+        raise TrainingInterrupted(at) from None
     finally:
         bar.close()
     return state, prog

@@ -16,7 +16,10 @@ class RunProgress:
       best_val_nll: the lowest validation NLL so far (original units), None before the first
         evaluation.
       best_step: the step of ``best_val_nll``.
-      evals_since_best: evaluations since the best one (the early-stopping counter).
+      evals_since_best: evaluations since the smoothed score last improved (the
+        early-stopping counter).
+      smoothed_val_nll: the moving average of the validation NLL (see ``after_eval``).
+      best_smoothed_val_nll: the lowest ``smoothed_val_nll`` so far.
       stopped_early: the run ended by early stopping; resuming it does not go on.
 
     Example:
@@ -32,16 +35,27 @@ class RunProgress:
     best_step: int | None = None
     evals_since_best: int = 0
     stopped_early: bool = False
+    smoothed_val_nll: float | None = None
+    best_smoothed_val_nll: float | None = None
 
-    def after_eval(self, step: int, nll: float) -> "RunProgress":
-        """The progress after a validation score ``nll`` at ``step`` (a non-finite score
-        never becomes the best)."""
-        best = self.best_val_nll
-        if math.isfinite(nll) and (best is None or nll < best):
-            return dataclasses.replace(
-                self, step=step, best_val_nll=float(nll), best_step=step, evals_since_best=0
-            )
-        return dataclasses.replace(self, step=step, evals_since_best=self.evals_since_best + 1)
+    def after_eval(self, step: int, nll: float, smoothing: float = 0.0) -> "RunProgress":
+        """The progress after a validation score ``nll`` at ``step``.
+
+        The best score and step follow the raw ``nll``; the early-stopping counter follows
+        ``s <- smoothing * s + (1 - smoothing) * nll``, so one lucky or unlucky evaluation
+        neither resets nor advances it alone. A non-finite score never becomes the best and
+        leaves the average as it was.
+        """
+        best, sm, best_sm = self.best_val_nll, self.smoothed_val_nll, self.best_smoothed_val_nll
+        new = dataclasses.replace(self, step=step)
+        if not math.isfinite(nll):
+            return new.replace(evals_since_best=self.evals_since_best + 1)
+        if best is None or nll < best:
+            new = new.replace(best_val_nll=float(nll), best_step=step)
+        sm = float(nll) if sm is None else smoothing * sm + (1 - smoothing) * float(nll)
+        if best_sm is None or sm < best_sm:
+            return new.replace(smoothed_val_nll=sm, best_smoothed_val_nll=sm, evals_since_best=0)
+        return new.replace(smoothed_val_nll=sm, evals_since_best=self.evals_since_best + 1)
 
     def replace(self, **changes) -> "RunProgress":
         return dataclasses.replace(self, **changes)

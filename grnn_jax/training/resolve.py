@@ -110,7 +110,8 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
 
 
 def resolve_train_config(cfg: dict, train_seqs: Sequences) -> TrainConfig:
-    """``default_config(train_seqs)`` with the training entries of ``cfg`` laid over it.
+    """``default_config(train_seqs)`` (with its schedule derived from ``cfg``'s
+    ``num_steps`` when given) with the training entries of ``cfg`` laid over it.
 
     ``cfg`` may hold TrainConfig fields, a ``model`` section of ModelConfig fields (or bare
     model fields), data keys (``dataset``, ``window``, ``split_seed``, ``val_fraction``) and an
@@ -127,7 +128,10 @@ def resolve_train_config(cfg: dict, train_seqs: Sequences) -> TrainConfig:
       >>> c.model.hidden_size, c.model.n_features, c.num_steps
       (8, 2, 5)
     """
-    base = default_config(train_seqs).to_dict()
+    # A budget given without a schedule gets the schedule and evaluation grid derived from it.
+    steps = cfg.get("num_steps")
+    budget = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1 else None
+    base = default_config(train_seqs, num_steps=budget).to_dict()
     for key, value in cfg.items():
         if key in DATA_KEYS or key == EXPERIMENT_KEY:
             continue

@@ -21,12 +21,25 @@ def read_run_config(workdir: str | Path) -> dict:
 
     Raises:
       FileNotFoundError: ``workdir`` holds no run.
+      ValueError: ``workdir/config.json`` is not a run's config (e.g. an unrelated file).
     """
     path = Path(workdir) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {workdir} holds no training run")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path} is not a training run's config (not valid JSON: {err}); use another "
+            "work dir, or remove that file"
+        ) from None
+    if not isinstance(saved, dict) or not {"train_config", "standardiser", "n_features"} <= set(saved):
+        raise ValueError(
+            f"{path} is not a training run's config (it lacks train_config, standardiser or "
+            "n_features); use another work dir, or remove that file"
+        )
+    return saved
 
 
 def fingerprint(seqs: Sequences) -> str:
