@@ -83,6 +83,13 @@ def fit_hmm(train: Sequences, n_components: int, *, seed: int, n_iter: int = 200
     return model
 
 
+def hmm_converged(model) -> bool:
+    """Whether Baum-Welch stopped because its log-likelihood gain fell below ``tol``
+    (hmmlearn's ``monitor_.converged`` also says True when it ran out of iterations)."""
+    history = list(model.monitor_.history)
+    return len(history) >= 2 and history[-1] - history[-2] < model.monitor_.tol
+
+
 def hmm_score(model, seqs: Sequences) -> float:
     """hmmlearn's own ``score``: the log-likelihood summed over every observed step."""
     return float(model.score(seqs.observed(), seqs.lengths))

@@ -1,9 +1,13 @@
 """The main experiment: a GRNN on a real dataset against baselines, with a report.
 
-Trains a GRNN (and the same network with one Gaussian per step) on the training
-split of a dataset, keeps the parameters with the best validation NLL, fits a
-static GMM and a Gaussian HMM (K chosen on validation), and scores all four on
-the held-out test split in nats per observed step, original units. Writes
+Trains a GRNN (and the same network with one Gaussian per step) for several seeds on
+the training split of a dataset, keeps each run's parameters with the best validation
+NLL, fits a static GMM and a Gaussian HMM (K chosen on validation), and scores them all
+on held-out test steps in nats per observed step, original units. A single series is
+evaluated by rolling origin (``experiment.folds`` test blocks, each model refitted per
+fold on the past only); a set of sequences by its held-out sequences. Every difference
+to the GRNN comes with its paired standard error, the networks' scores with their
+spread over seeds, calibration with a PIT ECDF and its confidence band. Writes
 ``report.md``, ``results.json`` and figures into the work dir.
 
     python -m experiments.main --config experiments/configs/geyser.py --workdir runs/main
@@ -25,7 +29,8 @@ import numpy as np
 
 from experiments import baselines, plots
 from grnn_jax import calibration, gmm, model
-from grnn_jax.data import Sequences
+from grnn_jax.data import DATASETS, Sequences
+from grnn_jax.data.real import rolling_origin_splits
 from grnn_jax.training import (
     TrainConfig,
     apply_overrides,
@@ -45,6 +50,8 @@ FEATURE_NAMES = {
     "geyser": ("waiting (min)", "duration (min)"),
     "storms": ("lat", "long", "wind (kn)", "pressure (mb)"),
     "eustock": ("DAX", "SMI", "CAC", "FTSE"),
+    "weather": ("temperature (F)", "dew point (F)", "pressure (mb)"),
+    "elecdemand": ("demand (GW)", "temperature (C)"),
 }
 EXPERIMENT_DEFAULTS = {
     "baseline_components": list(baselines.COMPONENTS_GRID),
@@ -57,9 +64,12 @@ EXPERIMENT_DEFAULTS = {
     "max_train_sequences": None,
     "sample_seed": 0,
     "seeds": [0],
-    "pit_bins": None,
+    "folds": 1,
+    "fold_block": None,
+    "alpha": 0.05,
 }
 GRNN, SINGLE, STATIC, HMM = "GRNN", "single-Gaussian RNN (K=1)", "static GMM", "Gaussian HMM"
+ORACLE = "generating process (oracle)"
 BASELINES = (SINGLE, STATIC, HMM)
 _K_AXIS = {"full": -3, "diag": -2, "spherical": -1}  # the component axis of prec_chol
 
@@ -107,12 +117,6 @@ def _nll(g, z: Sequences, log_jacobian: float) -> float:
     return baselines.nll_per_step(total, z.n_steps, log_jacobian)
 
 
-def _score(run: dict, seqs: Sequences):
-    """(predictive GMM in standardised units, NLL per step in original units) on ``seqs``."""
-    g, z = _predict(run, seqs)
-    return g, _nll(g, z, run["st"].log_jacobian)
-
-
 def _score_ensemble(runs: list[dict], seqs: Sequences):
     """The equal-weight mixture of the runs' predictive mixtures (one GMM with N*K components);
     every run shares the standardiser of the common training split."""
@@ -126,16 +130,149 @@ def _score_ensemble(runs: list[dict], seqs: Sequences):
     return g, _nll(g, parts[0][1], runs[0]["st"].log_jacobian)
 
 
-@functools.partial(jax.jit, static_argnames=("levels", "n_bins"))
-def _calibration(g, z, mask, levels, n_bins):
+@jax.jit
+def _pit(g, z):
     g = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), g)
-    return calibration.summary(g, z, mask, levels=levels, n_bins=n_bins)
+    return calibration.marginal_cdf(g, z)
 
 
 @jax.jit
 def _masked_log_prob(g, z, mask):
     g = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), g)
     return jnp.where(mask, gmm.log_prob(g, z), 0.0)
+
+
+def fold_splits(cfg: dict, exp: dict) -> list:
+    """The train/validation/test splits the experiment scores: one split of ``cfg``'s dataset,
+    or ``exp["folds"]`` rolling-origin folds of a series (see ``rolling_origin_splits``)."""
+    n_folds = int(exp["folds"])
+    if n_folds <= 1:
+        return [config_splits(cfg)]
+    return rolling_origin_splits(str(cfg.get("dataset")), n_folds, block=exp["fold_block"],
+                                 window=cfg.get("window"))
+
+
+def _run_fold(cfg: dict, exp: dict, splits, workdir: Path, progress: bool) -> dict:
+    """Trains and fits every model on one split; returns their per-step test log-densities
+    (original units, observed steps only), PIT values and selection records."""
+    train_seqs, val_seqs, test_seqs = splits
+    if exp["max_train_sequences"]:
+        train_seqs = train_seqs.select(slice(0, int(exp["max_train_sequences"])))
+    config = resolve_train_config(cfg, train_seqs)
+    timings = {}
+    seeds = [int(v) for v in exp["seeds"]] or [config.seed]
+    t = time.perf_counter()
+    grnn_runs = _train_seeds(config, seeds, train_seqs, val_seqs, workdir, "grnn", progress)
+    timings["grnn"] = time.perf_counter() - t
+    t = time.perf_counter()
+    k1_runs = _train_seeds(config.replace(model={"n_components": 1}), seeds, train_seqs, val_seqs,
+                           workdir, "grnn_k1", progress)
+    timings["single_gaussian_rnn"] = time.perf_counter() - t
+    best, best1 = (min(r, key=lambda run: run["val_nll"]) for r in (grnn_runs, k1_runs))
+
+    # Baselines see the same standardised data as the networks; K is picked on validation.
+    st = best["st"]
+    log_jac = st.log_jacobian
+    tr_z, va_z, te_z = (st.transform(s) for s in (train_seqs, val_seqs, test_seqs))
+    ks = [int(k) for k in exp["baseline_components"]]
+    t = time.perf_counter()
+    static = baselines.static_gmm_baseline(tr_z, va_z, log_jacobian=log_jac, seed=config.seed, ks=ks)
+    timings["static_gmm"] = time.perf_counter() - t
+    t = time.perf_counter()
+    hmm = baselines.hmm_baseline(tr_z, va_z, log_jacobian=log_jac, seed=config.seed, ks=ks,
+                                 n_iter=int(exp["hmm_iter"]))
+    timings["hmm"] = time.perf_counter() - t
+
+    # Every model's predictive mixtures are in the units of the one standardiser fitted on
+    # this fold's training split, so per-step log-densities pair up step by step.
+    valid = np.asarray(test_seqs.mask)
+    z_test = jnp.asarray(te_z.x, jnp.float32)
+    mask = jnp.asarray(valid)
+
+    def observed(g):
+        lp = np.asarray(_masked_log_prob(g, z_test, mask), np.float64)[valid] - log_jac
+        # PIT values do not change under the increasing affine map of standardisation.
+        return lp, np.asarray(_pit(g, z_test), np.float64)[valid]
+
+    predictive = {GRNN: _predict(best, test_seqs)[0], SINGLE: _predict(best1, test_seqs)[0]}
+    val_nll = {GRNN: best["val_nll"], SINGLE: best1["val_nll"]}
+    ks_used = {GRNN: best["net"].n_components, SINGLE: 1}
+    if len(grnn_runs) > 1:
+        label = f"GRNN ensemble of {len(grnn_runs)} seeds"
+        predictive[label] = _score_ensemble(grnn_runs, test_seqs)[0]
+        val_nll[label] = _score_ensemble(grnn_runs, val_seqs)[1]
+        ks_used[label] = len(grnn_runs) * best["net"].n_components
+    for label, b in {STATIC: static, HMM: hmm}.items():
+        predictive[label] = b.predictive(te_z)
+        val_nll[label] = b.val_nll[b.n_components]
+        ks_used[label] = b.n_components
+    models = {label: dict(zip(("lp", "pit"), observed(g))) for label, g in predictive.items()}
+    seed_lp = {}
+    for label, runs in ((GRNN, grnn_runs), (SINGLE, k1_runs)):
+        seed_lp[label] = {r["seed"]: observed(_predict(r, test_seqs)[0])[0] for r in runs}
+    oracle = DATASETS[str(cfg.get("dataset"))].oracle if cfg.get("dataset") in DATASETS else None
+    if oracle is not None:
+        models[ORACLE] = {"lp": np.asarray(oracle(test_seqs), np.float64)[valid], "pit": None}
+    return {
+        "splits": (train_seqs, val_seqs, test_seqs), "config": config, "best": best, "best1": best1,
+        "predictive": predictive, "models": models, "seed_lp": seed_lp, "val_nll": val_nll,
+        "n_components": ks_used, "timings": timings,
+        "val_nll_by_k": {STATIC: {str(k): v for k, v in static.val_nll.items()},
+                         HMM: {str(k): v for k, v in hmm.val_nll.items()}},
+        "val_nll_by_seed": {GRNN: {str(r["seed"]): r["val_nll"] for r in grnn_runs},
+                            SINGLE: {str(r["seed"]): r["val_nll"] for r in k1_runs}},
+        # hmmlearn's monitor_.converged is also True when Baum-Welch merely ran out of
+        # iterations; convergence here means the last gain fell below the tolerance.
+        "hmm_converged": baselines.hmm_converged(hmm.model),
+        "hmm_iterations": int(hmm.model.monitor_.iter),
+        "best_step": _best_eval(best["dir"])["step"],
+    }
+
+
+def paired_difference(lp_grnn: np.ndarray, lp_other: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of ``lp_grnn - lp_other`` over the same test steps: the other
+    model's NLL minus the GRNN's (positive: the GRNN gave the steps more density)."""
+    diff = np.asarray(lp_grnn, np.float64) - np.asarray(lp_other, np.float64)
+    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
+    return float(diff.mean()), se
+
+
+def summarise_folds(folds: list[dict], *, levels, alpha: float) -> dict:
+    """One table row per model from the folds' per-step records, pooled over all test steps."""
+    rows = {}
+    lp_grnn = np.concatenate([f["models"][GRNN]["lp"] for f in folds])
+    n_val = [f["splits"][1].n_steps for f in folds]
+    for label in folds[0]["models"]:
+        lp = np.concatenate([f["models"][label]["lp"] for f in folds])
+        row = {"test_nll": float(-lp.mean()),
+               "test_nll_by_fold": [float(-f["models"][label]["lp"].mean()) for f in folds]}
+        if label != GRNN:
+            row["test_nll_minus_grnn"], row["paired_se"] = paired_difference(lp_grnn, lp)
+        if label in folds[0]["val_nll"]:
+            row["val_nll"] = float(np.average([f["val_nll"][label] for f in folds], weights=n_val))
+            row["n_components"] = [int(f["n_components"][label]) for f in folds]
+        if folds[0]["models"][label]["pit"] is not None:
+            pit = np.concatenate([f["models"][label]["pit"] for f in folds])
+            cov = np.asarray(calibration.interval_coverage(jnp.asarray(pit), levels))
+            row["coverage"] = cov.mean(axis=1).tolist()
+            row["coverage_by_dim"] = cov.tolist()
+            row["pit_ks"] = np.asarray(calibration.pit_ks_distance(jnp.asarray(pit))).tolist()
+            row["pit_band"] = calibration.ecdf_band(pit.shape[0], alpha)
+        if label in folds[0]["seed_lp"]:
+            seeds = folds[0]["seed_lp"][label]
+            by_seed = {str(s): float(-np.concatenate([f["seed_lp"][label][s] for f in folds]).mean())
+                       for s in seeds}
+            vals = np.array(list(by_seed.values()))
+            row["test_nll_by_seed"] = by_seed
+            row["test_nll_seed_mean"] = float(vals.mean())
+            row["test_nll_seed_std"] = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+            row["val_nll_by_seed"] = [f["val_nll_by_seed"][label] for f in folds]
+        if label in (STATIC, HMM):
+            row["val_nll_by_k"] = [f["val_nll_by_k"][label] for f in folds]
+        rows[label] = row
+    rows[HMM]["converged"] = [f["hmm_converged"] for f in folds]
+    rows[HMM]["iterations"] = [f["hmm_iterations"] for f in folds]
+    return rows
 
 
 def run(cfg: dict, workdir: str | Path, *, progress: bool = True) -> dict:
@@ -149,91 +286,36 @@ def run(cfg: dict, workdir: str | Path, *, progress: bool = True) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     exp = dict(EXPERIMENT_DEFAULTS, **cfg.get("experiment", {}))
     name = str(cfg.get("dataset", "geyser"))
-    splits = config_splits(cfg)
-    train_seqs, val_seqs, test_seqs = splits
-    if exp["max_train_sequences"]:
-        train_seqs = train_seqs.select(slice(0, int(exp["max_train_sequences"])))
-    config = resolve_train_config(cfg, train_seqs)
-    timings = {}
-
-    seeds = [int(v) for v in exp["seeds"]] or [config.seed]
-    t = time.perf_counter()
-    grnn_runs = _train_seeds(config, seeds, train_seqs, val_seqs, workdir, "grnn", progress)
-    timings["grnn"] = time.perf_counter() - t
-    t = time.perf_counter()
-    k1_runs = _train_seeds(config.replace(model={"n_components": 1}), seeds, train_seqs, val_seqs,
-                           workdir, "grnn_k1", progress)
-    timings["single_gaussian_rnn"] = time.perf_counter() - t
-    best, best1 = (min(r, key=lambda run: run["val_nll"]) for r in (grnn_runs, k1_runs))
-    net, params, st = best["net"], best["params"], best["st"]
-
-    # Baselines see the same standardised data as the networks; K is picked on validation.
-    log_jac = st.log_jacobian
-    tr_z, va_z, te_z = (st.transform(s) for s in (train_seqs, val_seqs, test_seqs))
-    ks = [int(k) for k in exp["baseline_components"]]
-    t = time.perf_counter()
-    static = baselines.static_gmm_baseline(tr_z, va_z, log_jacobian=log_jac, seed=config.seed, ks=ks)
-    timings["static_gmm"] = time.perf_counter() - t
-    t = time.perf_counter()
-    hmm = baselines.hmm_baseline(tr_z, va_z, log_jacobian=log_jac, seed=config.seed, ks=ks,
-                                 n_iter=int(exp["hmm_iter"]))
-    timings["hmm"] = time.perf_counter() - t
-
     levels = tuple(float(v) for v in exp["levels"])
-    mask = jnp.asarray(test_seqs.mask)
-    predictive, rows = {}, {}
-    for label, run in {GRNN: best, SINGLE: best1}.items():
-        g, nll = _score(run, test_seqs)
-        predictive[label] = g
-        rows[label] = {"n_components": run["net"].n_components, "val_nll": run["val_nll"],
-                       "test_nll": nll, "seed": run["seed"],
-                       "val_nll_by_seed": {str(r["seed"]): r["val_nll"] for r in
-                                           (grnn_runs if label == GRNN else k1_runs)}}
-    if len(grnn_runs) > 1:
-        label = f"GRNN ensemble of {len(grnn_runs)} seeds"
-        g, nll = _score_ensemble(grnn_runs, test_seqs)
-        predictive[label] = g
-        rows[label] = {"n_components": g.n_components, "val_nll": _score_ensemble(grnn_runs, val_seqs)[1],
-                       "test_nll": nll}
-    for label, b in {STATIC: static, HMM: hmm}.items():
-        predictive[label] = b.predictive(te_z)
-        rows[label] = {
-            "n_components": b.n_components,
-            "val_nll": b.val_nll[b.n_components],
-            "test_nll": b.nll(te_z, log_jac),
-            "val_nll_by_k": {str(k): v for k, v in b.val_nll.items()},
-        }
-    z_test = jnp.asarray(te_z.x, jnp.float32)
-    # Paired comparison on the same test steps: every model's predictive mixtures are in
-    # the units of the one standardiser fitted on the common training split.
-    valid = np.asarray(test_seqs.mask)
-    step_lp = {label: np.asarray(_masked_log_prob(g, z_test, mask))[valid]
-               for label, g in predictive.items()}
-    n_bins = int(exp["pit_bins"] or np.clip(test_seqs.n_steps // 10, 4, 10))
-    hists = {}
-    for label, g in predictive.items():
-        diff = step_lp[GRNN] - step_lp[label]  # > 0 where the GRNN gave the step more density
-        rows[label]["test_nll_minus_grnn"] = float(diff.mean())
-        rows[label]["paired_se"] = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
-        # PIT values do not change under the increasing affine map of standardisation.
-        s = _calibration(g, z_test, mask, levels, n_bins)
-        rows[label]["coverage"] = np.asarray(s["coverage"]).mean(axis=1).tolist()
-        rows[label]["coverage_by_dim"] = np.asarray(s["coverage"]).tolist()
-        rows[label]["calibration_max_abs_error"] = float(s["max_abs_error"])
-        hists[label] = np.asarray(s["histogram"])
+    calibration.ecdf_band(1, float(exp["alpha"]))  # a bad alpha fails before any training
+    all_splits = fold_splits(cfg, exp)
+    folds = []
+    for i, splits in enumerate(all_splits):
+        fold_dir = workdir / f"fold{i}" if len(all_splits) > 1 else workdir
+        folds.append(_run_fold(cfg, exp, splits, fold_dir, progress))
+    rows = summarise_folds(folds, levels=levels, alpha=float(exp["alpha"]))
 
+    last = folds[-1]  # the fold trained on the most data draws the figures
+    test_seqs = last["splits"][2]
     features = FEATURE_NAMES.get(name, tuple(f"x{d}" for d in range(test_seqs.n_features)))
-    figures = _figures(workdir, exp, features, test_seqs, predictive, hists, best, best1)
-
+    pits = {label: np.concatenate([f["models"][label]["pit"] for f in folds])
+            for label in last["predictive"]}
+    figures = _figures(workdir, exp, features, last, pits)
+    timings = {k: sum(f["timings"][k] for f in folds) for k in last["timings"]}
     results = {
         "dataset": name,
-        "n_train_sequences": train_seqs.n_sequences, "n_train_steps": train_seqs.n_steps,
-        "n_val_steps": val_seqs.n_steps, "n_test_steps": test_seqs.n_steps,
-        "n_test_sequences": test_seqs.n_sequences,
+        "n_folds": len(folds),
+        "n_train_sequences": [f["splits"][0].n_sequences for f in folds],
+        "n_train_steps": [f["splits"][0].n_steps for f in folds],
+        "n_val_steps": [f["splits"][1].n_steps for f in folds],
+        "n_test_steps": int(sum(f["splits"][2].n_steps for f in folds)),
+        "n_test_sequences": int(sum(f["splits"][2].n_sequences for f in folds)),
+        "seeds": [int(s) for s in folds[0]["seed_lp"][GRNN]],
         "levels": list(levels),
+        "alpha": float(exp["alpha"]),
         "models": rows,
-        "train_config": config.to_dict(),
-        "best_step": _best_eval(best["dir"])["step"],
+        "train_config": last["config"].to_dict(),
+        "best_step": [f["best_step"] for f in folds],
         "figures": figures,
         "timings_s": timings,
         "wall_time_s": time.perf_counter() - t_start,
@@ -249,13 +331,15 @@ def _best_eval(run_dir: Path) -> dict:
     return min(evals, key=lambda m: m["val_nll"])
 
 
-def _figures(workdir, exp, features, test_seqs, predictive, hists, best, best1) -> dict:
+def _figures(workdir, exp, features, fold, pits) -> dict:
     figs = {
         "learning_curves": "learning_curves.png",
         "next_step_density": "next_step_density.png",
         "samples": "samples.png",
-        "pit": "pit_histograms.png",
+        "pit": "pit_ecdf.png",
     }
+    best, best1, test_seqs = fold["best"], fold["best1"], fold["splits"][2]
+    predictive = fold["predictive"]
     st, net, params = best["st"], best["net"], best["params"]
     plots.learning_curves({GRNN: read_metrics(best["dir"]), SINGLE: read_metrics(best1["dir"])},
                           workdir / figs["learning_curves"], log_jacobian=st.log_jacobian)
@@ -273,8 +357,9 @@ def _figures(workdir, exp, features, test_seqs, predictive, hists, best, best1) 
                        n_samples=int(exp["n_samples"]))
     sampled = st.inverse(np.asarray(z, np.float64))
     real = [test_seqs.x[i, : int(n)] for i, n in enumerate(test_seqs.lengths)]
-    plots.samples_vs_real(real, sampled, workdir / figs["samples"], feature_names=features)
-    plots.pit_histograms(hists, workdir / figs["pit"], feature_names=features)
+    plots.samples_vs_real(real, sampled, workdir / figs["samples"], feature_names=features,
+                          n_show=int(exp["n_samples"]))
+    plots.pit_ecdfs(pits, workdir / figs["pit"], feature_names=features, alpha=float(exp["alpha"]))
     return figs
 
 
@@ -282,64 +367,141 @@ def _first(g):
     return jax.tree_util.tree_map(lambda a: a[0], g)
 
 
+def _k_text(ks) -> str:
+    return str(ks[0]) if len(set(ks)) == 1 else "/".join(str(k) for k in ks)
+
+
+def _diff_text(row: dict) -> str:
+    return f"{row['test_nll_minus_grnn']:+.3f} ± {row['paired_se']:.3f}"
+
+
+def verdict(rows: dict, n_steps: int) -> str:
+    """What the table says about the GRNN against each baseline, in words that follow from
+    the numbers: a difference counts only beyond two paired standard errors."""
+    better, tied, worse = [], [], []
+    for name in [k for k in BASELINES if k in rows]:
+        row = rows[name]
+        m, se = row["test_nll_minus_grnn"], row["paired_se"]
+        text = f"the {name} ({_diff_text(row)})"
+        (better if m > 2 * se else worse if m < -2 * se else tied).append(text)
+    parts = [f"On {n_steps} held-out steps the GRNN scores {rows[GRNN]['test_nll']:.3f} nats/step."]
+    if better:
+        parts.append("It is better, by more than two paired standard errors, than "
+                     + ", ".join(better) + ".")
+    if tied:
+        parts.append("It cannot be told apart from " + ", ".join(tied)
+                     + ": the difference is within two paired standard errors.")
+    if worse:
+        parts.append("It is worse, by more than two paired standard errors, than "
+                     + ", ".join(worse) + ".")
+    if not tied and not worse:
+        parts.append("It beats every baseline.")
+    ens = [k for k in rows if k.startswith("GRNN ensemble")]
+    for name in ens:
+        m, se = rows[name]["test_nll_minus_grnn"], rows[name]["paired_se"]
+        how = ("better than" if m < -2 * se else "worse than" if m > 2 * se
+               else "not distinguishable from")
+        parts.append(f"The {name} is {how} the single GRNN picked on validation ({_diff_text(rows[name])}).")
+    if ORACLE in rows:
+        m, se = rows[ORACLE]["test_nll_minus_grnn"], rows[ORACLE]["paired_se"]
+        parts.append(f"Gap to the generating process's own density: the GRNN is {-m:.3f} ± {se:.3f} "
+                     f"nats/step above the oracle's {rows[ORACLE]['test_nll']:.3f}.")
+    return " ".join(parts)
+
+
+def calibration_text(rows: dict, features, alpha: float) -> str:
+    """Which models' PIT ECDFs leave the (1 - alpha) band, per feature."""
+    out = []
+    for name, row in rows.items():
+        if "pit_ks" not in row:
+            continue
+        off = [f"{features[d]} ({v:.3f})" for d, v in enumerate(row["pit_ks"]) if v > row["pit_band"]]
+        out.append(f"{name}: " + ("inside the band in every dimension" if not off
+                                  else "outside it for " + ", ".join(off)))
+    band = next(r["pit_band"] for r in rows.values() if "pit_band" in r)
+    return (f"PIT ECDF against the uniform CDF, largest distance per dimension, and the "
+            f"{int(round(100 * (1 - alpha)))}% simultaneous band (± {band:.3f}): "
+            + "; ".join(out) + ".")
+
+
 def render_report(r: dict) -> str:
     """The Markdown report of a results dict."""
     rows = r["models"]
     lv = r["levels"]
+    seeds = r["seeds"]
     cov_head = " | ".join(f"{int(round(100 * p))}% cov." for p in lv)
+    if r["n_folds"] > 1:
+        design = (f"Rolling origin: {r['n_folds']} consecutive test blocks ({r['n_test_steps']} "
+                  f"test steps in all); each fold trains on the steps before its validation block "
+                  f"(train {', '.join(map(str, r['n_train_steps']))} steps), validates on the "
+                  f"{r['n_val_steps'][0]} steps just before its test block, and every model is "
+                  "refitted per fold. Rows pool the test steps of all folds.")
+    else:
+        design = (f"Train {r['n_train_steps'][0]} steps in {r['n_train_sequences'][0]} sequences; "
+                  f"validation {r['n_val_steps'][0]} steps; test {r['n_test_steps']} steps in "
+                  f"{r['n_test_sequences']} held-out sequence(s).")
+    features = FEATURE_NAMES.get(r["dataset"], tuple(f"x{d}" for d in range(99)))
     lines = [
         f"# GRNN on `{r['dataset']}`",
         "",
-        f"Train {r['n_train_steps']} steps in {r['n_train_sequences']} sequences; validation "
-        f"{r['n_val_steps']} steps; test {r['n_test_steps']} steps in {r['n_test_sequences']} "
-        "sequence(s). Test steps were used for nothing but the numbers below.",
+        design + " Test steps were used for nothing but the numbers below.",
         "",
         "Held-out negative log-likelihood of the one-step predictive density "
         "p(x_t | x_<t), nats per observed step in the data's original units (lower is better). "
-        "K for the baselines was chosen on validation; the networks keep the parameters of "
-        "their best validation step. Coverage: share of test observations inside the central "
-        "predictive interval of each dimension's marginal, averaged over dimensions "
-        "(nominal in the header). \"minus GRNN\": the model's test NLL minus the GRNN's, with "
-        "the standard error of the mean of the per-step differences (positive: the GRNN is "
-        "better).",
+        "K for the baselines was chosen on validation (per fold: K values separated by /). "
+        f"The networks were trained with seeds {', '.join(map(str, seeds))}; the GRNN row is the "
+        "seed with the best validation NLL (per fold), \"seeds\" gives the mean ± standard "
+        "deviation of the test NLL over all seeds. \"minus GRNN\": the model's test NLL minus the "
+        "GRNN's, ± the standard error of the mean of the per-step differences (positive: the "
+        "GRNN is better). Coverage: share of test observations inside the central predictive "
+        "interval of each dimension's marginal, averaged over dimensions (nominal in the header). "
+        "PIT KS: the largest distance between the PIT values' ECDF and the uniform CDF over the "
+        "dimensions, beside the half-width of its "
+        f"{int(round(100 * (1 - r['alpha'])))}% band.",
         "",
-        f"| model | K | val NLL | **test NLL** | minus GRNN (± paired s.e.) | {cov_head} |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(lv),
+        f"| model | K | val NLL | **test NLL** | seeds: mean ± std | minus GRNN (± paired s.e.) "
+        f"| {cov_head} | PIT KS (band) |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(lv) + "---:|",
     ]
-    order = [GRNN] + [k for k in rows if k.startswith("GRNN ensemble")] + list(BASELINES)
+    order = ([GRNN] + [k for k in rows if k.startswith("GRNN ensemble")] + list(BASELINES)
+             + [ORACLE])
     for name in [k for k in order if k in rows]:
         row = rows[name]
-        cov = " | ".join(f"{c:.2f}" for c in row["coverage"])
-        delta = ("" if name == GRNN else
-                 f"{row['test_nll_minus_grnn']:+.3f} ± {row['paired_se']:.3f}")
-        lines.append(f"| {name} | {row['n_components']} | {row['val_nll']:.3f} | "
-                     f"**{row['test_nll']:.3f}** | {delta} | {cov} |")
-    g = rows[GRNN]["test_nll"]
-    others = {k: rows[k]["test_nll"] for k in BASELINES if k in rows}
-    best_other = min(others, key=others.get)
-    margin = rows[best_other]["test_nll_minus_grnn"]
-    se = rows[best_other]["paired_se"]
-    verdict = ("beats every baseline" if g < others[best_other]
-               else f"does not beat the {best_other}")
-    caveat = ""
-    if abs(margin) < 2 * se:
-        caveat = (f" The margin to the {best_other} ({margin:+.3f} ± {se:.3f}) is within two "
-                  f"paired standard errors on {r['n_test_steps']} test steps: not a clear win.")
+        k = _k_text(row["n_components"]) if "n_components" in row else ""
+        val = f"{row['val_nll']:.3f}" if "val_nll" in row else ""
+        spread = (f"{row['test_nll_seed_mean']:.3f} ± {row['test_nll_seed_std']:.3f}"
+                  if "test_nll_seed_mean" in row else "")
+        delta = _diff_text(row) if name != GRNN else ""
+        cov = " | ".join(f"{c:.2f}" for c in row["coverage"]) if "coverage" in row else \
+            " | ".join("" for _ in lv)
+        ks = f"{max(row['pit_ks']):.3f} ({row['pit_band']:.3f})" if "pit_ks" in row else ""
+        lines.append(f"| {name} | {k} | {val} | **{row['test_nll']:.3f}** | {spread} | {delta} "
+                     f"| {cov} | {ks} |")
+    hmm = rows[HMM]
     lines += [
         "",
-        f"The GRNN {verdict} on held-out steps: {g:.3f} vs {others[best_other]:.3f} nats/step "
-        f"for the best baseline ({best_other}); "
-        + ", ".join(f"{k} {v - g:+.3f}" for k, v in others.items()) + " relative to the GRNN."
-        + caveat,
+        verdict(rows, r["n_test_steps"]),
         "",
-        "GRNN: the seed with the best validation NLL among "
-        + ", ".join(f"seed {k} ({v:.3f})" for k, v in rows[GRNN].get("val_nll_by_seed", {}).items())
-        + "; an ensemble row, when present, is the equal-weight mixture of every seed's "
-        "predictive mixture.",
+        "Consecutive steps are not independent, so the paired standard errors and the PIT band "
+        "are nominal: they treat every test step as a separate draw.",
         "",
-        "Validation NLL of the baselines by K: "
-        + "; ".join(f"{k}: " + ", ".join(f"K={kk} {vv:.3f}" for kk, vv in rows[k]["val_nll_by_k"].items())
-                    for k in (STATIC, HMM)) + ".",
+        calibration_text(rows, features, r["alpha"]),
+        "",
+        "Validation NLL by seed (per fold): "
+        + "; ".join(f"{name}: " + " | ".join(", ".join(f"seed {s} {v:.3f}" for s, v in f.items())
+                                            for f in rows[name]["val_nll_by_seed"])
+                    for name in (GRNN, SINGLE)) + ". Test NLL by seed: "
+        + "; ".join(f"{name}: " + ", ".join(f"seed {s} {v:.3f}"
+                                            for s, v in rows[name]["test_nll_by_seed"].items())
+                    for name in (GRNN, SINGLE)) + ".",
+        "",
+        "Validation NLL of the baselines by K (per fold): "
+        + "; ".join(f"{name}: " + " | ".join(", ".join(f"K={kk} {vv:.3f}" for kk, vv in f.items())
+                                            for f in rows[name]["val_nll_by_k"])
+                    for name in (STATIC, HMM)) + ". "
+        f"Baum-Welch of the chosen HMM converged in every fold: "
+        f"{'yes' if all(hmm['converged']) else 'NO'} (iterations "
+        f"{', '.join(map(str, hmm['iterations']))}).",
         "",
         "## Settings",
         "",
@@ -347,19 +509,27 @@ def render_report(r: dict) -> str:
         json.dumps(r["train_config"], indent=1, sort_keys=True),
         "```",
         "",
-        f"Best validation step of the GRNN: {r['best_step']}. Wall time {r['wall_time_s']:.0f} s ("
+        f"Best validation step of the GRNN (per fold): {', '.join(map(str, r['best_step']))}. "
+        f"Wall time {r['wall_time_s']:.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in r["timings_s"].items()) + ").",
         "",
         "## Figures",
         "",
     ]
+    last = "the last fold's " if r["n_folds"] > 1 else "the "
     captions = {
-        "learning_curves": "Learning curves: training loss and validation NLL per step.",
-        "next_step_density": "Predicted density of the next observation at a few steps of the "
-                             "held-out sequence (star: what happened; square: the previous step).",
-        "samples": "Held-out sequences beside sequences sampled from the GRNN.",
-        "pit": "PIT histograms of the one-step predictions (flat when calibrated; U-shaped when "
-               "over-confident).",
+        "learning_curves": f"Learning curves ({last}training run): training loss and validation "
+                           "NLL per optimiser step; dots mark the kept parameters.",
+        "next_step_density": f"Predicted density of the next observation at a few steps of {last}"
+                             "first test sequence (colour scale: density per unit area). Grey dots: "
+                             "the sequence's earlier steps; square: the previous step x[t-1]; "
+                             "star: what happened, x[t].",
+        "samples": f"{last.capitalize()}held-out test sequences beside sequences sampled from the "
+                   "GRNN, one colour per sequence, and the lag-one scatter of both.",
+        "pit": "PIT ECDF minus the uniform CDF of the one-step predictions on all test steps, per "
+               "dimension, with the simultaneous confidence band (grey). Inside the band: no "
+               "evidence of miscalibration; above zero then below (a falling S): over-confident, "
+               "too narrow; below then above: too wide; above zero throughout: predictions too high.",
     }
     for key, fname in r["figures"].items():
         lines += [f"![{key}]({fname})", "", captions[key], ""]
@@ -379,8 +549,10 @@ def main(argv: list[str] | None = None) -> int:
     res = run(cfg, args.workdir, progress=not args.quiet)
     print(f"report: {Path(args.workdir) / 'report.md'}  (wall time {res['wall_time_s']:.0f} s)")
     for name, row in res["models"].items():
-        print(f"  {name:28s} K={row['n_components']}  test NLL {row['test_nll']:.4f} nats/step  "
-              f"coverage {', '.join(f'{c:.2f}' for c in row['coverage'])}")
+        extra = ""
+        if "test_nll_minus_grnn" in row:
+            extra = f"  minus GRNN {row['test_nll_minus_grnn']:+.4f} ± {row['paired_se']:.4f}"
+        print(f"  {name:30s} test NLL {row['test_nll']:.4f} nats/step{extra}")
     return 0
 
 

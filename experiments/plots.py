@@ -18,7 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from grnn_jax import gmm  # noqa: E402
+from grnn_jax import calibration, gmm  # noqa: E402
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
@@ -56,7 +56,7 @@ def learning_curves(runs: dict[str, list[dict]], path: str | Path, *,
       path: the PNG to write.
       log_jacobian: added to the training loss (model units) to put it in original units.
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     for (name, records), c in zip(runs.items(), COLORS):
         tr = [r for r in records if r.get("kind") == "train" and np.isfinite(r.get("loss", np.nan))]
         ev = [r for r in records if r.get("kind") == "eval"]
@@ -71,7 +71,7 @@ def learning_curves(runs: dict[str, list[dict]], path: str | Path, *,
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("NLL (nats per step, original units)")
     ax.set_title("Learning curves (dot: best validation, the kept parameters)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: covers no curve
     ax.grid(alpha=0.3)
     _save(fig, path)
 
@@ -96,28 +96,35 @@ def next_step_densities(x: np.ndarray, models: dict[str, gmm.GMM], steps: Sequen
     ga = np.linspace(x[:, a].min() - pad_a, x[:, a].max() + pad_a, grid)
     gb = np.linspace(x[:, b].min() - pad_b, x[:, b].max() + pad_b, grid)
     mesh = np.stack(np.meshgrid(ga, gb), axis=-1)  # (grid, grid, 2)
-    fig, axes = plt.subplots(len(models), len(steps), figsize=(3.2 * len(steps), 3.0 * len(models)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(models), len(steps), squeeze=False, layout="constrained",
+                             figsize=(3.2 * len(steps) + 1.2, 3.0 * len(models) + 0.6))
     for i, (name, g) in enumerate(models.items()):
         dens_steps = np.asarray(_grid_density(g, jnp.asarray(steps), jnp.asarray(mesh), dims))
+        # One colour scale per row, so panels of a model compare directly.
+        levels = np.linspace(0.0, float(dens_steps.max()) or 1.0, 13)
         for j, t in enumerate(steps):
             ax = axes[i, j]
-            dens = dens_steps[j]
-            ax.contourf(ga, gb, dens, levels=12, cmap="Blues")
-            ax.plot(x[:t, a], x[:t, b], ".", color="0.6", ms=3)
+            filled = ax.contourf(ga, gb, dens_steps[j], levels=levels, cmap="Blues")
+            ax.plot(x[:t, a], x[:t, b], ".", color="0.55", ms=3, label="earlier steps")
             if t > 0:
-                ax.plot(x[t - 1, a], x[t - 1, b], "s", color="tab:orange", ms=5, label="x[t-1]")
-            ax.plot(x[t, a], x[t, b], "*", color="tab:red", ms=12, label="x[t] (true)")
+                ax.plot(x[t - 1, a], x[t - 1, b], "s", color="tab:orange", ms=5, mec="k", mew=0.5,
+                        label="previous step x[t-1]")
+            ax.plot(x[t, a], x[t, b], "*", color="tab:red", ms=12, mec="k", mew=0.5,
+                    label="what happened x[t]")
             if i == 0:
                 ax.set_title(f"step t={t}")
             if j == 0:
                 ax.set_ylabel(f"{name}\n{feature_names[b]}")
             if i == len(models) - 1:
                 ax.set_xlabel(feature_names[a])
-            if i == 0 and j == 0:
-                ax.legend(fontsize=7, loc="upper left")
+        cbar = fig.colorbar(filled, ax=list(axes[i]), fraction=0.03, pad=0.01, format="%.3g")
+        cbar.set_label("density", fontsize=8)
+        cbar.ax.tick_params(labelsize=7)
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8,
+               frameon=False)
     fig.suptitle("Predicted density of the next observation p(x_t | x_<t), held-out sequence")
-    _save(fig, path)
+    _save(fig, path, tight=False)
 
 
 @functools.partial(jax.jit, static_argnames="dims")
@@ -140,16 +147,18 @@ def samples_vs_real(real: Sequence[np.ndarray], sampled: np.ndarray, path: str |
       n_show: sequences drawn per side in the time-series panels.
     """
     d = sampled.shape[-1]
-    fig, axes = plt.subplots(d + 1, 2, figsize=(11, 2.2 * (d + 1)), squeeze=False)
-    sides = (("real (held out)", list(real)[:n_show]), ("sampled", list(sampled)[:n_show]))
-    for col, (title, seqs) in enumerate(sides):
+    fig, axes = plt.subplots(d + 1, 2, figsize=(11, 2.2 * (d + 1) + 0.5), squeeze=False)
+    sides = (("real (held out)", "test sequence", list(real)[:n_show]),
+             ("sampled from the GRNN", "sample", list(sampled)[:n_show]))
+    for col, (title, what, seqs) in enumerate(sides):
         for k in range(d):
             ax = axes[k, col]
-            for s, c in zip(seqs, COLORS):
-                ax.plot(np.arange(len(s)), s[:, k], ".-", color=c, ms=3, lw=0.8)
+            for i, (s, c) in enumerate(zip(seqs, COLORS)):
+                ax.plot(np.arange(len(s)), s[:, k], ".-", color=c, ms=3, lw=0.8, label=f"{what} {i + 1}")
             ax.set_ylabel(feature_names[k])
             if k == 0:
                 ax.set_title(title)
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         axes[d - 1, col].set_xlabel("step")
     # Lag-one scatter of the last feature against the next step's first one (geyser:
     # duration of an eruption against the waiting time before the next).
@@ -161,6 +170,7 @@ def samples_vs_real(real: Sequence[np.ndarray], sampled: np.ndarray, path: str |
                     ms=3, alpha=0.7)
         ax.set_xlabel(f"{feature_names[src]} at t-1")
         ax.set_ylabel(f"{feature_names[dst]} at t")
+        ax.set_title("lag-one pairs, all " + ("test sequences" if col == 0 else "samples"), fontsize=9)
     _share_limits(axes[d, 0], axes[d, 1])
     for k in range(d):
         _share_limits(axes[k, 0], axes[k, 1], x=False)
@@ -168,28 +178,35 @@ def samples_vs_real(real: Sequence[np.ndarray], sampled: np.ndarray, path: str |
     _save(fig, path)
 
 
-def pit_histograms(hists: dict[str, np.ndarray], path: str | Path, *,
-                   feature_names: Sequence[str]) -> None:
-    """PIT histograms (densities on [0, 1]; flat at 1 when calibrated), one panel per feature.
+def pit_ecdfs(pits: dict[str, np.ndarray], path: str | Path, *, feature_names: Sequence[str],
+              alpha: float = 0.05) -> None:
+    """PIT ECDF minus the uniform CDF, one panel per feature, with the simultaneous
+    ``1 - alpha`` band (DKW) of n uniform points: inside it, n points show no miscalibration.
 
     Args:
-      hists: name -> (n_bins, D) histogram heights from ``calibration.pit_histogram``.
+      pits: name -> (N, D) PIT values of the N observed test steps.
       path: the PNG to write.
       feature_names: names of the D features.
+      alpha: level of the band.
     """
-    d = next(iter(hists.values())).shape[1]
-    fig, axes = plt.subplots(1, d, figsize=(3.2 * d, 3.0), squeeze=False)
+    n, d = next(iter(pits.values())).shape
+    eps = calibration.ecdf_band(n, alpha)
+    fig, axes = plt.subplots(1, d, figsize=(3.4 * d + 2.6, 3.2), squeeze=False, sharey=True)
+    u = np.linspace(0.0, 1.0, 201)
     for k in range(d):
         ax = axes[0, k]
-        for (name, h), c in zip(hists.items(), COLORS):
-            edges = np.linspace(0, 1, h.shape[0] + 1)
-            ax.stairs(h[:, k], edges, color=c, lw=1.5, label=name)
-        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.fill_between(u, -eps, eps, color="0.85", label=f"{int(round(100 * (1 - alpha)))}% band, n={n}")
+        ax.axhline(0.0, color="k", lw=0.6)
+        for (name, pit), c in zip(pits.items(), COLORS):
+            srt = np.sort(pit[:, k])
+            ecdf = np.searchsorted(srt, u, side="right") / srt.size
+            ax.plot(u, ecdf - u, color=c, lw=1.4, label=name)
         ax.set_title(feature_names[k])
-        ax.set_xlabel("PIT")
-    axes[0, 0].set_ylabel("density")
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle("PIT histograms of the one-step predictions on held-out steps")
+        ax.set_xlabel("PIT value u")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("ECDF(u) - u")
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Calibration of the one-step predictions on all test steps")
     _save(fig, path)
 
 
@@ -205,8 +222,9 @@ def _share_limits(ax1, ax2, *, x: bool = True) -> None:
     ax2.set_ylim(lo, hi)
 
 
-def _save(fig, path: str | Path) -> None:
+def _save(fig, path: str | Path, *, tight: bool = True) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if tight:  # figures with row colour bars use the constrained layout instead
+        fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

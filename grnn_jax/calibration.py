@@ -16,6 +16,7 @@ masks leave padded steps out of every average.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -231,3 +232,55 @@ def summary(
         "histogram": pit_histogram(pit, n_bins, mask),
         "max_abs_error": jnp.max(jnp.abs(coverage - lv[:, None])),
     }
+
+
+def ecdf_band(n: int, alpha: float = 0.05) -> float:
+    """Half-width of the simultaneous ``1 - alpha`` confidence band of an empirical CDF.
+
+    By the Dvoretzky-Kiefer-Wolfowitz inequality (Massart's constant), the ECDF ``F_n`` of
+    ``n`` independent draws from ``F`` stays within ``eps = sqrt(log(2 / alpha) / (2 n))``
+    of ``F`` everywhere with probability at least ``1 - alpha``. For PIT values the null
+    ``F`` is the uniform CDF: a PIT ECDF leaving the band is evidence of miscalibration at
+    level ``alpha``; staying inside it is all that ``n`` points can show.
+
+    Args:
+      n: number of points, >= 1.
+      alpha: level, in (0, 1).
+
+    Returns:
+      the half-width ``eps``.
+
+    Example:
+      >>> print(round(ecdf_band(1000), 4))
+      0.0429
+    """
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    if not 0.0 < float(alpha) < 1.0:
+        raise ValueError(f"alpha must be in (0, 1); got {alpha}")
+    return math.sqrt(math.log(2.0 / float(alpha)) / (2.0 * int(n)))
+
+
+def pit_ks_distance(pit: jax.Array) -> jax.Array:
+    """Largest distance between the ECDF of PIT values and the uniform CDF, per dimension
+    (the Kolmogorov-Smirnov statistic against uniformity).
+
+    Args:
+      pit: (N, D) PIT values of N observations (padding already removed).
+
+    Returns:
+      (D,) ``sup_u |F_N(u) - u|``, in [0, 1]; compare with ``ecdf_band(N)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> pit = (jnp.arange(4.0)[:, None] + 0.5) / 4  # evenly spread: 1 / (2 N)
+      >>> pit_ks_distance(pit).tolist()
+      [0.125]
+    """
+    if pit.ndim != 2 or pit.shape[0] == 0:
+        raise ValueError(f"pit must be a non-empty (N, D) array; got shape {pit.shape}")
+    u = jnp.sort(pit, axis=0)
+    n = u.shape[0]
+    above = jnp.arange(1, n + 1, dtype=u.dtype)[:, None] / n - u  # F_N just after each point
+    below = u - jnp.arange(n, dtype=u.dtype)[:, None] / n  # and just before it
+    return jnp.max(jnp.maximum(above, below), axis=0)

@@ -125,3 +125,24 @@ def test_bad_levels_and_bins_are_refused():
         calibration.interval_coverage(pit, (0.5, 1.0))
     with pytest.raises(ValueError, match="n_bins"):
         calibration.pit_histogram(pit, 0)
+
+
+def test_pit_ks_distance_matches_scipy_kstest():
+    pit = np.random.default_rng(0).uniform(size=(37, 3)) ** [1.0, 1.5, 0.7]
+    got = np.asarray(calibration.pit_ks_distance(jnp.asarray(pit)))
+    want = [stats.kstest(pit[:, d], "uniform").statistic for d in range(3)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_ecdf_band_holds_uniform_pit_at_its_level():
+    # 2,000 calibrated forecasters of 200 steps each (one per column): the ECDF of their PIT
+    # values leaves the 90% band for about 10% of them (DKW is exact in the limit).
+    n, reps = 200, 2000
+    pit = jnp.asarray(np.random.default_rng(1).uniform(size=(n, reps)))
+    outside = np.asarray(calibration.pit_ks_distance(pit)) > calibration.ecdf_band(n, 0.1)
+    assert 0.06 < outside.mean() < 0.11
+    # An over-confident forecaster (predictive sd half the true one) leaves it.
+    narrow = stats.norm.cdf(2.0 * np.random.default_rng(2).standard_normal((n, 1)))
+    assert float(calibration.pit_ks_distance(jnp.asarray(narrow))[0]) > calibration.ecdf_band(n, 0.1)
+    with pytest.raises(ValueError, match="alpha"):
+        calibration.ecdf_band(10, 1.5)

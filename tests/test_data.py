@@ -242,8 +242,53 @@ def test_storms_and_eustock_shapes():
     np.testing.assert_allclose(r, np.log(prices[1:] / prices[:-1]))
 
 
+def test_weather_days_are_complete_hourly_sequences_from_the_csv():
+    from grnn_jax.data.real import _read_csv, load_weather
+
+    raw, x = load_weather(dequantise=False), load_weather()
+    assert raw.x.shape == x.x.shape == (188, 24, 3) and np.all(raw.lengths == 24)
+    header, rows = _read_csv("weather_jfk.csv")
+    # The first complete day in the file is 2 January (1 January starts at 1 a.m.).
+    jan2 = [r for r in rows if r[1] == "1" and r[2] == "2"]
+    assert [int(r[3]) for r in jan2] == list(range(24))
+    np.testing.assert_array_equal(raw.x[0], np.array([r[4:7] for r in jan2], dtype=float))
+    # Dequantisation moves each value by at most half a recording step, and is seeded.
+    assert np.all(np.abs(x.x - raw.x) <= 0.5 * np.array([1.0, 1.0, 0.1]))
+    assert len(np.unique(raw.x[..., 0])) < 200 and len(np.unique(x.x[..., 0])) == x.x[..., 0].size
+    np.testing.assert_array_equal(load_weather(seed=0).x, x.x)
+
+
+def test_elecdemand_days_hold_the_csv_in_order():
+    from grnn_jax.data.real import _read_csv, load_elecdemand
+
+    raw, x = load_elecdemand(dequantise=False), load_elecdemand()
+    _, rows = _read_csv("elecdemand.csv")
+    flat = np.array([[float(r[0]), float(r[2])] for r in rows])
+    np.testing.assert_array_equal(raw.x.reshape(-1, 2), flat)
+    assert raw.x.shape == (365, 48, 2)
+    np.testing.assert_array_equal(x.x[..., 0], raw.x[..., 0])  # demand is not rounded
+    assert np.all(np.abs(x.x[..., 1] - raw.x[..., 1]) <= 0.05)
+
+
+def test_classic_process_has_the_classic_shape_and_sequential_structure():
+    proc = synthetic.classic_switching_ar()
+    assert proc.A.shape == (3, 10, 10) and proc.n_regimes == 3
+    assert np.all(np.abs(np.linalg.eigvals(proc.A)) < 1)  # every regime is stable
+    assert np.all(np.linalg.eigvalsh(proc.cov) > 0)
+    spec = data.DATASETS["classic"]
+    seqs = spec.load()
+    assert seqs.x.shape == (300, 50, 10)
+    np.testing.assert_allclose(spec.oracle(seqs), synthetic.step_log_probs(proc, seqs))
+    # The exact one-step density beats the best static fit to the pooled steps (a full
+    # Gaussian fitted on the same data) by a wide margin: the history matters.
+    obs = seqs.observed()
+    static = stats.multivariate_normal(obs.mean(0), np.cov(obs.T)).logpdf(obs).mean()
+    assert spec.oracle(seqs).sum() / seqs.n_steps > static + 1.0
+
+
 def test_registry():
-    assert set(data.DATASETS) >= {"geyser", "storms", "eustock", "switching_ar"}
+    assert set(data.DATASETS) >= {"geyser", "storms", "eustock", "switching_ar", "weather",
+                                  "elecdemand", "classic"}
     with pytest.raises(ValueError, match="unknown dataset"):
         data.load_dataset("nope")
     g = data.load_dataset("geyser")

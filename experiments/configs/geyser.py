@@ -1,5 +1,6 @@
-"""Old Faithful (waiting, duration), 299 eruptions in time order: the first 70% train (cut into
-50-step chunks), the next 15% validation, the last 15% test.
+"""Old Faithful (waiting, duration), 299 eruptions in time order, evaluated by rolling origin:
+three folds whose test blocks are the last 3 x 30 eruptions; each fold validates on the 30
+eruptions before its test block and trains on all earlier ones (cut into 50-step chunks).
 
 Chosen on validation only (``experiments/sweep.py``, seeds 0-2): with 209 training steps,
 small networks over-fit within a few hundred steps; a 16-unit LSTM with six diagonal
@@ -21,6 +22,8 @@ def get_config() -> dict:
         "seed": 0,
         "experiment": {
             "seeds": [0, 1, 2],
+            "folds": 3,
+            "fold_block": 30,
             "baseline_components": [1, 2, 3, 4, 5, 6],
             "hmm_iter": 200,
             "n_samples": 3,

@@ -80,6 +80,48 @@ def default_switching_ar(n_features: int = 2) -> SwitchingAR:
     return SwitchingAR(init, trans, a, b, cov)
 
 
+def classic_switching_ar(n_features: int = 10, n_regimes: int = 3, *, seed: int = 0) -> SwitchingAR:
+    """The shape of the classic GRNN write-up's example: 10-dimensional observations whose
+    next-step density is a mixture of three Gaussians with history-dependent weights.
+
+    Each regime contracts the previous observation towards its own centre with a random
+    rotation (``A_r = rho_r Q_r``, ``rho_r`` in [0.5, 0.8]); the centres ``b_r / (1 - rho_r)``
+    are about three noise scales apart, so the regimes overlap but can be told apart from a
+    few steps; the noise covariances are correlated and differ in scale; the chain is sticky
+    (stay with probability 0.9). The predictive density is a 3-component full-covariance
+    mixture whose means are linear in ``x_{t-1}`` and whose weights follow the forward
+    filter, which a 2-layer LSTM with 50 units and a K=3 head can represent closely.
+
+    Args:
+      n_features: D.
+      n_regimes: R (the number of mixture components the predictive density has).
+      seed: seed of the random construction (the process is a fixed function of it).
+
+    Example:
+      >>> from grnn_jax.data import synthetic
+      >>> p = synthetic.classic_switching_ar()
+      >>> p.A.shape, p.cov.shape, p.trans.diagonal().tolist()
+      ((3, 10, 10), (3, 10, 10), [0.9, 0.9, 0.9])
+    """
+    d, r = int(n_features), int(n_regimes)
+    if d < 1 or r < 1:
+        raise ValueError(f"n_features and n_regimes must be >= 1; got {n_features}, {n_regimes}")
+    rng = np.random.default_rng(seed)
+    rho = np.linspace(0.5, 0.8, r)
+    q = np.linalg.qr(rng.standard_normal((r, d, d)))[0]  # (R, D, D) orthogonal
+    a = rho[:, None, None] * q
+    centres = 1.5 * rng.standard_normal((r, d))
+    b = centres * (1.0 - rho)[:, None]
+    scales = np.linspace(0.3, 0.6, r)
+    mix = rng.standard_normal((r, d, d)) / np.sqrt(d)
+    cov = scales[:, None, None] ** 2 * (0.5 * np.eye(d) + mix @ np.swapaxes(mix, -1, -2))
+    trans = np.full((r, r), 0.1 / max(r - 1, 1)) + (0.9 - 0.1 / max(r - 1, 1)) * np.eye(r)
+    if r == 1:
+        trans = np.ones((1, 1))
+    init = np.full(r, 1.0 / r)
+    return SwitchingAR(init, trans, a, b, cov)
+
+
 def _check(proc: SwitchingAR) -> None:
     r, d = proc.n_regimes, proc.n_features
     shapes = {"init": (r,), "trans": (r, r), "A": (r, d, d), "b": (r, d), "cov": (r, d, d)}
