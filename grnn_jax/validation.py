@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 
+import jax
 import numpy as np
 
 
@@ -85,3 +86,20 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> floa
     if not ok:
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {value!r}")
     return v
+
+
+def concrete_value(a) -> np.ndarray | None:
+    """``a`` as numpy when it holds values, None when it is a tracer (inside ``jit`` or
+    ``vmap``), so that host-side checks run wherever values are known and are skipped,
+    not failed, under tracing.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> concrete_value(jnp.arange(3)).tolist()
+      [0, 1, 2]
+      >>> jax.jit(lambda a: jnp.float32(concrete_value(a) is None))(jnp.ones(2)).item()
+      1.0
+    """
+    if isinstance(a, jax.core.Tracer):
+        return None
+    return np.asarray(a)

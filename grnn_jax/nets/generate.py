@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from grnn_jax import gmm as gmm_lib
-from grnn_jax.nets.grnn import GRNN, _concrete, shift_right
-from grnn_jax.validation import check_int
+from grnn_jax.nets.grnn import GRNN, shift_right
+from grnn_jax.validation import check_int, concrete_value
 
 
 def _prepare_prime(net: GRNN, prime, n_samples: int):
@@ -27,7 +27,7 @@ def _prepare_prime(net: GRNN, prime, n_samples: int):
         prime = jnp.broadcast_to(prime, (n_samples,) + prime.shape)
     if prime.ndim != 3 or prime.shape[0] != n_samples or prime.shape[-1] != d:
         raise ValueError(f"prime must have shape (P, {d}) or ({n_samples}, P, {d}); got {prime.shape}")
-    known = _concrete(prime)
+    known = concrete_value(prime)
     if known is not None and not np.all(np.isfinite(known)):
         raise ValueError("prime contains NaN or inf")
     return prime if prime.shape[1] > 0 else None
@@ -81,7 +81,7 @@ def generate(key, net: GRNN, params, n_steps: int, *, n_samples: int = 1, prime=
     """
     n_steps = check_int(n_steps, "n_steps")
     n_samples = check_int(n_samples, "n_samples")
-    tau = _concrete(temperature)
+    tau = concrete_value(temperature)
     if tau is not None and not (np.all(np.isfinite(tau)) and np.all(tau > 0)):
         raise ValueError(f"temperature must be positive and finite; got {temperature!r}")
     prime = _prepare_prime(net, prime, n_samples)

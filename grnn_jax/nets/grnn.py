@@ -16,12 +16,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from grnn_jax import gmm as gmm_lib
 from grnn_jax.heads import MixtureHead, check_head_covariance_type
 from grnn_jax.nets.cells import CELLS, check_cell
-from grnn_jax.validation import check_finite_steps
+from grnn_jax.validation import check_finite_steps, concrete_value
 
 # Layout choices (LSTM hidden 256, T=100, batch 64, 3-D input, K=20 full; the
 # numbers and where the time goes are in the README's notes):
@@ -191,13 +190,6 @@ def check_inputs(net: GRNN, x, u=None):
     return x, u
 
 
-def _concrete(a) -> np.ndarray | None:
-    """``a`` as numpy when it holds values (not a tracer), else None."""
-    if isinstance(a, jax.core.Tracer):
-        return None
-    return np.asarray(a)
-
-
 def mask_from_lengths(lengths: jax.Array, n_steps: int) -> jax.Array:
     """(B, T) boolean mask, True at steps ``t < lengths[b]``.
 
@@ -245,7 +237,7 @@ def step_log_probs(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:
         mask = mask_from_lengths(lengths, t)
         if mask.shape[0] != b:
             raise ValueError(f"lengths has {mask.shape[0]} entries for {b} sequences")
-        known = _concrete(lengths)
+        known = concrete_value(lengths)
         if known is not None and (known.min() < 0 or known.max() > t):
             raise ValueError(f"lengths must lie in [0, {t}]; got min {known.min()}, max {known.max()}")
     _check_valid_finite(x, mask, "x")
@@ -266,7 +258,7 @@ def _masked_step_log_probs(net, params, x, mask, u):
 
 
 def _check_valid_finite(a, mask, name: str) -> None:
-    a_np, m_np = _concrete(a), _concrete(mask)
+    a_np, m_np = concrete_value(a), concrete_value(mask)
     if a_np is not None and m_np is not None:
         check_finite_steps(a_np, m_np, name)
 
