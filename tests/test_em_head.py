@@ -238,3 +238,20 @@ def test_bad_input_one_line_nothing_touched(run, capsys, tmp_path):
     code, _, err = _grnn(["regimes", "--workdir", mdn, "--data", tmp_path / "d.npz",
                           "--out", tmp_path / "r.npz"], capsys)
     assert code == 2 and "--head em" in err and not (tmp_path / "r.npz").exists()
+
+
+def test_resume_of_an_em_head_run_with_a_hidden_gmm_is_exact(tmp_path):
+    # EM state (components, their blended statistics, the hidden-state GMM) must resume
+    # bit for bit, like the gradient parameters and the optimiser.
+    tr, _ = sample_gaussian_regimes(PROC, seed=3, n_sequences=12, length=10)
+    cfg = TrainConfig(ModelConfig(n_features=2, n_components=3, hidden_size=4, head="em"),
+                      num_steps=6, batch_size=4, learning_rate=1e-2, warmup_steps=0,
+                      eval_every=3, log_every=3, hidden_gmm=2)
+    whole, _ = train(cfg, tr, tr, tmp_path / "whole", progress=False)
+    train(cfg, tr, tr, tmp_path / "split", progress=False, until_step=4)
+    resumed, _ = train(None, tr, tr, tmp_path / "split", progress=False)
+    assert int(resumed.step) == int(whole.step) == 6
+    assert set(whole.aux_state) >= {EM_HEAD_KEY, "hidden_gmm"}
+    for a, b in zip(jax.tree.leaves((whole.params, whole.aux_state, whole.opt_state)),
+                    jax.tree.leaves((resumed.params, resumed.aux_state, resumed.opt_state))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
