@@ -157,17 +157,24 @@ def test_cli_population(splits, tmp_path, capsys):
 
 
 def test_population_refuses_settings_with_em_state(tmp_path):
-    from grnn_jax import data
-    from grnn_jax.training import ModelConfig, TrainConfig
-    from grnn_jax.training.population import default_members, train_population
+    from grnn_jax.training.population import default_members
 
     tr, _ = data.sample_switching_ar(data.default_switching_ar(1), seed=0, n_sequences=8, length=5)
     base = TrainConfig(ModelConfig(n_features=1, n_components=1, hidden_size=4), num_steps=2,
                        batch_size=4, eval_every=1)
     for cfg, flag in ((base.replace(model={"head": "em"}), "--head em"),
-                      (base.replace(hidden_gmm=2), "--hidden-gmm"),
-                      (base.replace(em_init=True), "--em-init")):
+                      (base.replace(hidden_gmm=2), "--hidden-gmm")):
         with pytest.raises(ValueError, match=f"--population does not support {flag}"):
             train_population(cfg, tr, tr, tmp_path / "w", members=default_members(cfg, 2),
                              progress=False)
         assert not (tmp_path / "w").exists()
+
+
+def test_em_init_member_equals_independent_run(splits, tmp_path):
+    # Each member's head starts from EM as a single --em-init run with its seed does.
+    tr, _ = splits
+    cfg = CFG.replace(em_init=True, num_steps=3)
+    res = train_population(cfg, tr, None, tmp_path / "pop", members=MEMBERS, progress=False)
+    i = 1
+    state, _ = train(MEMBERS.config(cfg, i), tr, None, tmp_path / "one", progress=False)
+    jax.tree.map(_close, jax.tree.map(lambda a: a[i], res.state.params), state.params)

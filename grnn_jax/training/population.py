@@ -31,6 +31,7 @@ from grnn_jax.data import Sequences
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.atomic import write_json_atomic
 from grnn_jax.training.config import TrainConfig
+from grnn_jax.training.em_init import em_init_params
 from grnn_jax.training.ensemble import ENSEMBLE_DIR, POPULATION_FILE, evaluate_ensemble
 from grnn_jax.training.loop import _prepare  # one set of data and config checks
 from grnn_jax.training.progress import RunProgress
@@ -95,6 +96,15 @@ def _member(tree, i: int):
     return jax.tree.map(lambda a: a[i], tree)
 
 
+def _em_init_members(net, state, train_z, members):
+    """Each member's head started from EM on the training steps, as a single run with that
+    member's seed starts (``--em-init``); the optimiser state does not depend on the values."""
+    params = [em_init_params(net, _member(state.params, i), train_z,
+                             key=jax.random.fold_in(jax.random.key(int(seed)), 1))
+              for i, seed in enumerate(members.seeds)]
+    return state.replace(params=jax.tree.map(lambda *a: jnp.stack(a), *params))
+
+
 def train_population(
     config: TrainConfig,
     train_seqs: Sequences,
@@ -155,8 +165,7 @@ def train_population(
     cfg, standardiser, _ = _prepare(config, train_seqs, val_seqs, Path(workdir or "."),
                                     False, None)
     unsupported = [flag for flag, on in (("--head em", cfg.model.head != "mdn"),
-                                         ("--hidden-gmm", cfg.hidden_gmm > 0),
-                                         ("--em-init", cfg.em_init)) if on]
+                                         ("--hidden-gmm", cfg.hidden_gmm > 0)) if on]
     if unsupported:
         raise ValueError(f"--population does not support {', '.join(unsupported)} yet "
                          "(their EM state is not batched over members); train single runs")
@@ -167,6 +176,8 @@ def train_population(
     example = population_batch(train_z, 0, members.seeds[:1], batch_size=cfg.batch_size,
                                dtype=dtype)
     state = init_population(net, tx, example, members)
+    if cfg.em_init:
+        state = _em_init_members(net, state, train_z, members)
     best_params = state.params
     progs = [RunProgress() for _ in range(p)]
     active = np.ones(p, bool)
@@ -191,12 +202,13 @@ def train_population(
                 nll = evaluate_population(net, state.params, val_seqs, standardiser=standardiser)
                 improved = np.zeros(p, bool)
                 for i in np.flatnonzero(active):
-                    progs[i] = progs[i].after_eval(done, float(nll[i]))
+                    progs[i] = progs[i].after_eval(done, float(nll[i]), cfg.val_smoothing)
                     improved[i] = progs[i].best_step == done
                     history[i].append({"step": done, "kind": "eval", "val_nll": float(nll[i]),
                                        "best_val_nll": progs[i].best_val_nll,
                                        "best_step": progs[i].best_step})
-                    if cfg.patience and progs[i].evals_since_best >= cfg.patience:
+                    if (cfg.patience and progs[i].evals_since_best >= cfg.patience
+                            and done >= cfg.stop_from_fraction * cfg.num_steps):
                         progs[i] = progs[i].replace(stopped_early=True)
                         active[i] = False
                 if improved.any():
