@@ -229,6 +229,13 @@ def step_log_probs(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:
       >>> lp.shape, float(lp[1, 2])
       ((2, 3), 0.0)
     """
+    x, u, mask = _checked_masked_inputs(net, x, lengths, u)
+    return _masked_step_log_probs(net, params, x, mask, u)
+
+
+def _checked_masked_inputs(net: GRNN, x, lengths, u):
+    """(x, u, mask) after every host-side check: shapes, lengths in [0, T] where their
+    values are known, and no NaN/inf inside the valid steps."""
     x, u = check_inputs(net, x, u)
     b, t, _ = x.shape
     if lengths is None:
@@ -243,16 +250,21 @@ def step_log_probs(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:
     _check_valid_finite(x, mask, "x")
     if u is not None:
         _check_valid_finite(u, mask, "u")
-    return _masked_step_log_probs(net, params, x, mask, u)
+    return x, u, mask
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _masked_step_log_probs(net, params, x, mask, u):
+def _zero_padding(x, u, mask):
     # Padding is zeroed before the network sees it: NaN there would otherwise
     # reach the gradients through 0 * NaN in the backward pass.
     x = jnp.where(mask[..., None], x, 0)
     if u is not None:
         u = jnp.where(mask[..., None], u, 0)
+    return x, u
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _masked_step_log_probs(net, params, x, mask, u):
+    x, u = _zero_padding(x, u, mask)
     g = net.apply(params, x, u)
     return jnp.where(mask, gmm_lib.log_prob(g, x), 0.0)
 
@@ -303,17 +315,12 @@ def hidden_states(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:
       >>> h.shape, float(jnp.abs(h[1, 1:]).sum())
       ((2, 3, 4), 0.0)
     """
-    x, u = check_inputs(net, x, u)
-    b, t, _ = x.shape
-    mask = jnp.ones((b, t), bool) if lengths is None else mask_from_lengths(lengths, t)
-    _check_valid_finite(x, mask, "x")
+    x, u, mask = _checked_masked_inputs(net, x, lengths, u)
     return _masked_hidden_states(net, params, x, mask, u)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _masked_hidden_states(net, params, x, mask, u):
-    x = jnp.where(mask[..., None], x, 0)
-    if u is not None:
-        u = jnp.where(mask[..., None], u, 0)
+    x, u = _zero_padding(x, u, mask)
     h = net.apply(params, x, u, method=GRNN.hidden)
     return jnp.where(mask[..., None], h, 0.0)
