@@ -18,7 +18,6 @@ from tqdm.auto import tqdm
 
 from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.checkpoint import RunCheckpoints
-from grnn_jax.atomic import write_json_atomic
 from grnn_jax.training.config import TrainConfig, config_diff, default_config
 from grnn_jax.training.em_init import check_em_init, em_init_params, em_init_params_and_aux
 from grnn_jax.training.em_state import (
@@ -32,13 +31,13 @@ from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.regimes import hidden_gmm_log
 from grnn_jax.training.rundir import (
     CONFIG_FILE,
-    CONFIG_FORMAT,
     METRICS_FILE,
     append_metrics,
     fingerprint,
     read_metrics,
     read_run_config,
     truncate_metrics,
+    write_run_config,
 )
 from grnn_jax.training.step import (
     TrainState,
@@ -276,19 +275,7 @@ def train(
     if not resuming:
         shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
         metrics_path.unlink(missing_ok=True)
-        write_json_atomic(
-            workdir / CONFIG_FILE,
-            {
-                "format": CONFIG_FORMAT,
-                "train_config": config.to_dict(),
-                "standardiser": standardiser.to_dict(),
-                "n_features": train_seqs.n_features,
-                "n_covariates": train_seqs.n_covariates,
-                "n_train_sequences": train_seqs.n_sequences,
-                "n_train_steps": train_seqs.n_steps,
-                "train_data_sha256": fingerprint(train_seqs),
-            },
-        )
+        write_run_config(workdir, config, standardiser, train_seqs)
 
     dtype = _dtype()
     train_z = standardiser.transform(train_seqs)

@@ -36,11 +36,9 @@ from grnn_jax.training.ensemble import ENSEMBLE_DIR, POPULATION_FILE, evaluate_e
 from grnn_jax.training.loop import _prepare  # one set of data and config checks
 from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.rundir import (
-    CONFIG_FILE,
-    CONFIG_FORMAT,
     METRICS_FILE,
     append_metrics,
-    fingerprint,
+    write_run_config,
 )
 from grnn_jax.training.population_step import (  # re-exported: the public names live here
     Members,
@@ -274,16 +272,7 @@ def _write_population_run(workdir: Path, cfg, members, result, history, standard
     shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
     shutil.rmtree(workdir / ENSEMBLE_DIR, ignore_errors=True)
     (workdir / METRICS_FILE).unlink(missing_ok=True)
-    write_json_atomic(workdir / CONFIG_FILE, {
-        "format": CONFIG_FORMAT,
-        "train_config": member_cfg.to_dict(),
-        "standardiser": standardiser.to_dict(),
-        "n_features": train_seqs.n_features,
-        "n_covariates": train_seqs.n_covariates,
-        "n_train_sequences": train_seqs.n_sequences,
-        "n_train_steps": train_seqs.n_steps,
-        "train_data_sha256": fingerprint(train_seqs),
-    })
+    write_run_config(workdir, member_cfg, standardiser, train_seqs)
     # The member's state in the form a single run saves: its optimiser state is the injected
     # optimiser's inner state, which has make_optimizer's structure.
     last = _member(result.state, b)

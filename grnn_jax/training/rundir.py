@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from grnn_jax.atomic import write_json_atomic
 from grnn_jax.data import Sequences
 
 CONFIG_FILE = "config.json"
@@ -40,6 +41,21 @@ def read_run_config(workdir: str | Path) -> dict:
             "n_features); use another work dir, or remove that file"
         )
     return saved
+
+
+def write_run_config(workdir: Path, config, standardiser, train_seqs: Sequences) -> None:
+    """Writes ``config.json`` atomically: everything needed to rebuild the model and to check
+    that a resumed run sees the same training data."""
+    write_json_atomic(Path(workdir) / CONFIG_FILE, {
+        "format": CONFIG_FORMAT,
+        "train_config": config.to_dict(),
+        "standardiser": standardiser.to_dict(),
+        "n_features": train_seqs.n_features,
+        "n_covariates": train_seqs.n_covariates,
+        "n_train_sequences": train_seqs.n_sequences,
+        "n_train_steps": train_seqs.n_steps,
+        "train_data_sha256": fingerprint(train_seqs),
+    })
 
 
 def fingerprint(seqs: Sequences) -> str:
