@@ -1,6 +1,5 @@
 """The ``grnn train / evaluate / sample`` commands through the real entry point."""
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,17 +19,10 @@ from grnn_jax.training import (
     split_validation,
 )
 
+from dirstate import tree_hash
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = str(ROOT / "experiments" / "configs" / "test.py")
-
-
-def _tree_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def _save(path: Path, **arrays) -> str:
@@ -166,7 +158,7 @@ def _text(path: Path) -> Path:
 @pytest.mark.parametrize("command", ["train", "evaluate", "sample"])
 def test_malformed_input_fails_cleanly_and_changes_nothing(run, command, capsys):
     wd = run["workdir"]
-    before = _tree_hash(wd)
+    before = tree_hash(wd)
     for case, (path, message) in _malformed(run["tmp"]).items():
         if command == "train":
             argv = ["train", "--data", path, "--workdir", wd, "--steps", 1]
@@ -181,7 +173,7 @@ def test_malformed_input_fails_cleanly_and_changes_nothing(run, command, capsys)
         assert code == 2, (command, case, out, err)
         assert message in err, (command, case, err)
         assert f"grnn {command}: error:" in err
-        assert _tree_hash(wd) == before, (command, case)
+        assert tree_hash(wd) == before, (command, case)
 
 
 def test_missing_workdir_and_bad_flags(run, tmp_path, capsys):
@@ -192,7 +184,7 @@ def test_missing_workdir_and_bad_flags(run, tmp_path, capsys):
         assert code == 2 and "holds no training run" in err
     assert not absent.exists()
     wd = run["workdir"]
-    before = _tree_hash(wd)
+    before = tree_hash(wd)
     for argv, message in (
         (["sample", "--workdir", wd, "--num", 0, "--steps", 2, "--out", tmp_path / "o.npz"], "--num"),
         (["sample", "--workdir", wd, "--num", 1, "--steps", 2, "--temperature", 0,
@@ -204,7 +196,7 @@ def test_missing_workdir_and_bad_flags(run, tmp_path, capsys):
     ):
         code, _, err = _grnn(argv, capsys)
         assert code == 2 and message in err, (argv, err)
-    assert _tree_hash(wd) == before
+    assert tree_hash(wd) == before
 
 
 def test_config_overrides_lay_over_the_defaults():

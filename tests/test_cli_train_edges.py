@@ -2,7 +2,6 @@
 data, unrelated files in the work dir, values of the wrong type, errors in flag words,
 overwriting --out, and too many components."""
 
-import hashlib
 import json
 import os
 import signal
@@ -17,6 +16,8 @@ import pytest
 from grnn_jax.cli import main
 from grnn_jax.training import RunCheckpoints
 
+from dirstate import tree_hash
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = str(ROOT / "experiments" / "configs" / "test.py")
 
@@ -25,15 +26,6 @@ def _grnn(argv, capsys):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def _tree_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +40,13 @@ def run(tmp_path_factory):
 
 
 def test_changed_settings_are_named_in_flag_words(run, capsys):
-    before = _tree_hash(run["workdir"])
+    before = tree_hash(run["workdir"])
     code, _, err = _grnn(["train", "--data", run["data"], "--config", TEST_CONFIG,
                           "--workdir", run["workdir"], "--steps", 5], capsys)
     assert code == 2
     assert "--steps 2 -> 5" in err and "--restart" in err and "new --workdir" in err
     assert "resume=False" not in err and "config (or None)" not in err
-    assert _tree_hash(run["workdir"]) == before
+    assert tree_hash(run["workdir"]) == before
 
 
 def test_values_and_keys_are_reported_as_typed(run, tmp_path, capsys):

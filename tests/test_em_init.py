@@ -1,7 +1,6 @@
 """EM initialisation: the untrained model predicts the EM-fitted GMM at every step; bad input
 fails before anything is written."""
 
-import hashlib
 from pathlib import Path
 
 import jax
@@ -14,14 +13,7 @@ from grnn_jax import train as T
 from grnn_jax.cli import main
 from grnn_jax.training.em_init import fit_observation_gmm
 
-
-def _tree_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        h.update(str(p.relative_to(path)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
+from dirstate import tree_hash
 
 
 @pytest.mark.parametrize("head", ["mdn", "em"])
@@ -79,11 +71,11 @@ def test_em_init_needs_as_many_observed_steps_as_components(tmp_path, capsys):
     np.savez(ok, x=np.random.default_rng(0).normal(size=(4, 5, 1)))
     assert main(["train", "--data", str(ok), "--workdir", str(wd), "--steps", "1", "-k", "2",
                  "--hidden", "2", "--quiet"]) == 0
-    before = _tree_hash(wd)
+    before = tree_hash(wd)
     code = main(["train", "--data", str(path), "--workdir", str(wd), "--em-init", "-k", "3",
                  "--val-fraction", "0", "--restart", "--quiet"])
     assert code == 2 and "--em-init" in capsys.readouterr().err
-    assert _tree_hash(wd) == before
+    assert tree_hash(wd) == before
 
 
 def test_unknown_objective_is_one_clear_line(tmp_path, capsys):
