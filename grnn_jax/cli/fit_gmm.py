@@ -284,14 +284,7 @@ def _run_scaled(args) -> int:
                   means=params["means"].tolist(), covariances=params["covariances"].tolist())
     if jax.process_index() != 0:
         return 0
-    if args.out is not None:
-        _save_params(Path(args.out), params)
-        report["out"] = str(args.out)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        _print_summary(report)
-    return 0
+    return _emit(args, report, params)
 
 
 def run(args) -> int:
@@ -333,10 +326,15 @@ def run(args) -> int:
         "means": est.means_.tolist(),
         "covariances": est.covariances_.tolist(),
     }
+    return _emit(args, report, dict(
+        weights=est.weights_, means=est.means_, covariances=est.covariances_,
+        precisions_cholesky=est.precisions_cholesky_, covariance_type=np.array(est.covariance_type)))
+
+
+def _emit(args, report: dict, params: dict) -> int:
+    """Saves ``params`` to ``--out`` when given, then prints the report (JSON or a summary)."""
     if args.out is not None:
-        _save_params(Path(args.out), dict(
-            weights=est.weights_, means=est.means_, covariances=est.covariances_,
-            precisions_cholesky=est.precisions_cholesky_, covariance_type=np.array(est.covariance_type)))
+        _save_params(Path(args.out), params)
         report["out"] = str(args.out)
     if args.json:
         print(json.dumps(report))
