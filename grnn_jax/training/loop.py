@@ -154,10 +154,6 @@ class _Run:
     progress: bool
 
 
-def _dtype():
-    return default_float()
-
-
 def _prepare(config, train_seqs, val_seqs, workdir, resume, until_step):
     """Every check, with nothing written: returns (config, standardiser, resuming)."""
     train_seqs = _check_seqs(train_seqs, "train data")
@@ -277,9 +273,9 @@ def train(
         metrics_path.unlink(missing_ok=True)
         write_run_config(workdir, config, standardiser, train_seqs)
 
-    dtype = _dtype()
+    dtype = default_float()
     train_z = standardiser.transform(train_seqs)
-    net, tx, step_fn, schedule = _compiled(config, _dtype() == np.float64)
+    net, tx, step_fn, schedule = _compiled(config, dtype == np.float64)
     example = batch_at(train_z, 0, batch_size=config.batch_size, seed=config.seed, dtype=dtype)
     ckpts = RunCheckpoints(workdir)
     restoring = resuming and ckpts.latest_step("last") is not None
@@ -439,7 +435,7 @@ def load_train_state(workdir: str | Path, *, which: str = "best"):
     net = config.model.build()
     tx = make_optimizer(**_optimizer_settings(config))
     d, c = config.model.n_features, config.model.n_covariates
-    dtype = _dtype()
+    dtype = default_float()
     x = jnp.zeros((1, 2, d), dtype)
     u = jnp.zeros((1, 2, c), dtype) if c else None
 
