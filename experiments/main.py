@@ -127,7 +127,7 @@ def _score_ensemble(runs: list[dict], seqs: Sequences):
                 jnp.concatenate([x.means for x in gs], -2),
                 jnp.concatenate([x.prec_chol for x in gs], _K_AXIS[gs[0].covariance_type]),
                 gs[0].covariance_type)
-    return g, _nll(g, parts[0][1], runs[0]["st"].log_jacobian)
+    return g, _nll(g, parts[0][1], runs[0]["st"].log_det)
 
 
 @jax.jit
@@ -172,7 +172,7 @@ def _run_fold(cfg: dict, exp: dict, splits, workdir: Path, progress: bool) -> di
 
     # Baselines see the same standardised data as the networks; K is picked on validation.
     st = best["st"]
-    log_jac = st.log_jacobian
+    log_jac = st.log_det
     tr_z, va_z, te_z = (st.transform(s) for s in (train_seqs, val_seqs, test_seqs))
     ks = [int(k) for k in exp["baseline_components"]]
     t = time.perf_counter()
@@ -342,13 +342,13 @@ def _figures(workdir, exp, features, fold, pits) -> dict:
     predictive = fold["predictive"]
     st, net, params = best["st"], best["net"], best["params"]
     plots.learning_curves({GRNN: read_metrics(best["dir"]), SINGLE: read_metrics(best1["dir"])},
-                          workdir / figs["learning_curves"], log_jacobian=st.log_jacobian)
+                          workdir / figs["learning_curves"], log_jacobian=st.log_det)
     seq0 = test_seqs.x[0, : int(test_seqs.lengths[0])]
     steps = [int(t) for t in exp["density_steps"] if int(t) < len(seq0)] or [0]
     dims = tuple(int(d) for d in exp["density_dims"])
     if test_seqs.n_features >= 2:
         shown = {k: predictive[k] for k in (GRNN, HMM, STATIC)}
-        orig = {k: plots.to_original_units(_first(g), st.mean, st.std) for k, g in shown.items()}
+        orig = {k: plots.to_original_units(_first(g), st) for k, g in shown.items()}
         plots.next_step_densities(seq0, orig, steps, workdir / figs["next_step_density"],
                                   feature_names=features, dims=dims)
     else:

@@ -19,25 +19,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from grnn_jax import calibration, gmm  # noqa: E402
+from grnn_jax.standardise import Standardiser  # noqa: E402
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
 @jax.jit
-def to_original_units(g: gmm.GMM, mean: np.ndarray, std: np.ndarray) -> gmm.GMM:
-    """The mixture of ``x = z * std + mean`` when ``z`` follows ``g`` (a full-covariance GMM back)."""
-    std = jnp.asarray(std, g.means.dtype)
-    cov = gmm.covariances(g)
-    ctype = g.covariance_type
-    if ctype == "diag":
-        cov = cov[..., None] * jnp.eye(g.n_features, dtype=cov.dtype)
-    elif ctype == "spherical":
-        cov = cov[..., None, None] * jnp.eye(g.n_features, dtype=cov.dtype)
-    elif ctype == "tied":
-        cov = jnp.broadcast_to(cov[..., None, :, :], g.means.shape + (g.n_features,))
-    cov = cov * std[:, None] * std[None, :]
-    means = g.means * std + jnp.asarray(mean, g.means.dtype)
-    return gmm.from_covariances(g.logits, means, cov, "full")
+def to_original_units(g: gmm.GMM, st: Standardiser) -> gmm.GMM:
+    """The mixture of ``x = st.inverse(z)`` when ``z`` follows ``g``, as a full-covariance GMM."""
+    return st.gmm_from(gmm.as_full(g))
 
 
 def _marginal_2d(g: gmm.GMM, dims: tuple[int, int]) -> gmm.GMM:

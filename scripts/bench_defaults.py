@@ -62,12 +62,12 @@ def _baselines(train_s, val_s, test_s) -> dict:
     st = Standardiser.fit(train_s)
     tr, va, te = (st.transform(s) for s in (train_s, val_s, test_s))
     out = {}
-    hmm = baselines.hmm_baseline(tr, va, log_jacobian=st.log_jacobian, n_iter=1000)
-    out["hmm"] = hmm.nll(te, st.log_jacobian)
+    hmm = baselines.hmm_baseline(tr, va, log_jacobian=st.log_det, n_iter=1000)
+    out["hmm"] = hmm.nll(te, st.log_det)
     out["hmm_k"] = hmm.n_components
     out["hmm_converged"] = bool(hmm.model.monitor_.converged)
-    g = baselines.static_gmm_baseline(tr, va, log_jacobian=st.log_jacobian)
-    out["gmm"] = g.nll(te, st.log_jacobian)
+    g = baselines.static_gmm_baseline(tr, va, log_jacobian=st.log_det)
+    out["gmm"] = g.nll(te, st.log_det)
     return out
 
 

@@ -85,7 +85,7 @@ def test_evaluate_matches_the_model_log_density(run, capsys):
     seqs = Sequences.load(run["test"])
     z = st.transform(seqs)
     lp = model.step_log_probs(net, params, jnp.asarray(z.x, jnp.float32), jnp.asarray(z.lengths))
-    total = float(np.asarray(lp, np.float64).sum()) - 17 * np.sum(np.log(st.std))
+    total = float(np.asarray(lp, np.float64).sum()) - 17 * np.sum(np.log(st.scale))
     assert rep["n_steps"] == 17
     np.testing.assert_allclose(rep["log_likelihood"], total, rtol=1e-5)
     np.testing.assert_allclose(rep["nll_per_step"], -total / 17, rtol=1e-5)
@@ -120,7 +120,7 @@ def test_sample_round_trip(run, capsys):
     import jax
 
     z = model.generate(jax.random.key(1), net, params, 5, n_samples=3)
-    np.testing.assert_allclose(x, np.asarray(z) * st.std + st.mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x, np.asarray(z) * st.scale + st.center, rtol=1e-5, atol=1e-5)
     prime = _save(run["tmp"] / "prime.npz", x=np.zeros((4, 2)))
     code, _, _ = _grnn(args + ["--prime", prime, "--temperature", 0.5, "--force"], capsys)
     assert code == 0
@@ -129,7 +129,7 @@ def test_sample_round_trip(run, capsys):
     # The flags reach the model: the zero history, standardised, fed first, at temperature 0.5.
     z = model.generate(jax.random.key(1), net, params, 5, n_samples=3, prime=st.apply(np.zeros((4, 2))),
                        temperature=0.5)
-    np.testing.assert_allclose(primed, np.asarray(z) * st.std + st.mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(primed, np.asarray(z) * st.scale + st.center, rtol=1e-5, atol=1e-5)
     assert not np.allclose(primed, x, atol=1e-3)
 
 

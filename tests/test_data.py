@@ -69,14 +69,14 @@ def test_standardiser_fits_observed_steps_only_and_round_trips():
     s = _ragged(garbage=1e9)  # padding that would wreck the statistics if it were counted
     st = Standardiser.fit(s)
     obs = s.observed()
-    np.testing.assert_allclose(st.mean, obs.mean(0))
-    np.testing.assert_allclose(st.std, obs.std(0))
+    np.testing.assert_allclose(st.center, obs.mean(0))
+    np.testing.assert_allclose(st.scale, obs.std(0))
     z = st.transform(s)
     np.testing.assert_allclose(z.observed().mean(0), 0.0, atol=1e-12)
     np.testing.assert_allclose(z.observed().std(0), 1.0)
     assert np.all(z.x[~s.mask] == 0.0)
     np.testing.assert_allclose(st.inverse(z.observed()), obs)
-    np.testing.assert_allclose(Standardiser.from_dict(st.to_dict()).std, st.std)
+    np.testing.assert_allclose(Standardiser.from_dict(st.to_dict()).scale, st.scale)
 
 
 def test_log_jacobian_gives_original_units():
@@ -86,9 +86,29 @@ def test_log_jacobian_gives_original_units():
     st = Standardiser.fit(s)
     z = st.transform(s).observed()
     nll_std = -stats.norm.logpdf(z).sum(axis=1)
-    nll_orig = nll_std + st.log_jacobian
-    oracle = -stats.multivariate_normal(st.mean, np.diag(st.std**2)).logpdf(s.observed())
+    nll_orig = nll_std + st.log_det
+    oracle = -stats.multivariate_normal(st.center, np.diag(st.scale**2)).logpdf(s.observed())
     np.testing.assert_allclose(nll_orig, oracle, rtol=1e-10)
+
+
+@pytest.mark.parametrize("ctype", ["full", "diag", "spherical", "tied"])
+def test_mixture_mapped_to_original_units_is_the_change_of_variables(ctype):
+    # log p_x(x) = log p_z(st.apply(x)) - log_det, for a mixture of every covariance type
+    # moved with as_full + gmm_from (the path plots and `grnn regimes` take).
+    import jax.numpy as jnp
+    from grnn_jax import gmm
+
+    rng = np.random.default_rng(4)
+    d, k = 3, 2
+    cov = {"full": np.stack([np.eye(d) + 0.3, 2 * np.eye(d)]), "diag": rng.uniform(0.5, 2, (k, d)),
+           "spherical": np.array([0.5, 2.0]), "tied": np.eye(d) + 0.2}[ctype]
+    g = gmm.from_covariances(jnp.array([0.2, -0.1]), jnp.asarray(rng.normal(size=(k, d))),
+                             jnp.asarray(cov, jnp.float32), ctype)
+    st = Standardiser(np.array([1.0, -2.0, 30.0]), np.array([0.5, 2.0, 10.0]))
+    x = st.inverse(rng.normal(size=(7, d)))
+    want = np.asarray(gmm.log_prob(g, jnp.asarray(st.apply(x), jnp.float32))) - st.log_det
+    got = gmm.log_prob(st.gmm_from(gmm.as_full(g)), jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_standardiser_rejects_constant_feature_and_wrong_width():

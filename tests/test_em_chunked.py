@@ -71,7 +71,7 @@ def test_initialisation_sample_does_not_depend_on_the_split(data):
     """The sample is drawn by global row index: two slices' collections add up to the whole one."""
     x = data
     src = RowSource(x)
-    std = em.Standardizer(jnp.zeros(2), jnp.ones(2))
+    std = em.Standardiser(jnp.zeros(2), jnp.ones(2))
     idx = chunked.sample_indices(jax.random.key(3), len(x), 40)
     assert len(set(idx.tolist())) == 40 and idx.max() < len(x)
     sq, xs, ws = chunked.norm_and_sample_pass(src, 128, 128, std, 0, idx)

@@ -163,7 +163,7 @@ def test_recovers_regimes_and_nears_the_oracle_nll(run):
     g = net.apply(variables, np.zeros((1, 1, 2), np.float32))
     means = st.inverse(np.asarray(g.means[0, 0], np.float64))
     cov = np.asarray(gmm.covariances(gmm.GMM(g.logits[0, 0], g.means[0, 0], g.prec_chol[0, 0],
-                                             "full"))) * np.outer(st.std, st.std)
+                                             "full"))) * np.outer(st.scale, st.scale)
     order = _match(means, PROC.means)
     assert len(set(order.tolist())) == 3
     np.testing.assert_allclose(means[order], PROC.means, atol=MEAN_TOL)

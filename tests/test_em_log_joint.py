@@ -9,7 +9,8 @@ from scipy.stats import multivariate_normal
 from grnn_jax import em, gmm
 from grnn_jax.em import features
 from grnn_jax.em import log_joint as lj
-from grnn_jax.em.blocks import Standardizer, data_columns, default_block_size
+from grnn_jax.em.blocks import data_columns, default_block_size
+from grnn_jax.standardise import Standardiser
 
 QUAD_TYPES = ["full", "diag", "spherical"]
 
@@ -138,7 +139,7 @@ def test_float32_e_step_with_a_collapsed_component_matches_float64(x64):
     # (so the projection form runs) and passes once the collapsed component is widened.
     def quadratic_ok(mix):
         r = jnp.sum(gmm.weights(mix)[:, None] * mix.means, axis=0)
-        std = Standardizer(r, jnp.ones(d, jnp.float32))
+        std = Standardiser(r, jnp.ones(d, jnp.float32))
         _, sq_norm = data_columns(x32, None, std, default_block_size(d, k, "full"))
         return bool(lj.error_bound(lj.quadratic_form(std.gmm_to(mix)), sq_norm) <= lj.QUAD_FORM_TOL)
 

@@ -177,7 +177,7 @@ def test_static_gmm_matches_scikit_learn(switching):
     tr, va = switching
     st = Standardiser.fit(tr)
     tr_z, va_z = st.transform(tr), st.transform(va)
-    res = baselines.static_gmm_baseline(tr_z, va_z, log_jacobian=st.log_jacobian, ks=[2])
+    res = baselines.static_gmm_baseline(tr_z, va_z, log_jacobian=st.log_det, ks=[2])
     # Oracle: scikit-learn's EM, started from the fitted mixture and run to tight convergence,
     # gains almost nothing on the training steps (the fit is at a maximum; the likelihood is
     # flat there, so the parameters may still drift by ~1e-2) and scores validation alike.
@@ -187,13 +187,13 @@ def test_static_gmm_matches_scikit_learn(switching):
     sk.fit(tr_z.observed())
     ours = float(np.mean(np.asarray(gmm.log_prob(m, jnp.asarray(tr_z.observed(), jnp.float32)))))
     assert 0 <= sk.score(tr_z.observed()) - ours < 1e-4
-    want = -sk.score(va_z.observed()) + st.log_jacobian
+    want = -sk.score(va_z.observed()) + st.log_det
     np.testing.assert_allclose(res.val_nll[2], want, atol=5e-3)
     # Original units: the same number from a mixture fitted to unstandardised data.
     g = res.predictive(va_z)
     assert g.batch_shape == (4, 20)
-    np.testing.assert_allclose(res.nll(va_z, st.log_jacobian), res.val_nll[2], rtol=1e-12)
-    orig = plots.to_original_units(res.model, st.mean, st.std)
+    np.testing.assert_allclose(res.nll(va_z, st.log_det), res.val_nll[2], rtol=1e-12)
+    orig = plots.to_original_units(res.model, st)
     direct = -float(np.mean(np.asarray(gmm.log_prob(orig, jnp.asarray(va.observed(), jnp.float32)))))
     np.testing.assert_allclose(direct, res.val_nll[2], rtol=1e-4)
 

@@ -92,7 +92,7 @@ def test_ensemble_is_member_average(splits, pop_run):
     got = np.asarray(gmm.log_prob(ensemble_gmm(net, params, x), x))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     mask = np.asarray(model.mask_from_lengths(z.lengths, z.x.shape[1]))
-    nll = -want[mask].sum() / mask.sum() + st.log_jacobian
+    nll = -want[mask].sum() / mask.sum() + st.log_det
     assert record["ensemble"]["val_nll"] == pytest.approx(nll, rel=1e-5)
 
 

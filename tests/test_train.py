@@ -216,7 +216,7 @@ def test_load_trained_rebuilds_the_best_model_from_the_work_dir(run):
     workdir, state, history, tr, va = run
     net, params, st, cfg = T.load_trained(workdir)
     assert cfg == _cfg()
-    np.testing.assert_allclose(st.mean, data.Standardiser.fit(tr).mean)
+    np.testing.assert_allclose(st.center, data.Standardiser.fit(tr).center)
     evals = [r for r in history if r["kind"] == "eval"]
     best = min(evals, key=lambda r: r["val_nll"])
     res = T.evaluate(net, params, va, standardiser=st)
@@ -225,7 +225,7 @@ def test_load_trained_rebuilds_the_best_model_from_the_work_dir(run):
     # original units by hand: -mean step_log_probs of the standardised data + sum(log std)
     z = st.transform(va)
     lp = _step_log_probs(net, params, jnp.asarray(z.x, jnp.float32), jnp.asarray(z.lengths))
-    manual = -float(lp.sum()) / va.n_steps + float(np.log(st.std).sum())
+    manual = -float(lp.sum()) / va.n_steps + float(np.log(st.scale).sum())
     np.testing.assert_allclose(res.nll, manual, rtol=1e-5)
     np.testing.assert_allclose(res.log_likelihood, -res.nll * res.n_steps)
     np.testing.assert_allclose(T.evaluate(net, params, va, standardiser=st, batch_size=3).nll, res.nll,
@@ -264,7 +264,7 @@ def _static_gmm_nll(train: Sequences, test: Sequences, k: int, n_iter: int = 100
         return gmm.m_step(x, jax.lax.fori_loop(0, n_iter, body, resp), covariance_type="full")
 
     lp = gmm.log_prob(fit(resp0), jnp.asarray(st.apply(test.observed())))
-    return -float(lp.mean()) + st.log_jacobian
+    return -float(lp.mean()) + st.log_det
 
 
 def test_trained_model_approaches_the_oracle_and_beats_a_static_gmm(tmp_path):

@@ -55,17 +55,12 @@ def run_regimes(args) -> int:
                          "needs one trained with --head em")
     net, variables, standardiser, _ = load_trained(workdir, which=args.which)
     filtering, predictive = regime_probabilities(net, variables, seqs, standardiser=standardiser)
-    # The components of a model of standardised data, mapped back: x = mean + std * z.
+    # The global components of a model of standardised data, in original units.
     g = net.apply(variables, np.zeros((1, 1, seqs.n_features), np.float32))
-    std = np.asarray(standardiser.std, np.float64)
-    means = standardiser.inverse(np.asarray(g.means[0, 0], np.float64))
-    cov = np.asarray(gmm.covariances(gmm.GMM(g.logits[0, 0], g.means[0, 0], g.prec_chol[0, 0],
-                                             g.covariance_type)), np.float64)
-    if cov.ndim == 1:  # spherical
-        cov = cov[:, None, None] * np.eye(seqs.n_features)
-    elif cov.ndim == 2:  # diag
-        cov = cov[:, :, None] * np.eye(seqs.n_features)
-    cov = cov * std[None, :, None] * std[None, None, :]
+    comps = gmm.GMM(g.logits[0, 0], g.means[0, 0], g.prec_chol[0, 0], g.covariance_type)
+    orig = standardiser.gmm_from(gmm.as_full(comps))
+    means = np.asarray(orig.means, np.float64)
+    cov = np.asarray(gmm.covariances(orig), np.float64)
     save_npz_atomic(out, filtering=filtering, predictive=predictive, lengths=seqs.lengths,
                      means=means, covariances=cov)
     print(f"wrote regime probabilities of {seqs.n_sequences} sequences ({filtering.shape[-1]} "

@@ -25,7 +25,8 @@ Example:
   True
 """
 
-from grnn_jax.em.blocks import Standardizer, default_block_size
+from grnn_jax.em.blocks import default_block_size
+from grnn_jax.standardise import Standardiser
 from grnn_jax.em.chunked import fit_chunked, log_likelihood_chunked
 from grnn_jax.em.fit import FitResult, fit, fit_from
 from grnn_jax.em.init import INIT_METHODS, initialize
@@ -39,7 +40,7 @@ __all__ = [
     "FitResult",
     "INIT_METHODS",
     "Selection",
-    "Standardizer",
+    "Standardiser",
     "SufficientStats",
     "aic",
     "bic",

@@ -6,7 +6,7 @@ block by block inside a ``lax.scan`` so that no per-row-per-component array
 ``dynamic_slice`` s of the array, which is never padded: when N is not a
 multiple of the block size, the last block is shifted back to end at row N.
 
-EM works in standardised coordinates (:class:`Standardizer`). A fit holds one
+EM works in standardised coordinates (:class:`Standardiser`). A fit holds one
 standardised copy of the data, column-major with a row of ones appended
 (:func:`block_columns`), and passes over it with ``map_reduce(..., axis=1)``;
 one-off passes over raw rows (scores, the standardiser itself) standardise each
@@ -15,14 +15,14 @@ block on the fly.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from grnn_jax.gmm import GMM
 from grnn_jax.em.features import uses_packed_moments
+from grnn_jax.standardise import Standardiser
 
 _TARGET_BLOCK_FLOATS = 2**20
 _MIN_BLOCK, _MAX_BLOCK = 256, 16384
@@ -54,53 +54,6 @@ def default_block_size(n_features: int, n_components: int, covariance_type: str)
     rows = max(_TARGET_BLOCK_FLOATS // max(per_row, 1), 1)
     rows = 1 << (rows.bit_length() - 1)  # a power of two
     return int(min(max(rows, _MIN_BLOCK), _MAX_BLOCK))
-
-
-class Standardizer(NamedTuple):
-    """An affine change of coordinates ``x' = (x - center) / scale``.
-
-    EM is equivariant under it (with ``reg_covar / scale**2`` in the new
-    coordinates), so fitting in standardised coordinates and mapping back gives
-    the same mixture while float32 keeps its digits for data far from the origin.
-
-    Attributes:
-      center: (D,) subtracted from every row.
-      scale: (D,) positive divisors (equal entries for spherical covariance,
-        whose isotropy a per-feature scale would break).
-    """
-
-    center: jax.Array
-    scale: jax.Array
-
-    @property
-    def log_det(self) -> jax.Array:
-        """``sum(log(scale))``: log-densities in original units are ``log p' - log_det``."""
-        return jnp.sum(jnp.log(self.scale))
-
-    def gmm_to(self, g: GMM) -> GMM:
-        """A mixture in original coordinates, expressed in standardised ones."""
-        return _rescale(g, self.center, self.scale, forward=True)
-
-    def gmm_from(self, g: GMM) -> GMM:
-        """A mixture in standardised coordinates, expressed in original ones."""
-        return _rescale(g, self.center, self.scale, forward=False)
-
-
-def _rescale(g: GMM, center, scale, *, forward: bool) -> GMM:
-    ctype = g.covariance_type
-    dtype = g.means.dtype
-    center = center.astype(dtype)
-    scale = scale.astype(dtype)
-    # precision' = S precision S, so the upper-triangular factor's rows scale by s.
-    row = scale if forward else 1.0 / scale
-    if ctype in ("full", "tied"):
-        prec_chol = g.prec_chol * row[:, None]
-    elif ctype == "diag":
-        prec_chol = g.prec_chol * row
-    else:
-        prec_chol = g.prec_chol * row[0]
-    means = (g.means - center) / scale if forward else g.means * scale + center
-    return GMM(g.logits, means, prec_chol, ctype)
 
 
 BlockFn = Callable  # (carry, xb (R, D) or (D', R), wb (R,), start) -> (carry, y | None)
@@ -153,14 +106,14 @@ def map_reduce(fn: BlockFn, carry, x: jax.Array, w: jax.Array | None, block_size
     return carry, jax.tree.map(assemble, ys)
 
 
-def standardize_block(xb: jax.Array, wb: jax.Array | None, std: Standardizer) -> jax.Array:
+def standardise_block(xb: jax.Array, wb: jax.Array | None, std: Standardiser) -> jax.Array:
     """``(xb - center) / scale``; rows with weight 0 become 0 (they may hold anything)."""
     inv = (1.0 / std.scale).astype(xb.dtype)
     z = (xb - std.center.astype(xb.dtype)) * inv
     return z if wb is None else jnp.where((wb > 0)[:, None], z, 0.0)
 
 
-def block_columns(xb: jax.Array, wb: jax.Array | None, std: Standardizer) -> jax.Array:
+def block_columns(xb: jax.Array, wb: jax.Array | None, std: Standardiser) -> jax.Array:
     """(D+1, R) standardised rows as columns, plus a row of ones.
 
     Rows with weight 0 become zero columns (they may hold anything, NaN
@@ -170,25 +123,26 @@ def block_columns(xb: jax.Array, wb: jax.Array | None, std: Standardizer) -> jax
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from grnn_jax.em.blocks import Standardizer, block_columns
-      >>> std = Standardizer(jnp.array([1.0, 0.0]), jnp.array([2.0, 1.0]))
+      >>> from grnn_jax.em.blocks import block_columns
+      >>> from grnn_jax.standardise import Standardiser
+      >>> std = Standardiser(jnp.array([1.0, 0.0]), jnp.array([2.0, 1.0]))
       >>> block_columns(jnp.array([[5.0, 2.0]]), jnp.ones(1), std)[:, 0].tolist()
       [2.0, 2.0, 1.0]
     """
-    zt = standardize_block(xb, wb, std).T
+    zt = standardise_block(xb, wb, std).T
     return jnp.concatenate([zt, jnp.ones((1, zt.shape[1]), zt.dtype)], axis=0)
 
 
-def max_sq_norm(x: jax.Array, w: jax.Array | None, std: Standardizer, block_size: int) -> jax.Array:
+def max_sq_norm(x: jax.Array, w: jax.Array | None, std: Standardiser, block_size: int) -> jax.Array:
     """() the largest squared norm of a standardised row with positive weight (one blocked pass)."""
 
     def fn(c, xb, wb, start):
-        return jnp.maximum(c, jnp.max(jnp.sum(jnp.square(standardize_block(xb, wb, std)), axis=-1))), None
+        return jnp.maximum(c, jnp.max(jnp.sum(jnp.square(standardise_block(xb, wb, std)), axis=-1))), None
 
     return map_reduce(fn, jnp.zeros((), x.dtype), x, w, block_size)[0]
 
 
-def data_columns(x: jax.Array, w: jax.Array | None, std: Standardizer, block_size: int):
+def data_columns(x: jax.Array, w: jax.Array | None, std: Standardiser, block_size: int):
     """``(xt1, sq_norm)``: the data as one standardised column-major copy (:func:`block_columns`) and its :func:`max_sq_norm`.
 
     The norm comes from a blocked pass over the rows: as one reduction over
@@ -197,9 +151,9 @@ def data_columns(x: jax.Array, w: jax.Array | None, std: Standardizer, block_siz
     return block_columns(x, w, std), max_sq_norm(x, w, std, block_size)
 
 
-def fit_standardizer(
+def fit_standardiser(
     x: jax.Array, w: jax.Array | None, block_size: int, *, isotropic: bool = False
-) -> tuple[Standardizer, jax.Array, jax.Array]:
+) -> tuple[Standardiser, jax.Array, jax.Array]:
     """Weighted mean and standard deviation of the data, in one blocked pass.
 
     The moments are accumulated relative to a data point, so float32 loses
@@ -208,18 +162,18 @@ def fit_standardizer(
     arithmetic); a feature with zero variance keeps scale 1.
 
     Returns:
-      ``(standardizer, total_weight, mean_var)``; ``mean_var`` is the mean
+      ``(standardiser, total_weight, mean_var)``; ``mean_var`` is the mean
       feature variance in standardised coordinates (1 unless features are constant).
     """
     anchor = x[0] if w is None else x[jnp.argmax(w)]
-    return standardizer_from_moments(anchor, *weighted_moments(x, w, anchor, block_size), isotropic=isotropic)
+    return standardiser_from_moments(anchor, *weighted_moments(x, w, anchor, block_size), isotropic=isotropic)
 
 
 def weighted_moments(x: jax.Array, w: jax.Array | None, anchor: jax.Array, block_size: int):
     """``(sum w, sum w (x - anchor), sum w (x - anchor)**2)`` in one blocked pass.
 
-    The sums of disjoint chunks (or devices) add up; :func:`standardizer_from_moments`
-    turns them into a :class:`Standardizer`.
+    The sums of disjoint chunks (or devices) add up; :func:`standardiser_from_moments`
+    turns them into a :class:`Standardiser`.
     """
     dtype = x.dtype
 
@@ -231,8 +185,8 @@ def weighted_moments(x: jax.Array, w: jax.Array | None, anchor: jax.Array, block
     return map_reduce(fn, (jnp.zeros((), dtype), zero, zero), x, w, block_size)[0]
 
 
-def standardizer_from_moments(anchor, total, s1, s2, *, isotropic: bool = False):
-    """``(standardizer, total_weight, mean_var)`` from :func:`weighted_moments` (see :func:`fit_standardizer`)."""
+def standardiser_from_moments(anchor, total, s1, s2, *, isotropic: bool = False):
+    """``(standardiser, total_weight, mean_var)`` from :func:`weighted_moments` (see :func:`fit_standardiser`)."""
     d = anchor.shape[-1]
     dtype = s1.dtype
     shift = s1 / total
@@ -240,4 +194,4 @@ def standardizer_from_moments(anchor, total, s1, s2, *, isotropic: bool = False)
     var = jnp.maximum(s2 / total - jnp.square(shift), 0.0)
     var_s = jnp.full((d,), jnp.mean(var), dtype) if isotropic else var
     scale = jnp.where(var_s > 0, jnp.sqrt(var_s), 1.0).astype(dtype)
-    return Standardizer(mean, scale), total, jnp.mean(var / jnp.square(scale))
+    return Standardiser(mean, scale), total, jnp.mean(var / jnp.square(scale))

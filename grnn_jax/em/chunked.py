@@ -29,7 +29,7 @@ from grnn_jax.em.blocks import (
     block_columns,
     default_block_size,
     max_sq_norm,
-    standardizer_from_moments,
+    standardiser_from_moments,
     weighted_moments,
 )
 from grnn_jax.em.fit import FitResult
@@ -100,7 +100,7 @@ def _first_row(source: RowSource, chunk_size: int):
     return None
 
 
-def standardize_pass(source: RowSource, chunk_size: int, block_size: int, *, isotropic: bool):
+def standardise_pass(source: RowSource, chunk_size: int, block_size: int, *, isotropic: bool):
     """Pass 1: weighted moments about a common anchor; checks every chunk for NaN/inf.
 
     Returns ``(std, total, mean_var, n_rows, offset)``: ``n_rows`` over all
@@ -135,7 +135,7 @@ def standardize_pass(source: RowSource, chunk_size: int, block_size: int, *, iso
                          f"{int(np.sum(counts))} rows")
     n_rows = source.n_total if not source.is_stream else int(np.sum(counts))
     total, s1, s2 = distributed.sum_over_processes(acc)
-    std, total, mean_var = standardizer_from_moments(
+    std, total, mean_var = standardiser_from_moments(
         anchor, jnp.asarray(total, dtype), jnp.asarray(s1, dtype), jnp.asarray(s2, dtype), isotropic=isotropic
     )
     return std, total, mean_var, n_rows, offset
@@ -277,7 +277,7 @@ def fit_chunked(
     ctype = covariance_type
     if source.n_features is not None and not isinstance(init, str):  # before any pass, where known
         checks.check_gmm(init, k, source.n_features, ctype, ((),))
-    std, total, mean_var, n_rows, offset = standardize_pass(
+    std, total, mean_var, n_rows, offset = standardise_pass(
         source, c, block_size or default_block_size(source.n_features or 1, k, ctype), isotropic=ctype == "spherical"
     )
     d = source.n_features

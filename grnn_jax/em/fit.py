@@ -26,7 +26,7 @@ from jax import lax
 
 from grnn_jax.gmm import GMM
 from grnn_jax.em import checks
-from grnn_jax.em.blocks import data_columns, default_block_size, fit_standardizer
+from grnn_jax.em.blocks import data_columns, default_block_size, fit_standardiser
 from grnn_jax.em.init import INIT_METHODS, init_std
 from grnn_jax.em.stats import e_step_std, m_step_std
 
@@ -121,7 +121,7 @@ def _fit_one(x, w, key, init_gmm, tol, reg_covar, lower_bound=None, *, n_compone
     dtype = x.dtype
     ctype = covariance_type
     bs = block_size or default_block_size(x.shape[1], n_components, ctype)
-    std, total, mean_var = fit_standardizer(x, w, bs, isotropic=ctype == "spherical")
+    std, total, mean_var = fit_standardiser(x, w, bs, isotropic=ctype == "spherical")
     reg = jnp.asarray(reg_covar, dtype) / jnp.square(std.scale)
     tol = jnp.asarray(tol, dtype)
     # One standardised, column-major copy of the data ((D+1) x N) for all

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from grnn_jax.gmm import GMM, check_covariance_type
-from grnn_jax.em.blocks import block_columns, default_block_size, fit_standardizer, map_reduce
+from grnn_jax.em.blocks import block_columns, default_block_size, fit_standardiser, map_reduce
 from grnn_jax.em.log_joint import HIGHEST
 from grnn_jax.em.stats import accumulate, m_step_std
 
@@ -209,7 +209,7 @@ def initialize(
     check_covariance_type(covariance_type)
     x = jnp.asarray(x)
     bs = block_size or default_block_size(x.shape[1], n_components, covariance_type)
-    std, _, mean_var = fit_standardizer(x, weights, bs, isotropic=covariance_type == "spherical")
+    std, _, mean_var = fit_standardiser(x, weights, bs, isotropic=covariance_type == "spherical")
     reg = reg_covar / jnp.square(std.scale)
     g = init_std(block_columns(x, weights, std), weights, mean_var, key, n_components, covariance_type, init, reg, bs)
     return std.gmm_from(g)

@@ -31,7 +31,7 @@ import numpy as np
 
 from grnn_jax.gmm import GMM
 from grnn_jax.em import checks
-from grnn_jax.em.blocks import data_columns, default_block_size, fit_standardizer
+from grnn_jax.em.blocks import data_columns, default_block_size, fit_standardiser
 from grnn_jax.em.chunked import DEFAULT_INIT_SAMPLE, compute_dtype, sample_indices
 from grnn_jax.em.init import INIT_METHODS, init_std
 from grnn_jax.em.rows import RowSource
@@ -77,7 +77,7 @@ def _step(g, s, t, x, w, std, reg, exponent, *, block_size):
 
 @functools.partial(jax.jit, static_argnames=("n_components", "ctype", "method", "block_size", "isotropic"))
 def _start(x, w, key, init_gmm, reg_covar, *, n_components, ctype, method, block_size, isotropic):
-    std, total, mean_var = fit_standardizer(x, w, block_size, isotropic=isotropic)
+    std, total, mean_var = fit_standardiser(x, w, block_size, isotropic=isotropic)
     reg = reg_covar / jnp.square(std.scale)
     xt1, sq_norm = data_columns(x, w, std, block_size)
     if init_gmm is None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from grnn_jax.gmm import GMM, n_parameters
 from grnn_jax.em import checks
-from grnn_jax.em.blocks import block_columns, default_block_size, fit_standardizer, map_reduce
+from grnn_jax.em.blocks import block_columns, default_block_size, fit_standardiser, map_reduce
 from grnn_jax.em.fit import FitResult, fit
 from grnn_jax.em.log_joint import projection_log_joint
 
@@ -36,7 +36,7 @@ def log_likelihood_sum(g: GMM, x: jax.Array, weights: jax.Array | None = None, *
     x = x.astype(dtype)
     ctype = g.covariance_type
     bs = block_size or default_block_size(g.n_features, g.n_components, ctype)
-    std, total, _ = fit_standardizer(x, weights, bs, isotropic=ctype == "spherical")
+    std, total, _ = fit_standardiser(x, weights, bs, isotropic=ctype == "spherical")
     log_joint = projection_log_joint(std.gmm_to(jax.tree.map(lambda a: a.astype(dtype), g)))
 
     def fn(acc, xb, wb, start):

@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from grnn_jax.gmm import GMM
 from grnn_jax.em import checks
-from grnn_jax.em.blocks import block_columns, data_columns, default_block_size, standardizer_from_moments, weighted_moments
+from grnn_jax.em.blocks import block_columns, data_columns, default_block_size, standardiser_from_moments, weighted_moments
 from grnn_jax.em.chunked import DEFAULT_INIT_SAMPLE
 from grnn_jax.em.fit import FitResult, _em_loop
 from grnn_jax.em.init import INIT_METHODS, init_std
@@ -51,7 +51,7 @@ def _fit_sharded(x, w, key, init_gmm, tol, reg_covar, *, mesh, axis, n_rows, n_c
                  max_iter, block_size, init_sample):
     dtype = x.dtype
     bs = block_size
-    # The first row of positive weight, as fit_standardizer anchors its moments (a cross-device gather).
+    # The first row of positive weight, as fit_standardiser anchors its moments (a cross-device gather).
     anchor = x[jnp.argmax(w > 0)]
 
     def local_moments(xl, wl, anchor):
@@ -59,7 +59,7 @@ def _fit_sharded(x, w, key, init_gmm, tol, reg_covar, *, mesh, axis, n_rows, n_c
 
     moments = jax.shard_map(local_moments, mesh=mesh, in_specs=(P(axis), P(axis), P()), out_specs=P(),
                             check_vma=False)(x, w, anchor)
-    std, total, mean_var = standardizer_from_moments(anchor, *moments, isotropic=ctype == "spherical")
+    std, total, mean_var = standardiser_from_moments(anchor, *moments, isotropic=ctype == "spherical")
     reg = jnp.asarray(reg_covar, dtype) / jnp.square(std.scale)
     if init_gmm is not None:
         g0 = std.gmm_to(jax.tree.map(lambda a: jnp.asarray(a, dtype), init_gmm))

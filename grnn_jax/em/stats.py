@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from grnn_jax.gmm import GMM, check_covariance_type, log_weights, precision_cholesky
-from grnn_jax.em.blocks import Standardizer, data_columns, default_block_size, map_reduce
+from grnn_jax.em.blocks import data_columns, default_block_size, map_reduce
+from grnn_jax.standardise import Standardiser
 from grnn_jax.em.features import n_stat_features, split_sums, stat_features, uses_packed_moments
 from grnn_jax.em.log_joint import (
     HIGHEST,
@@ -231,7 +232,7 @@ def e_step(g: GMM, x: jax.Array, weights: jax.Array | None = None, *, block_size
     dtype = jnp.result_type(x.dtype, g.means.dtype)
     x = x.astype(dtype)
     r = jnp.sum(jnp.exp(log_weights(g))[:, None] * g.means, axis=0).astype(dtype)
-    std = Standardizer(r, jnp.ones(d, dtype))
+    std = Standardiser(r, jnp.ones(d, dtype))
     xt1, sq_norm = data_columns(x, weights, std, bs)
     stats, ll_sum = e_step_std(std.gmm_to(g), xt1, weights, bs, sq_norm)
     return _shift_stats(stats, r, ctype), ll_sum

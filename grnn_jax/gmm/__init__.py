@@ -7,6 +7,7 @@ EM loops or networks.
 from grnn_jax.gmm.container import (
     COVARIANCE_TYPES,
     GMM,
+    as_full,
     check_covariance_type,
     covariances,
     from_covariances,
@@ -32,6 +33,7 @@ from grnn_jax.gmm.sampling import sample, sample_with_labels
 __all__ = [
     "COVARIANCE_TYPES",
     "GMM",
+    "as_full",
     "check_covariance_type",
     "component_log_prob",
     "covariances",

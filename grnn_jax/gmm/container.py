@@ -131,6 +131,33 @@ def precisions(gmm: GMM) -> jax.Array:
     return jnp.square(p)
 
 
+def as_full(gmm: GMM) -> GMM:
+    """The same mixture with full covariance: its precision factors as (..., K, D, D) matrices.
+
+    Exact (no inversion): a diagonal or spherical factor becomes a diagonal
+    matrix, a tied one is repeated for every component.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from grnn_jax import gmm
+      >>> g = gmm.from_covariances(jnp.zeros(2), jnp.zeros((2, 3)), jnp.array([1.0, 4.0]), "spherical")
+      >>> f = gmm.as_full(g)
+      >>> f.covariance_type, gmm.covariances(f)[1].diagonal().tolist()
+      ('full', [4.0, 4.0, 4.0])
+    """
+    p, ctype = gmm.prec_chol, gmm.covariance_type
+    eye = jnp.eye(gmm.means.shape[-1], dtype=p.dtype)
+    if ctype == "full":
+        return gmm
+    if ctype == "tied":
+        full = jnp.broadcast_to(p[..., None, :, :], gmm.means.shape + gmm.means.shape[-1:])
+    elif ctype == "diag":
+        full = p[..., None] * eye
+    else:
+        full = p[..., None, None] * eye
+    return GMM(gmm.logits, gmm.means, full, "full")
+
+
 def _upper_cholesky(precision: jax.Array) -> jax.Array:
     # U with U @ U.T = A and U upper triangular, from the lower Cholesky factor
     # of A with rows and columns reversed: U = J chol(J A J) J.

@@ -77,7 +77,7 @@ def evaluate_ensemble(net, params, seqs: Sequences, *, standardiser: Standardise
     total = 0.0
     for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
         total += float(_ensemble_log_lik(net, params, b.x, b.lengths, b.u))
-    return -total / z.n_steps + st.log_jacobian
+    return -total / z.n_steps + st.log_det
 
 
 def load_ensemble(workdir: str | Path):

@@ -304,7 +304,7 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
         end = start
     bar = tqdm(total=cfg.num_steps, initial=start, disable=not progress, desc="train", leave=False)
     pending, first = [], None
-    log_jac = standardiser.log_jacobian
+    log_jac = standardiser.log_det
     # Throughput counts training only: not the first step of a call (compilation), not
     # evaluations or checkpoints.
     train_time, steps_done, obs_done, mark = 0.0, 0, 0, None
@@ -340,7 +340,7 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                 obs_rate = obs_done / train_time if train_time > 0 else math.nan
                 rec = {
                     "step": done, "kind": "train", "loss": last_loss,
-                    "nll": last_nll + standardiser.log_jacobian,
+                    "nll": last_nll + standardiser.log_det,
                     "grad_norm": float(fetched[-1]["grad_norm"]),
                     "n_skipped": int(state.n_skipped),
                     "lr": float(run.schedule(done - int(state.n_skipped))),

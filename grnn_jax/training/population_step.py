@@ -244,4 +244,4 @@ def evaluate_population(net, params, seqs: Sequences, *, standardiser: Standardi
     total = 0.0
     for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
         total = total + np.asarray(_members_log_lik(net, params, b.x, b.lengths, b.u), np.float64)
-    return -total / z.n_steps + st.log_jacobian
+    return -total / z.n_steps + st.log_det

@@ -245,5 +245,5 @@ def evaluate(
         total += float(_batch_log_lik(net, params, b.x, b.lengths, b.u))
     n = z.n_steps
     nll_std = -total / n
-    nll = nll_std + st.log_jacobian
+    nll = nll_std + st.log_det
     return EvalResult(nll=nll, log_likelihood=-nll * n, n_steps=n, nll_standardised=nll_std)
