@@ -303,7 +303,8 @@ def train(
     )
     mesh, rows = run_mesh(mesh, config.batch_size)
     if jax.process_count() > 1:
-        agree(share_json(fingerprint(train_seqs)) == fingerprint(train_seqs),
+        mine = fingerprint(train_seqs)
+        agree(share_json(mine) == mine,
               "the training data of process(es) {processes} differ from process 0's; every "
               "process needs the same data")
     writer = is_writer()
@@ -331,7 +332,7 @@ def train(
     prog = RunProgress()
     try:
         if restoring and writer:
-            state, saved_prog = ckpts.restore("last", saved_form(state))
+            state, saved_prog = ckpts.restore("last", state if mesh is None else saved_form(state))
             prog = RunProgress.from_dict(saved_prog)
         if mesh is not None:
             state = share_state(state, mesh)
