@@ -211,7 +211,7 @@ def bench_train(args) -> None:
         if not args.cpu_devices:
             break
     print("| devices | platform | batch | step: steps/s | step: loss after the last step | "
-          "train(mesh=...): steps/s | train(): mean loss of the last steps |")
+          "train(mesh=...): steps/s | train(): mean loss over its steps |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['devices']} | {r['platform']} | {r['batch']} | {r['steps_per_sec']:.2f} | {r['final_loss']:.6f} "
