@@ -90,7 +90,10 @@ def test_bad_launches_fail_fast_and_write_nothing(npz, tmp_path, capsys):
         (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
          "--process-id 2 must be in 0..1 for --num-processes 2"),
         (["--coordinator", "127.0.0.1:1", "--process-id", "0"], "needs all of --coordinator"),
-        (["--population", "2", "--data-parallel"], "--population trains on one device"),
+        (["--population", "2", "--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "0"],
+         "--population runs in one process"),
+        (["--population", "2", "--data-parallel", "--batch-size", "6"],  # 2 groups of 4 devices
+         "--batch-size (batch_size) 6 must be a multiple of the 4 devices that share every member's batch"),
         # 8 fake devices share every batch here.
         (["--data-parallel", "--batch-size", "6"],
          "--batch-size (batch_size) 6 must be a multiple of the 8 devices that share every batch"),

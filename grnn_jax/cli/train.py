@@ -50,7 +50,7 @@ from grnn_jax.training import (
 )
 from grnn_jax.training.parallel import is_writer
 from grnn_jax.training.population import check_population, default_members, train_population
-from grnn_jax.training.sharding import make_mesh
+from grnn_jax.training.sharding import make_mesh, population_mesh
 
 # Flags of ``grnn train`` that set a training field (flag dest -> dotted config key).
 _FLAG_KEYS = {
@@ -138,7 +138,8 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
     par.add_argument("--data-parallel", action="store_true",
                      help="shard the rows of every batch over all devices (--batch-size a multiple of "
                           "their number), parameters replicated: one device's training up to float "
-                          "rounding; implied by --coordinator")
+                          "rounding; implied by --coordinator. With --population P: gcd(P, devices) "
+                          "groups of members, each member's rows over the rest")
     add_process_flags(par)
     p.set_defaults(func=run_train)
     return p
@@ -261,8 +262,9 @@ def run_train(args) -> int:
     if args.data is None and args.config is None:
         raise ValueError("pass --data TRAIN.npz or --config CONFIG.py")
     multi = check_process_flags(args)
-    if args.population is not None and (multi or args.data_parallel):
-        raise ValueError("--population trains on one device; drop --data-parallel and --coordinator")
+    if args.population is not None and multi:
+        raise ValueError("--population runs in one process (on all its devices with --data-parallel); "
+                         "drop --coordinator")
     if args.population is not None:
         check_population(args.population)
     if args.ensemble and (args.population is None or not 0 < args.ensemble <= args.population):
@@ -359,9 +361,17 @@ def run_train(args) -> int:
 
 
 def _run_population(args, config, train_seqs, val_seqs, workdir: Path) -> int:
+    mesh = None
+    if args.data_parallel:
+        mesh = population_mesh(args.population)
+        n = mesh.shape["data"]
+        if config.batch_size % n:
+            raise ValueError(f"--batch-size (batch_size) {config.batch_size} must be a multiple of the "
+                             f"{_plural(n, 'device')} that share every member's batch ({mesh.size} "
+                             f"devices, {mesh.shape['members']} groups of members)")
     res = train_population(config, train_seqs, val_seqs, workdir,
                            members=default_members(config, args.population),
-                           ensemble=args.ensemble, progress=not (args.quiet or args.json))
+                           ensemble=args.ensemble, progress=not (args.quiet or args.json), mesh=mesh)
     best = res.rows[res.best]
     record = json.loads((workdir / "population.json").read_text())
     report = {"workdir": str(workdir), "population": args.population, "best_member": res.best,
