@@ -53,6 +53,16 @@ def run_mesh(mesh: Mesh | None, batch_size: int) -> tuple[Mesh | None, slice | N
     Raises:
       ValueError: ``mesh`` is not a ``("members", "data")`` mesh with one member, or
         ``batch_size`` is not a multiple of its ``data`` axis.
+
+    Example:
+      >>> import jax
+      >>> from grnn_jax.training.parallel import run_mesh
+      >>> from grnn_jax.training.sharding import make_mesh
+      >>> run_mesh(None, 8)
+      (None, None)
+      >>> mesh, rows = run_mesh(make_mesh(jax.devices()[:2]), 8)
+      >>> dict(mesh.shape), rows
+      ({'members': 1, 'data': 2}, slice(0, 8, None))
     """
     if mesh is None and jax.process_count() == 1:
         return None, None
@@ -68,7 +78,16 @@ def run_mesh(mesh: Mesh | None, batch_size: int) -> tuple[Mesh | None, slice | N
 
 
 def local_copy(tree):
-    """A replicated pytree as arrays on one of this process's devices (nothing crosses hosts)."""
+    """A replicated pytree as arrays on one of this process's devices (nothing crosses hosts).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from grnn_jax.training.parallel import local_copy
+      >>> from grnn_jax.training.sharding import make_mesh, replicate
+      >>> tree = replicate({"w": jnp.ones(3)}, make_mesh(jax.devices()[:2]))
+      >>> len(local_copy(tree)["w"].devices())
+      1
+    """
     return jax.tree.map(lambda a: a.addressable_shards[0].data if isinstance(a, jax.Array) else a,
                         tree)
 
@@ -81,7 +100,13 @@ def saved_form(state):
 
 
 def share_json(obj):
-    """Process 0's ``obj`` (JSON) on every process; ``obj`` itself with one process."""
+    """Process 0's ``obj`` (JSON) on every process; ``obj`` itself with one process.
+
+    Example:
+      >>> from grnn_jax.training.parallel import share_json
+      >>> share_json({"step": 3})
+      {'step': 3}
+    """
     if jax.process_count() == 1:
         return obj
     data = np.frombuffer(json.dumps(obj).encode(), np.uint8) if is_writer() else np.zeros(0, np.uint8)
@@ -140,6 +165,11 @@ def decided_by_writer(decide, encode, decode):
 
     An exception in ``decide`` is raised on process 0 as it is and on the others as a
     ValueError with its message, so every process stops with the same line.
+
+    Example:
+      >>> from grnn_jax.training.parallel import decided_by_writer
+      >>> decided_by_writer(lambda: (1, 2), list, tuple)  # one process: decide() itself
+      (1, 2)
     """
     if jax.process_count() == 1:
         return decide()
