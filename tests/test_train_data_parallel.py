@@ -1,4 +1,4 @@
-"""train(mesh=...) on 8 fake CPU devices: the single-device run, step by step, resume included."""
+"""train(mesh=...) on 8 fake CPU devices: the single-device run, step by step, resumes included."""
 
 import jax
 import numpy as np
@@ -34,11 +34,13 @@ def _by_kind(history, kind, key):
     return [(r["step"], r[key]) for r in history if r["kind"] == kind]
 
 
-def test_eight_devices_follow_one_device_through_a_resume(seqs, one_device, tmp_path):
+def test_eight_devices_follow_one_device_through_resumes(seqs, one_device, tmp_path):
     _, one, h_one = one_device
     mesh = sharding.make_mesh()
     assert mesh.shape == {"members": 1, "data": 8}
-    # Stopped after step 3 (between evaluations) and resumed: the run one device made in one go.
+    # Two steps on one device, resumed on 8 devices up to step 3 (between evaluations), then
+    # resumed again on 8: the run one device made in one go.
+    train(CFG, *seqs, tmp_path, progress=False, until_step=2)
     train(CFG, *seqs, tmp_path, progress=False, mesh=mesh, until_step=3)
     dp, h_dp = train(CFG, *seqs, tmp_path, progress=False, mesh=mesh)
     leaf = jax.tree.leaves(dp.params)[0]
