@@ -16,8 +16,14 @@ from grnn_jax.train import load_trained, read_metrics
 from test_multihost import env, free_port, gloo_works
 
 # Each process runs the same command twice: a run, then the same command again, which
-# resumes the finished run (process 0 restores the checkpoint and sends it to the other).
-LAUNCH = "import sys; from grnn_jax.cli import main; sys.exit(main(sys.argv[1:]) or main(sys.argv[1:]))"
+# resumes the finished run (process 0 restores the checkpoint and sends it to the other);
+# then with --steps 5, which process 0's work dir refuses: every process must stop with
+# status 2 (exit status 102 here), none waiting for the others.
+LAUNCH = """import sys
+from grnn_jax.cli import main
+a = sys.argv[1:]
+sys.exit(main(a) or main(a) or 100 + main(a + ["--steps", "5"]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +58,13 @@ def test_two_processes_train_as_one(npz, tmp_path, capsys):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    if any(p.returncode for p in procs):
+    if any(p.returncode != 102 for p in procs):
         reason = gloo_works()
         if reason:
             pytest.skip(reason)
     for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+        assert p.returncode == 102, err[-3000:]
+        assert "holds a run" in err and "4 -> 5" in err, err[-3000:]
     assert outs[1][0] == "" and not (tmp_path / "w1").exists()
     first, resumed = (json.loads(line) for line in outs[0][0].splitlines())
     assert first["num_processes"] == 2 and first["devices"] == 2
