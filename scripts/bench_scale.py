@@ -15,8 +15,9 @@ start-up; the peak is reset after the first (compiling) fit, so it shows the
 memory the passes themselves need. ``procs``: the same on 2 processes joined by ``jax.distributed`` on
 127.0.0.1 (gloo), each reading its half of the rows; on a 2-core machine they
 share the cores. ``train``: steps per second of the data-parallel train step
-(batch sharded, parameters replicated) on 1 and on 8 fake CPU devices of one
-CPU: a correctness run, not a speed claim. On a GPU, ``em`` and ``train``
+(batch sharded, parameters replicated) and of the whole fit loop
+(``train(mesh=...)``) on 1 and on 8 fake CPU devices of one CPU: a correctness
+run, not a speed claim. On a GPU, ``em`` and ``train``
 report points per second and steps per second on it.
 """
 
@@ -28,6 +29,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -169,6 +171,7 @@ def worker_train(args) -> None:
     import jax
 
     from grnn_jax.data import Sequences, batch_at
+    from grnn_jax.train import TrainConfig, train
     from grnn_jax.training import ModelConfig, init_state, make_optimizer, make_train_step, sharding
 
     net = ModelConfig(n_features=3, n_components=8, hidden_size=args.hidden).build()
@@ -186,8 +189,17 @@ def worker_train(args) -> None:
         state, m = step(state, b)
     jax.block_until_ready(state)
     sps = args.steps / (time.perf_counter() - t)
+    # The whole fit loop (train(mesh=...)): batches built on the host, metrics, a checkpoint at the end;
+    # its steps_per_s leaves out the first (compiling) step.
+    cfg = TrainConfig(ModelConfig(n_features=3, n_components=8, hidden_size=args.hidden), num_steps=args.steps + 1,
+                      batch_size=args.batch, log_every=args.steps + 1, warmup_steps=0, learning_rate=1e-3,
+                      standardise=False)
+    with tempfile.TemporaryDirectory() as wd:
+        _, history = train(cfg, seqs, None, wd, progress=False, mesh=mesh)
+    rec = [r for r in history if r["kind"] == "train"][-1]
     print(json.dumps(dict(devices=len(jax.devices()), platform=jax.devices()[0].platform, batch=args.batch,
-                          steps_per_sec=sps, final_loss=float(m["loss"]))), flush=True)
+                          steps_per_sec=sps, final_loss=float(m["loss"]), loop_steps_per_sec=rec["steps_per_s"],
+                          loop_loss=rec["loss"])), flush=True)
 
 
 def bench_train(args) -> None:
@@ -198,10 +210,12 @@ def bench_train(args) -> None:
                           str(args.batch), "--hidden", str(args.hidden), "--length", str(args.length)], env=env))
         if not args.cpu_devices:
             break
-    print("| devices | platform | batch | steps/s | loss after the last step |")
-    print("|---:|---|---:|---:|---:|")
+    print("| devices | platform | batch | step: steps/s | step: loss after the last step | "
+          "train(mesh=...): steps/s | train(): mean loss over its steps |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['devices']} | {r['platform']} | {r['batch']} | {r['steps_per_sec']:.2f} | {r['final_loss']:.6f} |")
+        print(f"| {r['devices']} | {r['platform']} | {r['batch']} | {r['steps_per_sec']:.2f} | {r['final_loss']:.6f} "
+              f"| {r['loop_steps_per_sec']:.2f} | {r['loop_loss']:.6f} |")
 
 
 def online_gap(args) -> None:

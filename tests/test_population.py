@@ -178,3 +178,25 @@ def test_em_init_member_equals_independent_run(splits, tmp_path):
     i = 1
     state, _ = train(MEMBERS.config(cfg, i), tr, None, tmp_path / "one", progress=False)
     jax.tree.map(_close, jax.tree.map(lambda a: a[i], res.state.params), state.params)
+
+
+def test_population_on_a_mesh_equals_one_device(splits, pop_run):
+    from jax.sharding import PartitionSpec
+
+    from grnn_jax.training import sharding
+
+    tr, va = splits
+    res, _ = pop_run
+    # 3 members on 3 device groups, each member's 4 rows over 2 devices.
+    mesh = sharding.make_mesh(jax.devices()[:6], n_members=3)
+    on_mesh = train_population(CFG, tr, va, None, members=MEMBERS, progress=False, mesh=mesh)
+    leaf = jax.tree.leaves(on_mesh.state.params)[0]
+    assert leaf.sharding.spec == PartitionSpec("members") and len(leaf.sharding.device_set) == 6
+    for a, b in zip(res.rows, on_mesh.rows):
+        assert a["best_step"] == b["best_step"] and a["steps"] == b["steps"]
+        np.testing.assert_allclose(a["best_val_nll"], b["best_val_nll"], rtol=1e-5)
+    jax.tree.map(_close, res.state.params, on_mesh.state.params)
+    jax.tree.map(_close, res.best_params, on_mesh.best_params)
+    with pytest.raises(ValueError, match="population of 3 must be a multiple of the 2 devices"):
+        train_population(CFG, tr, va, None, members=MEMBERS, mesh=sharding.make_mesh(n_members=2))
+    assert dict(sharding.population_mesh(4).shape) == {"members": 4, "data": 2}

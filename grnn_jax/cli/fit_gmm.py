@@ -22,6 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from grnn_jax import em, gmm
 from grnn_jax.atomic import save_npz_atomic
+from grnn_jax.cli.processes import add_process_flags, check_process_flags, join
 from grnn_jax.em import distributed
 from grnn_jax.em.chunked import DEFAULT_INIT_SAMPLE
 from grnn_jax.em.rows import RowSource
@@ -74,12 +75,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--init-sample", type=int, default=DEFAULT_INIT_SAMPLE,
                    help="rows of the seeded uniform sample that --chunk-size, --online and several "
                         f"processes initialise on (default {DEFAULT_INIT_SAMPLE})")
-    g.add_argument("--coordinator", help="HOST:PORT of process 0: join a multi-process run; 'auto' takes "
-                                         "it from SLURM, Open MPI or a Cloud TPU (docs/scaling.md)")
-    g.add_argument("--num-processes", type=int, default=None, help="processes in the run")
-    g.add_argument("--process-id", type=int, default=None, help="this process's id, 0..num-processes-1")
-    g.add_argument("--timeout", type=float, default=60.0,
-                   help="seconds to wait for the coordinator and the other processes (default 60)")
+    add_process_flags(g)
     p.set_defaults(func=run)
     return p
 
@@ -206,24 +202,8 @@ def _check_args(args) -> None:
             raise ValueError(f"--step-exponent must be in (0.5, 1]; got {args.step_exponent}")
     elif args.batch_size is not None or args.passes != 1:
         raise ValueError("--batch-size and --passes apply to --online only")
-    multi = (args.coordinator, args.num_processes, args.process_id)
-    if args.coordinator == "auto":
-        if args.online:
-            raise ValueError("--online runs in one process; use --chunk-size across processes")
-    elif any(v is not None for v in multi):
-        if any(v is None for v in multi):
-            raise ValueError("a multi-process run needs all of --coordinator HOST:PORT, --num-processes P "
-                             "and --process-id I")
-        distributed.parse_coordinator(args.coordinator)
-        if args.num_processes < 1:
-            raise ValueError(f"--num-processes must be >= 1; got {args.num_processes}")
-        if not 0 <= args.process_id < args.num_processes:
-            raise ValueError(f"--process-id {args.process_id} must be in 0..{args.num_processes - 1} "
-                             f"for --num-processes {args.num_processes}")
-        if args.online:
-            raise ValueError("--online runs in one process; use --chunk-size across processes")
-    if not args.timeout > 0:
-        raise ValueError(f"--timeout must be > 0 seconds; got {args.timeout}")
+    if check_process_flags(args) and args.online:
+        raise ValueError("--online runs in one process; use --chunk-size across processes")
     scaled = args.chunk_size is not None or args.online or args.coordinator is not None
     if scaled and Path(args.data).suffix.lower() != ".npy":
         raise ValueError(f"--chunk-size, --online and --coordinator read an .npy file; got {args.data}")
@@ -254,7 +234,7 @@ def _run_scaled(args) -> int:
         ctype, w, mu, prec = _load_params(args.init_from, n_components=k, n_features=d,
                                          covariance_type=args.covariance_type)
     if args.coordinator is not None:
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.timeout)
+        join(args)
     if args.init_from is not None:
         init = gmm.from_precisions(np.log(w), mu, prec, ctype)
     key = jax.random.key(args.seed)

@@ -4,6 +4,9 @@ Data files are ``.npz`` holding ``x`` (S, T, D) and optionally ``lengths`` (S,);
 a 2-D ``x`` is refused with a hint (only ``--prime`` reads a (T, D) array as one
 sequence). Every check of the files, the flags and the work dir runs before
 anything is computed or written, so bad input leaves the work dir as it was.
+``--data-parallel`` shards every batch over all devices; ``--coordinator`` joins a
+multi-process run in which each process feeds its rows of every batch and process 0
+alone writes the work dir and prints.
 Ctrl-C checkpoints the step reached and exits with status 130; the same command
 resumes there.
 """
@@ -21,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+import jax
+
 from grnn_jax.atomic import save_npz_atomic
+from grnn_jax.cli.processes import add_process_flags, check_process_flags, join
 from grnn_jax.data import Sequences
 from grnn_jax.validation import check_positive
 from grnn_jax.training import (
@@ -42,7 +48,9 @@ from grnn_jax.training import (
     split_validation,
     train,
 )
+from grnn_jax.training.parallel import is_writer
 from grnn_jax.training.population import check_population, default_members, train_population
+from grnn_jax.training.sharding import make_mesh, population_mesh
 
 # Flags of ``grnn train`` that set a training field (flag dest -> dotted config key).
 _FLAG_KEYS = {
@@ -126,6 +134,13 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
                         "M members best on validation")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    par = p.add_argument_group("several devices and hosts (docs/scaling.md)")
+    par.add_argument("--data-parallel", action="store_true",
+                     help="shard the rows of every batch over all devices (--batch-size a multiple of "
+                          "their number), parameters replicated: one device's training up to float "
+                          "rounding; implied by --coordinator. With --population P: gcd(P, devices) "
+                          "groups of members, each member's rows over the rest")
+    add_process_flags(par)
     p.set_defaults(func=run_train)
     return p
 
@@ -246,6 +261,10 @@ def run_train(args) -> int:
     _quiet_checkpoint_logs()
     if args.data is None and args.config is None:
         raise ValueError("pass --data TRAIN.npz or --config CONFIG.py")
+    multi = check_process_flags(args)
+    if args.population is not None and multi:
+        raise ValueError("--population runs in one process (on all its devices with --data-parallel); "
+                         "drop --coordinator")
     if args.population is not None:
         check_population(args.population)
     if args.ensemble and (args.population is None or not 0 < args.ensemble <= args.population):
@@ -280,9 +299,18 @@ def run_train(args) -> int:
     _check_components(config, train_seqs.n_steps)
     if args.population is not None:
         return _run_population(args, config, train_seqs, val_seqs, workdir)
+    mesh = None
+    if multi:
+        join(args)
+    if multi or args.data_parallel:
+        mesh = make_mesh()
+        n = mesh.shape["data"]
+        if config.batch_size % n:
+            raise ValueError(f"--batch-size (batch_size) {config.batch_size} must be a multiple of the "
+                             f"{_plural(n, 'device')} that share every batch")
     try:
         _, metrics = train(config, train_seqs, val_seqs, workdir, resume=not args.restart,
-                           progress=not (args.quiet or args.json))
+                           progress=not (args.quiet or args.json), mesh=mesh)
     except RunConfigMismatch as err:
         changes = ", ".join(
             f"{given.get(k, k)} {a!r} -> {b!r}" for k, (a, b) in err.diff.items())
@@ -301,10 +329,14 @@ def run_train(args) -> int:
         print("grnn train: interrupted before the first step; nothing was saved past the last "
               "checkpoint; run the same command to resume", file=sys.stderr)
         return 130
+    if not is_writer():
+        return 0  # process 0 reports
     evals = [m for m in metrics if m.get("kind") == "eval"]
     best = min(evals, key=lambda m: m["val_nll"]) if evals else None
     report = {
         "workdir": str(workdir),
+        "devices": 1 if mesh is None else mesh.size,
+        "num_processes": jax.process_count(),
         "n_train_sequences": train_seqs.n_sequences,
         "n_train_steps": train_seqs.n_steps,
         "n_val_steps": 0 if val_seqs is None else val_seqs.n_steps,
@@ -329,9 +361,17 @@ def run_train(args) -> int:
 
 
 def _run_population(args, config, train_seqs, val_seqs, workdir: Path) -> int:
+    mesh = None
+    if args.data_parallel:
+        mesh = population_mesh(args.population)
+        n = mesh.shape["data"]
+        if config.batch_size % n:
+            raise ValueError(f"--batch-size (batch_size) {config.batch_size} must be a multiple of the "
+                             f"{_plural(n, 'device')} that share every member's batch ({mesh.size} "
+                             f"devices, {mesh.shape['members']} groups of members)")
     res = train_population(config, train_seqs, val_seqs, workdir,
                            members=default_members(config, args.population),
-                           ensemble=args.ensemble, progress=not (args.quiet or args.json))
+                           ensemble=args.ensemble, progress=not (args.quiet or args.json), mesh=mesh)
     best = res.rows[res.best]
     record = json.loads((workdir / "population.json").read_text())
     report = {"workdir": str(workdir), "population": args.population, "best_member": res.best,
@@ -389,7 +429,6 @@ def _load_prime(path: str, n_samples: int, n_features: int) -> np.ndarray:
 def run_sample(args) -> int:
     """``grnn sample``: sequences in original units, written to ``--out``."""
     _quiet_checkpoint_logs()
-    import jax
 
     from grnn_jax import model
 

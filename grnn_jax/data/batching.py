@@ -47,7 +47,8 @@ def batches_per_epoch(n_sequences: int, batch_size: int) -> int:
     return max(1, n_sequences // batch_size)
 
 
-def batch_at(seqs: Sequences, step: int, *, batch_size: int, seed: int, dtype=np.float32) -> Batch:
+def batch_at(seqs: Sequences, step: int, *, batch_size: int, seed: int, dtype=np.float32,
+             rows: slice | None = None) -> Batch:
     """The training batch for global step ``step`` (shuffled per epoch, seeded).
 
     Args:
@@ -56,9 +57,11 @@ def batch_at(seqs: Sequences, step: int, *, batch_size: int, seed: int, dtype=np
       batch_size: rows per batch; with fewer sequences, empty rows pad the batch.
       seed: shuffling seed.
       dtype: floating dtype of ``x`` and ``u``.
+      rows: only these rows of the batch (a process's share in data-parallel training);
+        the others are never gathered.
 
     Returns:
-      A Batch of shape (batch_size, T, D) whatever the step.
+      A Batch of shape (batch_size, T, D) whatever the step (its ``rows`` with ``rows``).
 
     Example:
       >>> import numpy as np
@@ -77,7 +80,7 @@ def batch_at(seqs: Sequences, step: int, *, batch_size: int, seed: int, dtype=np
     idx = perm[pos * batch_size : (pos + 1) * batch_size]
     if idx.size < batch_size:
         idx = np.concatenate([idx, np.full(batch_size - idx.size, -1)])
-    return _gather(seqs, idx, dtype)
+    return _gather(seqs, idx if rows is None else idx[rows], dtype)
 
 
 def train_batches(

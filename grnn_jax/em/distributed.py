@@ -84,7 +84,10 @@ def initialize(coordinator: str, num_processes: int | None = None, process_id: i
     if i != 0:
         _wait_for(host, port, timeout)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator, p, i, initialization_timeout=max(int(timeout), 1))
+    # A process that fails leaves the others waiting in a collective; the shutdown time-out
+    # bounds how long until the runtime stops them too.
+    jax.distributed.initialize(coordinator, p, i, initialization_timeout=max(int(timeout), 1),
+                               shutdown_timeout_seconds=max(int(timeout), 1))
     _announce()
     # Every process checks the same table, so all of them stop together if any launch disagrees.
     table = gather_over_processes(np.array([p, i, jax.process_count(), jax.process_index()]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 KINDS = ("last", "best")
@@ -20,12 +21,23 @@ class RunCheckpoints:
     Args:
       workdir: the run's directory (``checkpoints/`` is created inside on first save).
       read_only: open existing checkpoints without creating anything.
+      this_process_only: in a multi-process run, this process alone saves and restores
+        (the others never call these managers); Orbax then synchronises no other process.
     """
 
-    def __init__(self, workdir: str | Path, *, read_only: bool = False):
+    def __init__(self, workdir: str | Path, *, read_only: bool = False,
+                 this_process_only: bool = False):
         root = Path(workdir).resolve() / "checkpoints"
         self._managers = {}
+        extra = {}
+        alone = this_process_only and jax.process_count() > 1 and not read_only
+        if alone:
+            me = jax.process_index()
+            extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me})
         for kind in KINDS:
+            if alone:  # Orbax creates no directory for a subset of processes
+                (root / kind).mkdir(parents=True, exist_ok=True)
             if read_only:
                 options = ocp.CheckpointManagerOptions(
                     create=False, read_only=True, save_interval_steps=0,
@@ -33,7 +45,7 @@ class RunCheckpoints:
                 )
             else:
                 options = ocp.CheckpointManagerOptions(
-                    max_to_keep=1, create=True, enable_async_checkpointing=False
+                    max_to_keep=1, create=not alone, enable_async_checkpointing=False, **extra
                 )
             self._managers[kind] = ocp.CheckpointManager(root / kind, options=options)
 

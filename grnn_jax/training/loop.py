@@ -27,6 +27,18 @@ from grnn_jax.training.em_state import (
     model_variables,
     uses_aux,
 )
+from grnn_jax.training.parallel import (
+    agree,
+    barrier,
+    decided_by_writer,
+    evaluate_nll,
+    is_writer,
+    local_copy,
+    run_mesh,
+    saved_form,
+    share_json,
+    share_state,
+)
 from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.regimes import hidden_gmm_log
 from grnn_jax.training.rundir import (
@@ -39,6 +51,7 @@ from grnn_jax.training.rundir import (
     truncate_metrics,
     write_run_config,
 )
+from grnn_jax.training.sharding import make_data_parallel_step
 from grnn_jax.training.step import (
     TrainState,
     evaluate,
@@ -152,6 +165,20 @@ class _Run:
     metrics_path: Path
     dtype: Any
     progress: bool
+    mesh: Any = None  # None: one device
+    rows: slice | None = None  # this process's rows of every batch (None: all)
+    writer: bool = True  # this process writes metrics and checkpoints
+
+    def write(self, records: list[dict]) -> None:
+        if self.writer:
+            append_metrics(self.metrics_path, records)
+
+    def save(self, kind: str, state: TrainState, prog: RunProgress) -> None:
+        if self.writer:
+            self.ckpts.save(kind, state if self.mesh is None else saved_form(state), prog.to_dict())
+
+    def last_saved(self) -> int | None:
+        return self.ckpts.latest_step("last") if self.writer else None
 
 
 def _prepare(config, train_seqs, val_seqs, workdir, resume, until_step):
@@ -217,6 +244,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     until_step: int | None = None,
+    mesh=None,
 ) -> tuple[TrainState, list[dict]]:
     """Trains a GRNN, checkpointing into ``workdir``; resumes a run found there.
 
@@ -231,6 +259,13 @@ def train(
         parameters as an uninterrupted run); False starts over, replacing what is there.
       progress: show a tqdm bar with the training loss and validation NLL.
       until_step: stop (with a checkpoint) after this global step, to run a budget in pieces.
+      mesh: train data-parallel on this ``("members", "data")`` mesh
+        (:func:`grnn_jax.training.sharding.make_mesh`, one member): the state replicated,
+        every batch's rows sharded over ``data`` (``batch_size`` must be a multiple of its
+        size); the same trajectory as one device up to float rounding, and a run may be
+        resumed on another number of devices. None trains on the default device (in a
+        multi-process run: on a mesh over every process's devices, see
+        :mod:`grnn_jax.training.parallel`; process 0 alone writes ``workdir``).
 
     Returns:
       (final state, the run's metric records as in ``metrics.jsonl``).
@@ -261,44 +296,63 @@ def train(
       (4, 20, [2, 4])
     """
     workdir = Path(workdir)
-    config, standardiser, resuming = _prepare(
-        config, train_seqs, val_seqs, workdir, resume, until_step
+    config, standardiser, resuming = decided_by_writer(
+        lambda: _prepare(config, train_seqs, val_seqs, workdir, resume, until_step),
+        lambda out: [out[0].to_dict(), out[1].to_dict(), out[2]],
+        lambda v: (TrainConfig.from_dict(v[0]), Standardiser.from_dict(v[1]), v[2]),
     )
+    mesh, rows = run_mesh(mesh, config.batch_size)
+    if jax.process_count() > 1:
+        mine = fingerprint(train_seqs)
+        agree(share_json(mine) == mine,
+              "the training data of process(es) {processes} differ from process 0's; every "
+              "process needs the same data")
+    writer = is_writer()
 
-    # From here on the work dir changes.
-    workdir.mkdir(parents=True, exist_ok=True)
+    # From here on the work dir changes (on process 0 alone).
     metrics_path = workdir / METRICS_FILE
-    if not resuming:
-        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-        metrics_path.unlink(missing_ok=True)
-        write_run_config(workdir, config, standardiser, train_seqs)
+    if writer:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+            metrics_path.unlink(missing_ok=True)
+            write_run_config(workdir, config, standardiser, train_seqs)
 
     dtype = default_float()
     train_z = standardiser.transform(train_seqs)
     net, tx, step_fn, schedule = _compiled(config, dtype == np.float64)
+    if mesh is not None:
+        step_fn = make_data_parallel_step(step_fn, mesh)
     example = batch_at(train_z, 0, batch_size=config.batch_size, seed=config.seed, dtype=dtype)
-    ckpts = RunCheckpoints(workdir)
-    restoring = resuming and ckpts.latest_step("last") is not None
+    ckpts = RunCheckpoints(workdir, this_process_only=True) if writer else None
+    restoring = share_json(resuming and writer and ckpts.latest_step("last") is not None)
     # EM initialisation fits the data only when the state does not come from a checkpoint.
     state = _initial_state(config, net, tx, example,
                            em_data=train_z if config.em_init and not restoring else None)
     prog = RunProgress()
     try:
-        if restoring:
-            state, saved_prog = ckpts.restore("last", state)
+        if restoring and writer:
+            state, saved_prog = ckpts.restore("last", state if mesh is None else saved_form(state))
             prog = RunProgress.from_dict(saved_prog)
-        truncate_metrics(metrics_path, prog.step)
+        if mesh is not None:
+            state = share_state(state, mesh)
+            prog = RunProgress.from_dict(share_json(prog.to_dict()))
+        if writer:
+            truncate_metrics(metrics_path, prog.step)
         end = config.num_steps if until_step is None else min(config.num_steps, int(until_step))
         run = _Run(config, net, step_fn, schedule, train_z, val_seqs, standardiser, ckpts,
-                   metrics_path, dtype, progress)
+                   metrics_path, dtype, progress and writer, mesh, rows, writer)
         state, prog = _loop(run, state, prog, end)
     finally:
-        ckpts.close()
-    return state, read_metrics(workdir)
+        if ckpts is not None:
+            ckpts.close()
+    # The others wait until process 0 has written everything.
+    barrier("grnn_jax.train: done")
+    return state, share_json(read_metrics(workdir) if writer else None)
 
 
 def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
-    cfg, standardiser, ckpts, progress = run.cfg, run.standardiser, run.ckpts, run.progress
+    cfg, standardiser, progress = run.cfg, run.standardiser, run.progress
     start = int(state.step)
     if prog.stopped_early:
         end = start
@@ -312,7 +366,7 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
     try:
         for step in range(start, end):
             batch = batch_at(run.train_z, step, batch_size=cfg.batch_size, seed=cfg.seed,
-                             dtype=run.dtype)
+                             dtype=run.dtype, rows=run.rows)
             state, m = run.step_fn(state, batch)
             if mark is None:
                 jax.block_until_ready(m)
@@ -346,10 +400,10 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                     "lr": float(run.schedule(done - int(state.n_skipped))),
                     "steps_per_s": rate, "obs_steps_per_s": obs_rate,
                 }
-                append_metrics(run.metrics_path, [rec])
+                run.write([rec])
                 bar.set_postfix(nll=f"{last_nll + log_jac:.4f}", val_nll=_fmt(prog.best_val_nll))
                 if int(state.n_consecutive_skipped) >= cfg.max_consecutive_skips:
-                    last = ckpts.latest_step("last")
+                    last = run.last_saved()
                     raise NonFiniteTrainingError(
                         f"training stopped at step {done}: {int(state.n_consecutive_skipped)} "
                         "consecutive steps had a non-finite loss or gradient and were skipped; "
@@ -360,22 +414,27 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
             bar.update(1)
             if is_eval:
                 variables = model_variables(state.params, state.aux_state)
-                res = evaluate(run.net, variables, run.val_seqs, standardiser=standardiser)
-                prog = prog.after_eval(done, res.nll, cfg.val_smoothing)
+                if run.mesh is None:
+                    val_nll = evaluate(run.net, variables, run.val_seqs, standardiser=standardiser).nll
+                else:
+                    val_nll = evaluate_nll(run.net, variables, run.val_seqs, standardiser)
+                prog = prog.after_eval(done, val_nll, cfg.val_smoothing)
                 if prog.best_step == done:
-                    ckpts.save("best", state, prog.to_dict())
-                append_metrics(run.metrics_path, [{
-                    "step": done, "kind": "eval", "val_nll": res.nll,
-                    "best_val_nll": prog.best_val_nll, "best_step": prog.best_step,
-                    **hidden_gmm_log(run.net, variables, state.aux_state, run.val_seqs,
-                                     standardiser),
-                }])
-                bar.set_postfix(nll=f"{last_nll + log_jac:.4f}", val_nll=_fmt(res.nll))
+                    run.save("best", state, prog)
+                if run.writer:
+                    here = (variables, state.aux_state)
+                    here = here if run.mesh is None else local_copy(here)
+                    hidden = hidden_gmm_log(run.net, *here, run.val_seqs, standardiser)
+                    run.write([{
+                        "step": done, "kind": "eval", "val_nll": val_nll,
+                        "best_val_nll": prog.best_val_nll, "best_step": prog.best_step, **hidden,
+                    }])
+                bar.set_postfix(nll=f"{last_nll + log_jac:.4f}", val_nll=_fmt(val_nll))
                 stop = (bool(cfg.patience) and prog.evals_since_best >= cfg.patience
                         and done >= cfg.stop_from_fraction * cfg.num_steps)
                 # Recorded in the checkpoint, so that resuming a stopped run does not go on.
                 prog = prog.replace(stopped_early=stop)
-                ckpts.save("last", state, prog.to_dict())
+                run.save("last", state, prog)
                 if stop:
                     if progress:
                         tqdm.write(
@@ -386,12 +445,12 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
                     break
                 mark = time.perf_counter()
         prog = prog.replace(step=int(state.step))
-        ckpts.save("last", state, prog.to_dict())
+        run.save("last", state, prog)
     except KeyboardInterrupt:
         # ``state`` is always a whole step's result (it is rebound only when a step returns);
         # the metrics written past it are dropped on resume.
         at = int(state.step)
-        ckpts.save("last", state, prog.replace(step=at).to_dict())
+        run.save("last", state, prog.replace(step=at))
         raise TrainingInterrupted(at) from None
     finally:
         bar.close()

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from grnn_jax.data import Sequences
@@ -34,6 +35,7 @@ from grnn_jax.training.config import TrainConfig
 from grnn_jax.training.em_init import em_init_params
 from grnn_jax.training.ensemble import ENSEMBLE_DIR, POPULATION_FILE, evaluate_ensemble
 from grnn_jax.training.loop import _prepare  # one set of data and config checks
+from grnn_jax.training import sharding
 from grnn_jax.training.progress import RunProgress
 from grnn_jax.training.rundir import (
     METRICS_FILE,
@@ -112,6 +114,7 @@ def train_population(
     members: Members,
     ensemble: int = 0,
     progress: bool = True,
+    mesh=None,
 ) -> PopulationResult:
     """Trains a population in one compiled program; writes the best member as a run.
 
@@ -135,6 +138,9 @@ def train_population(
         validation (:func:`~grnn_jax.training.ensemble.ensemble_gmm`) and saves their parameters in
         ``ensemble/`` (read back by :func:`~grnn_jax.training.ensemble.load_ensemble`).
       progress: a tqdm bar.
+      mesh: a ``("members", "data")`` mesh (e.g. :func:`~grnn_jax.training.sharding.population_mesh`):
+        members split over ``members``, each member's batch rows over ``data`` (the population
+        a multiple of the first, ``batch_size`` of the second); None: one device.
 
     Returns:
       PopulationResult.
@@ -162,6 +168,8 @@ def train_population(
         raise ValueError("--ensemble needs validation data to rank the members")
     cfg, standardiser, _ = _prepare(config, train_seqs, val_seqs, Path(workdir or "."),
                                     False, None)
+    if mesh is not None:
+        sharding.check_population_mesh(mesh, members.size, cfg.batch_size)
     unsupported = [flag for flag, on in (("--head em", cfg.model.head != "mdn"),
                                          ("--hidden-gmm", cfg.hidden_gmm > 0)) if on]
     if unsupported:
@@ -176,6 +184,9 @@ def train_population(
     state = init_population(net, tx, example, members)
     if cfg.em_init:
         state = _em_init_members(net, state, train_z, members)
+    if mesh is not None:
+        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("members")))
+        step_fn = sharding.make_population_parallel_step(step_fn, mesh)
     best_params = state.params
     progs = [RunProgress() for _ in range(p)]
     active = np.ones(p, bool)

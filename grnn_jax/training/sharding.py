@@ -10,6 +10,10 @@ forward and backward pass on its rows and the gradient of the batch-mean loss
 is summed across devices by an all-reduce it inserts. So the loss trajectory
 is the single-device one up to the order of float sums.
 
+A population (a leading member axis on the state and the batches) puts its members on the
+``members`` axis and each member's batch rows on ``data``
+(:func:`make_population_parallel_step`).
+
 In a multi-process run (``jax.distributed``), each process builds only its own
 rows of every batch (:func:`process_batch_rows`) and :func:`shard_batch`
 assembles the global batch from the processes' pieces without copying data
@@ -17,6 +21,8 @@ between hosts.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import numpy as np
@@ -130,5 +136,46 @@ def make_data_parallel_step(train_step, mesh: Mesh):
         state, metrics = train_step(state, shard_batch(batch, mesh))
         # The state stays replicated (the compiler may choose otherwise for some leaves).
         return jax.device_put(state, replicated), metrics
+
+    return step
+
+
+def population_mesh(population: int, devices=None) -> Mesh:
+    """A mesh for a population of ``population`` members: ``gcd(population, devices)``
+    devices on ``members`` (whole members per device group), the rest on ``data``.
+
+    Example:
+      >>> from grnn_jax.training.sharding import population_mesh
+      >>> dict(population_mesh(4, jax.devices()[:1]).shape)
+      {'members': 1, 'data': 1}
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    return make_mesh(devices, n_members=math.gcd(int(population), len(devices)))
+
+
+def check_population_mesh(mesh: Mesh, population: int, batch_size: int) -> None:
+    """A one-line ValueError unless ``mesh`` can hold ``population`` members' batches."""
+    if not isinstance(mesh, Mesh) or tuple(mesh.axis_names) != AXES:
+        raise ValueError(f"mesh must be a jax Mesh with axes {AXES} (training.sharding.make_mesh); "
+                         f"got {getattr(mesh, 'axis_names', type(mesh).__name__)}")
+    if jax.process_count() > 1:
+        raise ValueError("population training runs in one process (its devices may be many)")
+    if population % mesh.shape["members"]:
+        raise ValueError(f"the population of {population} must be a multiple of the "
+                         f"{mesh.shape['members']} devices on the mesh's 'members' axis")
+    _check_rows(batch_size, mesh)
+
+
+def make_population_parallel_step(population_step, mesh: Mesh):
+    """``step(state, batch, active)`` running a population step (leading member axis on every
+    leaf of ``state`` and ``batch``) with the members split over the mesh's ``members`` axis
+    and each member's batch rows over its ``data`` axis."""
+    members = NamedSharding(mesh, P("members"))
+    rows = NamedSharding(mesh, P("members", "data"))
+
+    def step(state, batch: Batch, active):
+        batch = Batch(*(None if a is None else jax.device_put(np.asarray(a), rows) for a in batch))
+        state, metrics = population_step(state, batch, jax.device_put(np.asarray(active), members))
+        return jax.device_put(state, members), metrics
 
     return step
