@@ -12,6 +12,7 @@ Writes ``results.json``, ``report.md`` and ``val_nll.png`` into the output direc
 
 Usage:
   python -m experiments.em_training --config experiments/configs/em_training.py --out runs/em
+  python -m experiments.em_training --config ... --datasets storms   # one data set of the config
 """
 
 from __future__ import annotations
@@ -271,10 +272,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/em_training", help="output directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         dest="overrides", help="override a config entry (repeatable)")
+    parser.add_argument("--datasets", metavar="NAME[,NAME...]",
+                        help="run only these data sets of the config (comma-separated)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)
     cfg = apply_overrides(load_config_file(args.config), args.overrides)
+    if args.datasets is not None:
+        names = [n.strip() for n in args.datasets.split(",")]
+        unknown = [n for n in names if n not in cfg["datasets"]]
+        if unknown or not all(names):
+            parser.error(f"--datasets {args.datasets!r}: the config has "
+                         f"{', '.join(cfg['datasets'])}")
+        cfg["datasets"] = {n: cfg["datasets"][n] for n in names}
     res = run(cfg, args.out, progress=not args.quiet)
     print(render_report(res))
     return 0

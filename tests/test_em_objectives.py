@@ -170,3 +170,14 @@ def test_em_training_experiment_smoke(tmp_path):
     assert all(np.isfinite(r["test_nll_mean"]) for r in rows.values())
     report = (tmp_path / "report.md").read_text()
     assert "| switching | ngem/em/em-head |" in report and (tmp_path / "val_nll.png").exists()
+
+
+def test_em_training_experiment_datasets_flag(capsys):
+    from experiments import em_training
+
+    tiny = str(em_training.DEFAULT_CONFIG.parent / "em_training_tiny.py")
+    with pytest.raises(SystemExit) as err:
+        em_training.main(["--config", tiny, "--datasets", "switching,storms"])
+    assert err.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "error: --datasets 'switching,storms': the config has switching")

@@ -10,8 +10,16 @@ from scipy.special import logsumexp
 
 from grnn_jax import data, model
 from grnn_jax.cli import main
-from grnn_jax.training import ModelConfig, TrainConfig, evaluate, load_trained, train
-from grnn_jax.training.ensemble import ensemble_gmm, load_ensemble
+from grnn_jax.training import (
+    ModelConfig,
+    TrainConfig,
+    evaluate,
+    load_train_state,
+    load_trained,
+    read_metrics,
+    train,
+)
+from grnn_jax.training.ensemble import ensemble_gmm, evaluate_ensemble, load_ensemble
 from grnn_jax.training.population import (
     Members,
     default_members,
@@ -156,28 +164,85 @@ def test_cli_population(splits, tmp_path, capsys):
     assert np.isfinite(json.loads(out)["nll_per_step"])
 
 
-def test_population_refuses_settings_with_em_state(tmp_path):
-    from grnn_jax.training.population import default_members
-
-    tr, _ = data.sample_switching_ar(data.default_switching_ar(1), seed=0, n_sequences=8, length=5)
-    base = TrainConfig(ModelConfig(n_features=1, n_components=1, hidden_size=4), num_steps=2,
-                       batch_size=4, eval_every=1)
-    for cfg, flag in ((base.replace(model={"head": "em"}), "--head em"),
-                      (base.replace(hidden_gmm=2), "--hidden-gmm")):
-        with pytest.raises(ValueError, match=f"--population does not support {flag}"):
-            train_population(cfg, tr, tr, tmp_path / "w", members=default_members(cfg, 2),
-                             progress=False)
-        assert not (tmp_path / "w").exists()
+# A run with both kinds of EM state (an EM head and a hidden-state GMM, stepwise EM in
+# aux_state), the hidden-state regulariser, the natural-gradient EM objective and EM
+# initialisation: each member's head starts from EM, its hidden-state GMM from its own first
+# batch, as its single run's do.
+EM_CFG = CFG.replace(model={"head": "em"}, hidden_gmm=2, hidden_gmm_weight=0.1,
+                     objective="ngem", em_init=True)
 
 
-def test_em_init_member_equals_independent_run(splits, tmp_path):
-    # Each member's head starts from EM as a single --em-init run with its seed does.
-    tr, _ = splits
-    cfg = CFG.replace(em_init=True, num_steps=3)
-    res = train_population(cfg, tr, None, tmp_path / "pop", members=MEMBERS, progress=False)
-    i = 1
-    state, _ = train(MEMBERS.config(cfg, i), tr, None, tmp_path / "one", progress=False)
-    jax.tree.map(_close, jax.tree.map(lambda a: a[i], res.state.params), state.params)
+def _close_state(a, b):
+    """Parameters and aux state equal to float tolerance. The hidden-state GMM's precision
+    Cholesky factors are compared more loosely: a few dozen states in 6 dimensions give a
+    nearly singular covariance, whose inverse factor amplifies float32 round-off (under x64
+    they agree to 1e-7)."""
+    def check(path, x, y):
+        key = jax.tree_util.keystr(path)
+        loose = "hidden_gmm" in key and "prec_chol" in key
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3 if loose else 2e-5,
+                                   atol=2e-6, err_msg=key)
+
+    jax.tree_util.tree_map_with_path(check, a, b)
+
+
+def _at(tree, i):
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+@pytest.fixture(scope="module")
+def em_pop(splits, tmp_path_factory):
+    tr, va = splits
+    wd = tmp_path_factory.mktemp("empop")
+    res = train_population(EM_CFG, tr, va, wd, members=MEMBERS, ensemble=2, progress=False)
+    return res, wd
+
+
+def test_em_state_member_equals_independent_run(splits, em_pop, tmp_path):
+    # Member 2's EM head and hidden-state GMM are seeded on its own first batch and updated on
+    # its own batches: its last and best states are those of its single run.
+    tr, va = splits
+    res, _ = em_pop
+    i = 2
+    state, _ = train(MEMBERS.config(EM_CFG, i), tr, va, tmp_path, progress=False)
+    _close_state((_at(res.state.params, i), _at(res.state.aux_state, i)),
+                 (state.params, state.aux_state))
+    _, best, _, _ = load_train_state(tmp_path, which="best")
+    _close_state((_at(res.best_params, i), _at(res.best_aux_state, i)),
+                 (best.params, best.aux_state))
+    assert int(best.aux_state["em_head"]["count"]) == res.rows[i]["best_step"]
+
+
+def test_em_state_written_run_ensemble_and_frozen_member(splits, em_pop, capsys, tmp_path):
+    tr, va = splits
+    res, wd = em_pop
+    b = res.best
+    # The kept member's best checkpoint holds its EM state at its best step; the run's
+    # evaluation records carry its hidden-state GMM's, as a single run's do.
+    net, best, st, config = load_train_state(wd, which="best")
+    assert config == MEMBERS.config(EM_CFG, b)
+    _close_state((best.params, best.aux_state),
+                 (_at(res.best_params, b), _at(res.best_aux_state, b)))
+    evals = [m for m in read_metrics(wd) if m["kind"] == "eval"]
+    assert len(evals) == 3 and all(np.isfinite(m["hidden_gmm_log_lik"]) for m in evals)
+    path = tmp_path / "va.npz"
+    np.savez(path, x=va.x, lengths=va.lengths)
+    code, out, err = _grnn(capsys, "evaluate", "--workdir", wd, "--data", path, "--json")
+    assert code == 0, err
+    assert json.loads(out)["nll_per_step"] == pytest.approx(res.rows[b]["best_val_nll"], rel=1e-5)
+    # The ensemble holds each member's global components.
+    net, params, st, record = load_ensemble(wd)
+    assert "em" in params
+    assert evaluate_ensemble(net, params, va, standardiser=st) == pytest.approx(
+        record["ensemble"]["val_nll"], rel=1e-5)
+    # A frozen member's state (EM state included) does not move; an active one's does.
+    _, _, step = population_program(EM_CFG)
+    batch = population_batch(st.transform(tr), 6, MEMBERS.seeds, batch_size=EM_CFG.batch_size)
+    s1, _ = step(res.state, batch, np.array([False, True, True]))
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(x[0], y[0]), s1, res.state)
+    assert int(s1.aux_state["em_head"]["count"][1]) == CFG.num_steps + 1
+    assert not np.allclose(s1.aux_state["hidden_gmm"]["stats"]["sx"][1],
+                           res.state.aux_state["hidden_gmm"]["stats"]["sx"][1])
 
 
 def test_population_on_a_mesh_equals_one_device(splits, pop_run):

@@ -50,7 +50,9 @@ def npz(tmp_path_factory):
     return path
 
 
-ARGS = ("--grid", "n_components=1,2", "--population", "2", "--set", "hidden_size=4",
+# A point with the EM-updated head: its members' EM state is batched like their parameters.
+ARGS = ("--grid", "head=mdn,em", "--set", "n_components=2", "--population", "2",
+        "--set", "hidden_size=4",
         "--set", "num_steps=3", "--set", "eval_every=1", "--set", "batch_size=4",
         "--val-fraction", "0.25")
 
@@ -60,12 +62,12 @@ def test_sweep_rows_resume_and_other_sweep(npz, tmp_path, capsys):
     code, out, err = _grnn(capsys, "sweep", "--data", npz, "--workdir", wd, *ARGS, "--json")
     assert code == 0, err
     rows = json.loads(out)["rows"]
-    assert len(rows) == 4 and [r["model.n_components"] for r in rows] == [1, 1, 2, 2]
+    assert len(rows) == 4 and [r["model.head"] for r in rows] == ["mdn", "mdn", "em", "em"]
     with open(wd / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
     assert [json.loads(ln)["member"] for ln in (wd / "results.jsonl").read_text().splitlines()] \
         == [0, 1, 0, 1]
-    for point in ("n_components=1", "n_components=2"):
+    for point in ("head=mdn", "head=em"):
         members = [r for r in rows if r["point"] == point]
         best = min(members, key=lambda r: r["best_val_nll"])
         assert [r["is_best"] for r in members] == [r is best for r in members]
@@ -73,15 +75,20 @@ def test_sweep_rows_resume_and_other_sweep(npz, tmp_path, capsys):
         code, out, err = _grnn(capsys, "evaluate", "--workdir", wd / "points" / point,
                                "--data", npz, "--json")
         assert code == 0, err
+    # The EM-head point's kept member is a run that grnn regimes reads (global components).
+    code, _, err = _grnn(capsys, "regimes", "--workdir", wd / "points" / "head=em", "--data", npz,
+                         "--out", tmp_path / "r.npz")
+    assert code == 0, err
+    assert np.load(tmp_path / "r.npz")["filtering"].shape == (12, 6, 2)
 
     # An interrupted sweep: the second point never finished. Rerunning redoes only it.
-    (wd / "points" / "n_components=2" / "population.json").unlink()
-    first = _files(wd / "points" / "n_components=1")
+    (wd / "points" / "head=em" / "population.json").unlink()
+    first = _files(wd / "points" / "head=mdn")
     code, out, err = _grnn(capsys, "sweep", "--data", npz, "--workdir", wd, *ARGS, "--json")
     assert code == 0, err
     again = json.loads(out)["rows"]
     assert [r["seconds"] == 0 for r in again] == [True, True, False, False]
-    assert _files(wd / "points" / "n_components=1") == first
+    assert _files(wd / "points" / "head=mdn") == first
     assert [r["best_val_nll"] for r in again[:2]] == [r["best_val_nll"] for r in rows[:2]]
 
     # Another sweep's directory: one line, nothing changed.

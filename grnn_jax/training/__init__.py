@@ -17,6 +17,7 @@ from grnn_jax.training.em_init import (
     em_init_params_and_aux,
     fit_observation_gmm,
     head_params_from_gmm,
+    initial_variables,
 )
 from grnn_jax.training.em_objectives import gem_loss, make_ngem_loss, natural_steps, ngem_loss
 from grnn_jax.training.em_state import (
@@ -102,6 +103,7 @@ __all__ = [
     "hidden_gmm_labels",
     "init_state",
     "initial_params_and_aux",
+    "initial_variables",
     "load_config_file",
     "load_train_state",
     "load_trained",

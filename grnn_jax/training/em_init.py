@@ -18,9 +18,9 @@ import jax.numpy as jnp
 from grnn_jax import em
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
-from grnn_jax.data import Sequences
+from grnn_jax.data import Batch, Sequences
 from grnn_jax.heads import head_bias_from_gmm
-from grnn_jax.training.em_state import EM_HEAD_KEY
+from grnn_jax.training.em_state import EM_HEAD_KEY, initial_params_and_aux, uses_aux
 from grnn_jax.dtypes import default_float
 
 
@@ -157,3 +157,40 @@ def em_init_params_and_aux(net, params: Any, aux_state: dict, seqs: Sequences, *
         "count": old["count"],
     }
     return params, aux
+
+
+def initial_variables(cfg, net, example: Batch, *,
+                      em_data: Sequences | None = None) -> tuple[Any, dict]:
+    """``(params, aux_state)`` at step 0 of the run ``cfg`` (a ``TrainConfig``), as
+    :func:`~grnn_jax.training.train` starts it: parameters drawn from
+    ``jax.random.key(cfg.seed)``; the EM state of :func:`initial_params_and_aux` seeded on
+    ``example`` (the run's first batch) when the run has one (``{}`` otherwise); with
+    ``em_data`` (training sequences, model units) the head started from EM
+    (:func:`em_init_params_and_aux`, key ``fold_in(key, 1)``).
+
+    Populations call it once per member, so that each member starts exactly as its single
+    run.
+
+    Example:
+      >>> import numpy as np
+      >>> from grnn_jax.data import Sequences, batch_at
+      >>> from grnn_jax.training import ModelConfig, TrainConfig
+      >>> cfg = TrainConfig(ModelConfig(n_features=1, n_components=2, hidden_size=4, head="em"))
+      >>> b = batch_at(Sequences(np.random.default_rng(0).normal(size=(4, 6, 1))), 0,
+      ...              batch_size=4, seed=0)
+      >>> params, aux = initial_variables(cfg, cfg.model.build(), b)
+      >>> sorted(aux), aux["em_head"]["count"].tolist()
+      (['em_head'], 0)
+    """
+    key = jax.random.key(cfg.seed)
+    em_key = jax.random.fold_in(key, 1)
+    if uses_aux(cfg):
+        params, aux = initial_params_and_aux(cfg, net, example, key=key)
+        if em_data is not None:
+            params, aux = em_init_params_and_aux(net, params, aux, em_data, key=em_key)
+        return params, aux
+    u0 = None if example.u is None else jnp.asarray(example.u)[:1, :1]
+    params = net.init(key, jnp.asarray(example.x)[:1, :1], u=u0)
+    if em_data is not None:
+        params = em_init_params(net, params, em_data, key=em_key)
+    return params, {}

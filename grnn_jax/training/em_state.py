@@ -203,23 +203,26 @@ def initial_params_and_aux(cfg, net, example: Batch, *, key: jax.Array) -> tuple
     """
     x = jnp.asarray(example.x)[:1, :1]
     u = None if example.u is None else jnp.asarray(example.u)[:1, :1]
-    variables = _init_variables(net, key, x, u)
+    return _initial_params_and_aux_jit(net, cfg.model.head == "em", int(cfg.hidden_gmm),
+                                       float(cfg.hidden_gmm_weight), key, x, u, example)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _initial_params_and_aux_jit(net, em_head: bool, hidden_k: int, hidden_weight: float, key,
+                                x, u, example: Batch):
+    # One program: op by op, the k-means++ seeds and E-steps compile about a hundred small
+    # programs (seconds per run, and per member of a population).
+    variables = net.init(key, x, u=u)
     aux: dict = {}
     k_head, k_hidden = jax.random.split(jax.random.fold_in(key, 1))
-    if cfg.model.head == "em":
+    if em_head:
         aux[EM_HEAD_KEY] = init_em_head(net, variables, example, key=k_head)
         variables = {c: v for c, v in variables.items() if c != model_lib.EM_COLLECTION}
-    if cfg.hidden_gmm > 0:
+    if hidden_k > 0:
         aux[HIDDEN_GMM_KEY] = init_hidden_gmm(
-            net, model_variables(variables, aux), example, cfg.hidden_gmm, cfg.hidden_gmm_weight,
-            key=k_hidden,
+            net, model_variables(variables, aux), example, hidden_k, hidden_weight, key=k_hidden,
         )
     return variables, aux
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _init_variables(net, key, x, u):
-    return net.init(key, x, u=u)
 
 
 def aux_settings(cfg) -> tuple:

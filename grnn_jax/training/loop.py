@@ -19,10 +19,9 @@ from tqdm.auto import tqdm
 from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.training.config import TrainConfig, config_diff, default_config
-from grnn_jax.training.em_init import check_em_init, em_init_params, em_init_params_and_aux
+from grnn_jax.training.em_init import check_em_init, initial_variables
 from grnn_jax.training.em_state import (
     aux_settings,
-    initial_params_and_aux,
     make_aux_update,
     model_variables,
     uses_aux,
@@ -133,19 +132,11 @@ def _initial_state(cfg: TrainConfig, net, tx, example: Batch,
     """The step-0 state; runs with EM state (EM head, hidden-state GMM) get their
     ``aux_state`` seeded on ``example`` (:mod:`grnn_jax.training.em_state`); with
     ``em_data`` (model units) the head starts from a GMM fitted by EM to its observed steps
-    (:mod:`grnn_jax.training.em_init`)."""
+    (:func:`~grnn_jax.training.em_init.initial_variables`)."""
     key = jax.random.key(cfg.seed)
-    em_key = jax.random.fold_in(key, 1)
-    if not uses_aux(cfg):
-        if em_data is None:
-            return init_state(net, tx, example, key=key)
-        u0 = None if example.u is None else jnp.asarray(example.u)[:1, :1]
-        params = em_init_params(net, net.init(key, jnp.asarray(example.x)[:1, :1], u=u0),
-                                em_data, key=em_key)
-        return init_state(net, tx, example, key=key, params=params)
-    params, aux = initial_params_and_aux(cfg, net, example, key=key)
-    if em_data is not None:
-        params, aux = em_init_params_and_aux(net, params, aux, em_data, key=em_key)
+    if not uses_aux(cfg) and em_data is None:
+        return init_state(net, tx, example, key=key)
+    params, aux = initial_variables(cfg, net, example, em_data=em_data)
     return init_state(net, tx, example, key=key, params=params, aux_state=aux)
 
 

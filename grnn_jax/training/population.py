@@ -10,7 +10,10 @@ computes it (the program is one), but its state no longer changes.
 
 Member ``i`` of a population follows exactly the run ``train(config.replace(seed=s_i,
 learning_rate=lr_i, weight_decay=wd_i), ...)`` would (up to float rounding): same initial
-parameters, same batches, same updates.
+parameters, same batches, same updates. That holds for the non-gradient state too (an EM
+head's components, a hidden-state GMM: ``TrainState.aux_state``, stacked like the
+parameters): each member's is seeded on its own first batch, updated by stepwise EM on its
+own batches only, frozen with the member, and saved with its best parameters.
 """
 
 from __future__ import annotations
@@ -32,11 +35,19 @@ from grnn_jax.data import Sequences
 from grnn_jax.training.checkpoint import RunCheckpoints
 from grnn_jax.atomic import write_json_atomic
 from grnn_jax.training.config import TrainConfig
-from grnn_jax.training.em_init import em_init_params
+from grnn_jax.training.em_init import initial_variables
+from grnn_jax.training.em_state import (
+    HIDDEN_GMM_KEY,
+    aux_settings,
+    make_aux_update,
+    model_variables,
+    uses_aux,
+)
 from grnn_jax.training.ensemble import ENSEMBLE_DIR, POPULATION_FILE, evaluate_ensemble
 from grnn_jax.training.loop import _prepare  # one set of data and config checks
 from grnn_jax.training import sharding
 from grnn_jax.training.progress import RunProgress
+from grnn_jax.training.regimes import hidden_gmm_log
 from grnn_jax.training.rundir import (
     METRICS_FILE,
     append_metrics,
@@ -81,8 +92,10 @@ class PopulationResult(NamedTuple):
         without validation data), leading axis P.
       members: the members' seeds and hyper-parameters.
       rows: one dict per member: ``member``, ``seed``, ``learning_rate``, ``weight_decay``,
-        ``best_val_nll``, ``best_step``, ``steps``, ``stopped_early``.
+        ``best_val_nll``, ``best_step``, ``steps``, ``stopped_early``, ``n_skipped``.
       best: index of the member with the lowest validation NLL (0 without validation data).
+      best_aux_state: each member's non-gradient state at that same step (``{}`` without
+        any); ``model_variables(best_params, best_aux_state)`` are the models to evaluate.
     """
 
     state: TrainState
@@ -90,19 +103,25 @@ class PopulationResult(NamedTuple):
     members: Members
     rows: list
     best: int
+    best_aux_state: Any = None
 
 
 def _member(tree, i: int):
     return jax.tree.map(lambda a: a[i], tree)
 
 
-def _em_init_members(net, state, train_z, members):
-    """Each member's head started from EM on the training steps, as a single run with that
-    member's seed starts (``--em-init``); the optimiser state does not depend on the values."""
-    params = [em_init_params(net, _member(state.params, i), train_z,
-                             key=jax.random.fold_in(jax.random.key(int(seed)), 1))
-              for i, seed in enumerate(members.seeds)]
-    return state.replace(params=jax.tree.map(lambda *a: jnp.stack(a), *params))
+def _initial_members(cfg, net, tx, train_z, members, first_batch) -> TrainState:
+    """The stacked step-0 state. With EM state or ``--em-init``, member ``i`` starts from
+    :func:`initial_variables` of its own single-run config, seeded on its own first batch
+    (as ``train(members.config(cfg, i), ...)`` starts); otherwise the parameters are drawn
+    in one vmapped program."""
+    if not (uses_aux(cfg) or cfg.em_init):
+        return init_population(net, tx, first_batch, members)
+    em_data = train_z if cfg.em_init else None
+    pairs = [initial_variables(members.config(cfg, i), net, _member(first_batch, i),
+                               em_data=em_data) for i in range(members.size)]
+    params, aux = jax.tree.map(lambda *a: jnp.stack(a), *pairs)
+    return init_population(net, tx, first_batch, members, params=params, aux_state=aux)
 
 
 def train_population(
@@ -170,24 +189,17 @@ def train_population(
                                     False, None)
     if mesh is not None:
         sharding.check_population_mesh(mesh, members.size, cfg.batch_size)
-    unsupported = [flag for flag, on in (("--head em", cfg.model.head != "mdn"),
-                                         ("--hidden-gmm", cfg.hidden_gmm > 0)) if on]
-    if unsupported:
-        raise ValueError(f"--population does not support {', '.join(unsupported)} yet "
-                         "(their EM state is not batched over members); train single runs")
     dtype = default_float()
     train_z = standardiser.transform(train_seqs)
     net, tx, step_fn = population_program(cfg)
     p = members.size
-    example = population_batch(train_z, 0, members.seeds[:1], batch_size=cfg.batch_size,
-                               dtype=dtype)
-    state = init_population(net, tx, example, members)
-    if cfg.em_init:
-        state = _em_init_members(net, state, train_z, members)
+    first = population_batch(train_z, 0, members.seeds, batch_size=cfg.batch_size, dtype=dtype)
+    state = _initial_members(cfg, net, tx, train_z, members, first)
     if mesh is not None:
         state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("members")))
         step_fn = sharding.make_population_parallel_step(step_fn, mesh)
-    best_params = state.params
+    # Each member's best parameters and the EM state that goes with them.
+    best_params, best_aux = state.params, state.aux_state
     progs = [RunProgress() for _ in range(p)]
     active = np.ones(p, bool)
     history: list[list[dict]] = [[] for _ in range(p)]
@@ -208,27 +220,32 @@ def train_population(
             is_eval = val_seqs is not None and (done % cfg.eval_every == 0
                                                 or done == cfg.num_steps)
             if is_eval:
-                nll = evaluate_population(net, state.params, val_seqs, standardiser=standardiser)
+                variables = model_variables(state.params, state.aux_state)
+                nll = evaluate_population(net, variables, val_seqs, standardiser=standardiser)
                 improved = np.zeros(p, bool)
                 for i in np.flatnonzero(active):
                     progs[i] = progs[i].after_eval(done, float(nll[i]), cfg.val_smoothing)
                     improved[i] = progs[i].best_step == done
                     history[i].append({"step": done, "kind": "eval", "val_nll": float(nll[i]),
                                        "best_val_nll": progs[i].best_val_nll,
-                                       "best_step": progs[i].best_step})
+                                       "best_step": progs[i].best_step,
+                                       **_hidden_gmm_log(net, variables, state.aux_state, i,
+                                                         val_seqs, standardiser)})
                     if (cfg.patience and progs[i].evals_since_best >= cfg.patience
                             and done >= cfg.stop_from_fraction * cfg.num_steps):
                         progs[i] = progs[i].replace(stopped_early=True)
                         active[i] = False
                 if improved.any():
-                    best_params = where_members(jnp.asarray(improved), state.params, best_params)
+                    best_params, best_aux = where_members(
+                        jnp.asarray(improved), (state.params, state.aux_state),
+                        (best_params, best_aux))
                 bar.set_postfix(best_val_nll=f"{np.nanmin(nll):.4f}", active=int(active.sum()))
             if not active.any():
                 break
     finally:
         bar.close()
     if val_seqs is None:
-        best_params = state.params
+        best_params, best_aux = state.params, state.aux_state
     steps = np.asarray(state.step)
     rows = []
     for i in range(p):
@@ -245,10 +262,11 @@ def train_population(
     ens = None
     if ensemble:
         top = [int(i) for i in np.argsort(scores, kind="stable")[:ensemble]]
-        top_params = jax.tree.map(lambda a: a[jnp.asarray(top)], best_params)
+        top_params = jax.tree.map(lambda a: a[jnp.asarray(top)],
+                                  model_variables(best_params, best_aux))
         ens = {"members": top, "val_nll": evaluate_ensemble(net, top_params, val_seqs,
                                                             standardiser=standardiser)}
-    result = PopulationResult(state, best_params, members, rows, best)
+    result = PopulationResult(state, best_params, members, rows, best, best_aux)
     if workdir is not None:
         _write_population_run(Path(workdir), cfg, members, result, history[best], standardiser,
                               train_seqs, ens, top_params if ensemble else None)
@@ -257,22 +275,34 @@ def train_population(
 
 def population_program(config: TrainConfig):
     """``(net, tx, step)`` of a population trained with ``config``: the network, the
-    optimiser of :func:`make_population_optimizer` and :func:`make_population_step`, cached on
-    what they depend on (not on seeds, learning rate or weight decay, which are data), so that
-    populations of any members in one process compile the step once."""
+    optimiser of :func:`make_population_optimizer` and :func:`make_population_step` (with
+    the run's stepwise-EM ``aux_update`` when it has EM state), cached on what they depend
+    on (not on seeds, learning rate or weight decay, which are data), so that populations of
+    any members in one process compile the step once."""
     c = config
     return _population_program(c.model, c.num_steps, c.warmup_steps, c.clip_norm,
-                               c.end_lr_fraction, c.objective, bool(default_float() == jnp.float64))
+                               c.end_lr_fraction, c.objective, aux_settings(c),
+                               bool(default_float() == jnp.float64))
 
 
 @functools.lru_cache(maxsize=8)
 def _population_program(model_cfg, num_steps, warmup_steps, clip_norm, end_lr_fraction,
-                        objective, x64):
+                        objective, aux, x64):
     del x64  # only a cache key: every dtype follows it
     net = model_cfg.build()
     tx = make_population_optimizer(num_steps=num_steps, warmup_steps=warmup_steps,
                                    clip_norm=clip_norm, end_lr_fraction=end_lr_fraction)
-    return net, tx, make_population_step(net, tx, objective=objective)
+    return net, tx, make_population_step(net, tx, objective=objective,
+                                         aux_update=make_aux_update(*aux))
+
+
+def _hidden_gmm_log(net, variables, aux_state, i, val_seqs, standardiser) -> dict:
+    """Member ``i``'s hidden-state GMM record, as a single run logs it at each evaluation
+    (``{}`` without one)."""
+    if not (isinstance(aux_state, dict) and HIDDEN_GMM_KEY in aux_state):
+        return {}
+    return hidden_gmm_log(net, _member(variables, i), _member(aux_state, i), val_seqs,
+                          standardiser)
 
 
 def _write_population_run(workdir: Path, cfg, members, result, history, standardiser,
@@ -295,7 +325,9 @@ def _write_population_run(workdir: Path, cfg, members, result, history, standard
     with RunCheckpoints(workdir) as ckpts:
         ckpts.save("last", last, prog.to_dict())
         if history:
-            ckpts.save("best", last.replace(params=_member(result.best_params, b)), prog.to_dict())
+            ckpts.save("best", last.replace(params=_member(result.best_params, b),
+                                            aux_state=_member(result.best_aux_state, b)),
+                       prog.to_dict())
     append_metrics(workdir / METRICS_FILE, history)
     if ens_params is not None:
         with ocp.StandardCheckpointer() as ckptr:

@@ -121,7 +121,8 @@ def make_population_optimizer(
     return optax.inject_hyperparams(factory)(learning_rate=1.0, weight_decay=0.0)
 
 
-def init_population(net, tx, example: Batch, members: Members) -> TrainState:
+def init_population(net, tx, example: Batch, members: Members, *, params=None,
+                    aux_state=None) -> TrainState:
     """The stacked state before the first step: member ``i`` initialised from
     ``jax.random.key(seeds[i])`` (as a single run with that seed), with its hyper-parameters.
 
@@ -130,33 +131,47 @@ def init_population(net, tx, example: Batch, members: Members) -> TrainState:
       tx: from :func:`make_population_optimizer`.
       example: a batch, or a stacked one (only its feature sizes matter).
       members: seeds and hyper-parameters.
+      params: the members' initial variables, stacked (leading axis P), e.g. each from
+        :func:`~grnn_jax.training.em_init.initial_variables`; None draws them from the seeds.
+      aux_state: the members' initial non-gradient state, stacked; None means ``{}``.
 
     Returns:
       TrainState whose leaves have a leading axis of size P.
     """
     members = check_members(members)
     dtype = default_float()
+    lrs = jnp.asarray(members.learning_rates, dtype)
+    wds = jnp.asarray(members.weight_decays, dtype)
+    aux_state = {} if aux_state is None else aux_state
+    if params is not None:
+        return _stack_states_jit(tx, params, aux_state, lrs, wds)
     keys = jnp.stack([jax.random.key(int(s)) for s in members.seeds])
     # Parameters depend on the feature sizes only: one step of one row, stacked batch or not.
     x = jnp.asarray(example.x).reshape((-1,) + example.x.shape[-2:])[:1, :1]
     u = None if example.u is None else jnp.asarray(example.u).reshape(
         (-1,) + example.u.shape[-2:])[:1, :1]
-    lrs = jnp.asarray(members.learning_rates, dtype)
-    wds = jnp.asarray(members.weight_decays, dtype)
     return _init_population_jit(net, tx, keys, x, u, lrs, wds)
+
+
+def _member_state(tx, params, aux_state, lr, wd) -> TrainState:
+    opt = tx.init(params)
+    hp = dict(opt.hyperparams, learning_rate=lr.astype(opt.hyperparams["learning_rate"].dtype),
+              weight_decay=wd.astype(opt.hyperparams["weight_decay"].dtype))
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(zero, params, aux_state, opt._replace(hyperparams=hp), zero, zero)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _init_population_jit(net, tx, keys, x, u, lrs, wds):
     def one(key, lr, wd):
-        params = net.init(key, x, u=u)
-        opt = tx.init(params)
-        hp = dict(opt.hyperparams, learning_rate=lr.astype(opt.hyperparams["learning_rate"].dtype),
-                  weight_decay=wd.astype(opt.hyperparams["weight_decay"].dtype))
-        zero = jnp.zeros((), jnp.int32)
-        return TrainState(zero, params, {}, opt._replace(hyperparams=hp), zero, zero)
+        return _member_state(tx, net.init(key, x, u=u), {}, lr, wd)
 
     return jax.vmap(one)(keys, lrs, wds)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _stack_states_jit(tx, params, aux_state, lrs, wds):
+    return jax.vmap(functools.partial(_member_state, tx))(params, aux_state, lrs, wds)
 
 
 def where_members(active, new, old):
@@ -167,12 +182,15 @@ def where_members(active, new, old):
     return jax.tree.map(pick, new, old)
 
 
-def make_population_step(net, tx, *, objective: str = "nll"):
+def make_population_step(net, tx, *, objective: str = "nll", aux_update=None):
     """A jitted ``step(state, batch, active) -> (state, metrics)`` for a stacked state.
 
     ``batch`` has a leading member axis (each member its own batch); ``active`` (P,) bool
-    freezes the members where it is False. ``metrics`` are those of
-    :func:`~grnn_jax.training.make_train_step`, each of shape (P,).
+    freezes the members where it is False (parameters, optimiser state and ``aux_state``
+    alike). ``objective`` and ``aux_update`` are those of
+    :func:`~grnn_jax.training.make_train_step`, applied to each member's own state and batch
+    (e.g. each member's EM head updated by stepwise EM on its own batches only). ``metrics``
+    are those of :func:`~grnn_jax.training.make_train_step`, each of shape (P,).
 
     Example:
       >>> import numpy as np
@@ -190,7 +208,7 @@ def make_population_step(net, tx, *, objective: str = "nll"):
       >>> state.step.tolist(), m["loss"].shape
       ([1, 0, 1], (3,))
     """
-    step = make_train_step(net, tx, objective=objective)
+    step = make_train_step(net, tx, objective=objective, aux_update=aux_update)
 
     @jax.jit
     def population_step(state: TrainState, batch: Batch, active: jax.Array):
@@ -230,7 +248,8 @@ def evaluate_population(net, params, seqs: Sequences, *, standardiser: Standardi
 
     Args:
       net: the network.
-      params: stacked variables, leading axis P.
+      params: stacked variables, leading axis P (with an EM head, its components included:
+        ``model_variables(state.params, state.aux_state)``).
       seqs: sequences in original units.
       standardiser: the map the members were trained under (None: identity).
       batch_size: rows per evaluation batch.
