@@ -11,7 +11,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from grnn_jax.data.sequences import Sequences, mask_from_lengths
+from grnn_jax.data.sequences import Sequences
+from grnn_jax.nets.grnn import mask_from_lengths
 
 
 class Batch(NamedTuple):

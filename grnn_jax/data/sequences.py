@@ -8,19 +8,8 @@ from typing import Sequence as _Seq
 
 import numpy as np
 
+from grnn_jax.nets.grnn import mask_from_lengths
 from grnn_jax.validation import check_finite_steps
-
-
-def mask_from_lengths(lengths: np.ndarray, n_steps: int) -> np.ndarray:
-    """(S, T) bool, True at steps ``t < lengths[s]`` (numpy; ``grnn_jax.model.mask_from_lengths``
-    is the traceable one for jitted code).
-
-    Example:
-      >>> from grnn_jax.data.sequences import mask_from_lengths
-      >>> mask_from_lengths(np.array([1, 3]), 3).astype(int).tolist()
-      [[1, 0, 0], [1, 1, 1]]
-    """
-    return np.arange(n_steps)[None, :] < np.asarray(lengths)[:, None]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from grnn_jax import gmm as gmm_lib
 from grnn_jax.heads import MixtureHead, check_head_covariance_type
@@ -190,17 +191,24 @@ def check_inputs(net: GRNN, x, u=None):
     return x, u
 
 
-def mask_from_lengths(lengths: jax.Array, n_steps: int) -> jax.Array:
+def mask_from_lengths(lengths, n_steps: int):
     """(B, T) boolean mask, True at steps ``t < lengths[b]``.
 
+    NumPy lengths give a NumPy mask (host-side data handling, no device
+    transfer); JAX arrays, also under ``jit``, give a JAX mask.
+
     Example:
+      >>> import numpy as np
       >>> mask_from_lengths(jnp.array([1, 3]), 3).astype(int).tolist()
       [[1, 0, 0], [1, 1, 1]]
+      >>> type(mask_from_lengths(np.array([2]), 3)).__name__
+      'ndarray'
     """
-    lengths = jnp.asarray(lengths)
+    xp = jnp if isinstance(lengths, jax.Array) else np
+    lengths = xp.asarray(lengths)
     if lengths.ndim != 1:
         raise ValueError(f"lengths must have shape (B,); got {lengths.shape}")
-    return jnp.arange(n_steps)[None, :] < lengths[:, None]
+    return xp.arange(n_steps)[None, :] < lengths[:, None]
 
 
 def step_log_probs(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:

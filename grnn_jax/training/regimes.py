@@ -21,7 +21,6 @@ from grnn_jax import em
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
 from grnn_jax.data import Sequences, Standardiser, iterate_batches
-from grnn_jax.data.sequences import mask_from_lengths
 from grnn_jax.training.em_state import HIDDEN_GMM_KEY, HIDDEN_GMM_REG_COVAR, hidden_gmm
 from grnn_jax.dtypes import default_float
 
@@ -97,7 +96,7 @@ def collect_hidden_states(net, variables, seqs: Sequences, *,
     out = []
     for b in _batches(seqs, standardiser, batch_size):
         h = np.asarray(model_lib.hidden_states(net, variables, b.x, b.lengths, b.u))
-        mask = mask_from_lengths(b.lengths, h.shape[1])
+        mask = model_lib.mask_from_lengths(b.lengths, h.shape[1])
         out.append(h[mask])
     return np.concatenate(out)
 
