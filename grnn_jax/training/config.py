@@ -10,6 +10,7 @@ import numbers
 from grnn_jax.data import Sequences
 from grnn_jax.em import check_step_schedule
 from grnn_jax.heads_em import check_em_head_covariance_type
+from grnn_jax.nets.regularise import Regulariser, check_regulariser
 from grnn_jax.training.objectives import get_objective
 from grnn_jax.dtypes import default_float
 
@@ -85,6 +86,15 @@ class TrainConfig:
       em_step_exponent: alpha in (0.5, 1] of the stepwise-EM step size
         ``(n + em_step_offset)^(-alpha)`` (EM head and hidden GMM).
       em_step_offset: n0 >= 1 of that step size.
+      input_noise: standard deviation of Gaussian noise added, during training only, to
+        the previous observations the network reads (model units: standardised when
+        ``standardise``); the observations the loss scores stay clean.
+      input_dropout: variational dropout rate in [0, 1) on the network's inputs (one mask
+        per sequence, the same at every time step), training only.
+      output_dropout: variational dropout rate in [0, 1) on every recurrent layer's outputs
+        (what the next layer and the mixture head read), training only.
+      recurrent_dropout: variational dropout rate in [0, 1) on the state every layer's
+        recurrent matmul reads (one mask per sequence for all steps), training only.
     """
 
     model: ModelConfig
@@ -109,6 +119,15 @@ class TrainConfig:
     hidden_gmm_weight: float = 0.0
     em_step_exponent: float = 0.6
     em_step_offset: float = 2.0
+    input_noise: float = 0.0
+    input_dropout: float = 0.0
+    output_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+
+    @property
+    def regulariser(self) -> Regulariser:
+        """The training-time noise settings (:mod:`grnn_jax.nets.regularise`)."""
+        return Regulariser(*(getattr(self, f) for f in Regulariser._fields))
 
     def validate(self) -> "TrainConfig":
         """Raises ValueError on a setting outside its legal range; returns self."""
@@ -166,6 +185,7 @@ class TrainConfig:
                              "(--hidden-gmm K) >= 1")
         check_step_schedule(self.em_step_exponent, self.em_step_offset,
                             names=("em_step_exponent", "em_step_offset"))
+        check_regulariser(self.regulariser, Regulariser._fields)
         return self
 
     def to_dict(self) -> dict:

@@ -167,11 +167,13 @@ def where_members(active, new, old):
     return jax.tree.map(pick, new, old)
 
 
-def make_population_step(net, tx, *, objective: str = "nll"):
-    """A jitted ``step(state, batch, active) -> (state, metrics)`` for a stacked state.
+def make_population_step(net, tx, *, objective: str = "nll", regulariser=None):
+    """A jitted ``step(state, batch, active, keys=None) -> (state, metrics)`` for a stacked state.
 
     ``batch`` has a leading member axis (each member its own batch); ``active`` (P,) bool
-    freezes the members where it is False. ``metrics`` are those of
+    freezes the members where it is False; ``keys`` (P,) are the members' noise keys
+    (``training.noise_key(seed)``), needed with an active ``regulariser`` (training-time
+    input noise or dropout, as in :func:`~grnn_jax.training.make_train_step`). ``metrics`` are those of
     :func:`~grnn_jax.training.make_train_step`, each of shape (P,).
 
     Example:
@@ -190,11 +192,14 @@ def make_population_step(net, tx, *, objective: str = "nll"):
       >>> state.step.tolist(), m["loss"].shape
       ([1, 0, 1], (3,))
     """
-    step = make_train_step(net, tx, objective=objective)
+    step = make_train_step(net, tx, objective=objective, regulariser=regulariser)
 
     @jax.jit
-    def population_step(state: TrainState, batch: Batch, active: jax.Array):
-        new, metrics = jax.vmap(step)(state, batch)
+    def population_step(state: TrainState, batch: Batch, active: jax.Array, keys=None):
+        if keys is None:
+            new, metrics = jax.vmap(step)(state, batch)
+        else:
+            new, metrics = jax.vmap(step)(state, batch, keys)
         return where_members(active, new, state), metrics
 
     return population_step

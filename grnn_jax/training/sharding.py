@@ -98,7 +98,8 @@ def shard_batch(batch: Batch, mesh: Mesh, *, global_rows: int | None = None) -> 
 
 
 def make_data_parallel_step(train_step, mesh: Mesh):
-    """``step(state, batch)`` running ``train_step`` with the batch sharded and the state replicated.
+    """``step(state, batch, key=None)`` running ``train_step`` with the batch sharded and the
+    state replicated (``key``: the run's noise key, for a step with training-time noise).
 
     Args:
       train_step: from :func:`~grnn_jax.training.make_train_step`.
@@ -126,8 +127,8 @@ def make_data_parallel_step(train_step, mesh: Mesh):
     """
     replicated = NamedSharding(mesh, P())
 
-    def step(state, batch: Batch):
-        state, metrics = train_step(state, shard_batch(batch, mesh))
+    def step(state, batch: Batch, key=None):
+        state, metrics = train_step(state, shard_batch(batch, mesh), key)
         # The state stays replicated (the compiler may choose otherwise for some leaves).
         return jax.device_put(state, replicated), metrics
 
