@@ -31,7 +31,7 @@ REG = Regulariser(input_noise=0.3, input_dropout=0.4, output_dropout=0.5, recurr
 def setup():
     seqs, _ = data.sample_switching_ar(data.default_switching_ar(2), seed=0, n_sequences=6, length=7)
     batch = data.batch_at(seqs, 0, batch_size=6, seed=0)
-    params = NET.init(jax.random.key(0), batch.x)
+    params = jax.jit(NET.init)(jax.random.key(0), batch.x)
     return params, batch
 
 
@@ -127,6 +127,18 @@ def test_the_train_step_draws_noise_from_its_key_and_step():
     assert loss(state, k0) != pytest.approx(float(clean))
     with pytest.raises(ValueError, match="pass key="):
         step(state, batch)
+
+
+def test_default_recurrent_dropout_follows_data_size_and_smoothness():
+    from grnn_jax.training import default_config
+
+    rng = np.random.default_rng(0)
+    for shape, rate in (((100, 60, 2), 0.45), ((1000, 60, 2), 0.3), ((9000, 60, 1), 0.15)):
+        noisy = data.Sequences(rng.normal(size=shape).astype(np.float32))
+        assert default_config(noisy).recurrent_dropout == rate
+        smooth = data.Sequences(np.cumsum(noisy.x, axis=1))
+        assert data.step_change_ratio(smooth) < 0.5 <= data.step_change_ratio(noisy)
+        assert default_config(smooth).recurrent_dropout == 0.0
 
 
 def test_config_round_trip_defaults_and_bad_values():
