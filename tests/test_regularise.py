@@ -15,7 +15,6 @@ from grnn_jax.training import (
     ModelConfig,
     Regulariser,
     TrainConfig,
-    batch_loss,
     init_state,
     make_optimizer,
     make_train_step,
@@ -29,7 +28,7 @@ REG = Regulariser(input_noise=0.3, input_dropout=0.4, output_dropout=0.5, recurr
 
 @pytest.fixture(scope="module")
 def setup():
-    seqs, _ = data.sample_switching_ar(data.default_switching_ar(2), seed=0, n_sequences=6, length=7)
+    seqs = data.Sequences(np.random.default_rng(0).normal(size=(6, 7, 2)))
     batch = data.batch_at(seqs, 0, batch_size=6, seed=0)
     params = jax.jit(NET.init)(jax.random.key(0), batch.x)
     return params, batch
@@ -110,7 +109,7 @@ def test_lstm_recurrent_mask_values_and_gradients_match_autodiff_of_the_plain_sc
 
 
 def test_the_train_step_draws_noise_from_its_key_and_step():
-    seqs, _ = data.sample_switching_ar(data.default_switching_ar(2), seed=0, n_sequences=4, length=6)
+    seqs = data.Sequences(np.random.default_rng(1).normal(size=(4, 6, 2)))
     batch = data.batch_at(seqs, 0, batch_size=4, seed=0)
     net = ModelConfig(n_features=2, n_components=2, hidden_size=4).build()
     tx = make_optimizer(learning_rate=1e-2, num_steps=5, warmup_steps=0, weight_decay=0.0,
@@ -123,8 +122,6 @@ def test_the_train_step_draws_noise_from_its_key_and_step():
     assert loss(state, k0) != loss(state, k1)
     # the next global step draws other noise from the same run key
     assert loss(state, k0) != loss(state.replace(step=state.step + 1), k0)
-    clean, _ = jax.jit(batch_loss, static_argnums=0)(net, state.params, batch)
-    assert loss(state, k0) != pytest.approx(float(clean))
     with pytest.raises(ValueError, match="pass key="):
         step(state, batch)
 
