@@ -52,7 +52,9 @@ class GRNN(nn.Module):
       max_scale: upper bound on the head's standard deviations.
 
     Call:
-      x: (B, T, D) observations; u: (B, T, C) covariates when ``n_covariates > 0``.
+      x: (B, T, D) observations; u: (B, T, C) covariates when ``n_covariates > 0``;
+      noise: training-time input noise and variational dropout
+      (:class:`grnn_jax.nets.regularise.Noise`), None in evaluation.
 
     Returns:
       a ``gmm.GMM`` with batch shape (B, T); step ``t`` models ``x[:, t]``.
