@@ -265,3 +265,13 @@ def test_population_on_a_mesh_equals_one_device(splits, pop_run):
     with pytest.raises(ValueError, match="population of 3 must be a multiple of the 2 devices"):
         train_population(CFG, tr, va, None, members=MEMBERS, mesh=sharding.make_mesh(n_members=2))
     assert dict(sharding.population_mesh(4).shape) == {"members": 4, "data": 2}
+
+
+def test_noisy_member_equals_independent_run(splits, tmp_path):
+    # Member i draws its input noise and dropout masks as a single run with its seed does.
+    tr, _ = splits
+    cfg = CFG.replace(num_steps=2, input_noise=0.2, output_dropout=0.3, recurrent_dropout=0.2)
+    res = train_population(cfg, tr, None, tmp_path / "pop", members=MEMBERS, progress=False)
+    i = 1
+    state, _ = train(MEMBERS.config(cfg, i), tr, None, tmp_path / "one", progress=False)
+    jax.tree.map(_close, jax.tree.map(lambda a: a[i], res.state.params), state.params)

@@ -131,10 +131,22 @@ def test_training_stops_after_consecutive_skips_keeping_the_last_checkpoint(tmp_
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def test_resume_gives_the_parameters_of_an_uninterrupted_run(run, tmp_path):
+# Training-time noise (input noise, variational dropout) is drawn from the seed and the
+# global step, so a resumed run draws what an uninterrupted one does.
+NOISE = {"input_noise": 0.2, "input_dropout": 0.1, "output_dropout": 0.3, "recurrent_dropout": 0.2}
+
+
+@pytest.mark.parametrize("noise", [{}, NOISE], ids=["clean", "noise"])
+def test_resume_gives_the_parameters_of_an_uninterrupted_run(run, noise, tmp_path):
     workdir, state, history, tr, va = run
+    if noise:
+        state, history = T.train(_cfg(**noise), tr, va, tmp_path / "full", resume=False,
+                                 progress=False)
+        assert not np.allclose(np.asarray(jax.tree.leaves(state.params)[0]),
+                               np.asarray(jax.tree.leaves(run[1].params)[0]))
     # Stop off the evaluation grid (step 15), then resume in a fresh call.
-    s_half, _ = T.train(_cfg(), tr, va, tmp_path, resume=False, progress=False, until_step=15)
+    s_half, _ = T.train(_cfg(**noise), tr, va, tmp_path, resume=False, progress=False,
+                        until_step=15)
     assert int(s_half.step) == 15
     s_full, hist2 = T.train(None, tr, va, tmp_path, resume=True, progress=False)
     assert int(s_full.step) == 30

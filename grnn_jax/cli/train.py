@@ -69,6 +69,10 @@ _FLAG_KEYS = {
     "head": "model.head",
     "hidden_gmm": "hidden_gmm",
     "hidden_gmm_weight": "hidden_gmm_weight",
+    "input_noise": "input_noise",
+    "input_dropout": "input_dropout",
+    "output_dropout": "output_dropout",
+    "recurrent_dropout": "recurrent_dropout",
 }
 
 
@@ -119,6 +123,19 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
                         "every batch, logged at every evaluation and checkpointed")
     p.add_argument("--hidden-gmm-weight", type=float, metavar="LAMBDA",
                    help="add -LAMBDA * mean log p_GMM(h_t) to the loss (needs --hidden-gmm)")
+    p.add_argument("--input-noise", type=float, metavar="SIGMA",
+                   help="std of Gaussian noise added in training to the observations the network "
+                        "reads (standardised units; default 0)")
+    p.add_argument("--input-dropout", type=float, metavar="RATE",
+                   help="variational dropout on the network's inputs in training, in [0, 1) "
+                        "(one mask per sequence for all steps; default 0)")
+    p.add_argument("--output-dropout", type=float, metavar="RATE",
+                   help="variational dropout on each recurrent layer's outputs in training, "
+                        "in [0, 1) (default 0)")
+    p.add_argument("--recurrent-dropout", type=float, metavar="RATE",
+                   help="variational dropout on the state each layer's recurrent matmul reads, "
+                        "in training, in [0, 1) (default: 0.45 to 0.15 by data size on noisy "
+                        "series, 0 on smooth ones)")
     p.add_argument("--val-fraction", type=float,
                    help="share of the --data sequences held out for validation (default 0.15; a "
                         "single sequence gives its last part)")

@@ -20,6 +20,7 @@ from grnn_jax.data.real import (
 )
 from grnn_jax.data.sequences import Sequences
 from grnn_jax.data.splits import Splits, chunk_series, split_indices, split_sequences, split_series
+from grnn_jax.data.smoothness import step_change_ratio
 from grnn_jax.standardise import Standardiser
 from grnn_jax.data.synthetic import SwitchingAR, default_switching_ar, sample_switching_ar
 
@@ -45,6 +46,7 @@ __all__ = [
     "split_indices",
     "split_sequences",
     "split_series",
+    "step_change_ratio",
     "synthetic",
     "train_batches",
 ]

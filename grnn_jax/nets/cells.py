@@ -32,6 +32,12 @@ def _layer_norm(z: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     return (z - mean) * jax.lax.rsqrt(var + _LN_EPS) * scale + bias
 
 
+def _masked(h: jax.Array, hmask: jax.Array | None) -> jax.Array:
+    # Variational recurrent dropout thins only what the recurrent matmul reads (for the GRU
+    # also not its interpolation with the previous state).
+    return h if hmask is None else h * hmask
+
+
 def _lstm_bias_init(hidden_size: int):
     # Forget-gate bias 1 (Jozefowicz et al., 2015): gradients flow through c early on.
     def init(key, shape, dtype=jnp.float32):
@@ -72,9 +78,13 @@ class _Cell(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def scan(cls, w: dict, carry, xs: jax.Array):
-        """``project`` and ``recur`` over time-major inputs ``xs (T, B, F)``: ``(carry, (T, B, H))``."""
-        return jax.lax.scan(lambda c, x: cls.recur(w, c, cls.project(w, x)), carry, xs)
+    def scan(cls, w: dict, carry, xs: jax.Array, hmask: jax.Array | None = None):
+        """``project`` and ``recur`` over time-major inputs ``xs (T, B, F)``: ``(carry, (T, B, H))``.
+
+        ``hmask`` (B, H), when given, multiplies the state the recurrent matmul reads at every
+        step (variational recurrent dropout); outputs and carried state stay unmasked.
+        """
+        return jax.lax.scan(lambda c, x: cls.recur(w, c, cls.project(w, x), hmask), carry, xs)
 
 
 class LSTMCell(_Cell):
@@ -100,18 +110,18 @@ class LSTMCell(_Cell):
         return x @ w["wi"] + w["b"]
 
     @staticmethod
-    def recur(w: dict, carry, xp: jax.Array):
+    def recur(w: dict, carry, xp: jax.Array, hmask: jax.Array | None = None):
         c, h = carry
-        i, f, g, o = jnp.split(xp + h @ w["wh"], 4, axis=-1)
+        i, f, g, o = jnp.split(xp + _masked(h, hmask) @ w["wh"], 4, axis=-1)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return (c, h), h
 
     @classmethod
-    def scan(cls, w: dict, carry, xs: jax.Array):
+    def scan(cls, w: dict, carry, xs: jax.Array, hmask: jax.Array | None = None):
         """As :meth:`_Cell.scan`, through :func:`~grnn_jax.nets.lstm_scan.lstm_sequence`."""
         c, h = carry
-        return lstm_sequence(jnp.concatenate([w["wi"], w["wh"]]), w["b"], c, h, xs)
+        return lstm_sequence(jnp.concatenate([w["wi"], w["wh"]]), w["b"], c, h, xs, hmask)
 
     def initial_carry(self, batch_shape, dtype):
         z = jnp.zeros(tuple(batch_shape) + (self.hidden_size,), dtype)
@@ -151,9 +161,9 @@ class LayerNormLSTMCell(LSTMCell):
         return _layer_norm(x @ w["wi"], w["ln_x_scale"], w["b"])
 
     @staticmethod
-    def recur(w: dict, carry, xp: jax.Array):
+    def recur(w: dict, carry, xp: jax.Array, hmask: jax.Array | None = None):
         c, h = carry
-        hp = _layer_norm(h @ w["wh"], w["ln_h_scale"], 0.0)
+        hp = _layer_norm(_masked(h, hmask) @ w["wh"], w["ln_h_scale"], 0.0)
         i, f, g, o = jnp.split(xp + hp, 4, axis=-1)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(_layer_norm(c, w["ln_c_scale"], w["ln_c_bias"]))
@@ -193,10 +203,10 @@ class GRUCell(_Cell):
         return x @ w["wi"] + w["bi"]
 
     @staticmethod
-    def recur(w: dict, carry, xp: jax.Array):
+    def recur(w: dict, carry, xp: jax.Array, hmask: jax.Array | None = None):
         h = carry
         xr, xz, xn = jnp.split(xp, 3, axis=-1)
-        hr, hz, hn = jnp.split(h @ w["wh"] + w["bh"], 3, axis=-1)
+        hr, hz, hn = jnp.split(_masked(h, hmask) @ w["wh"] + w["bh"], 3, axis=-1)
         r = jax.nn.sigmoid(xr + hr)
         z = jax.nn.sigmoid(xz + hz)
         n = jnp.tanh(xn + r * hn)

@@ -21,6 +21,7 @@ import numpy as np
 from grnn_jax import gmm as gmm_lib
 from grnn_jax.heads import MixtureHead, check_head_covariance_type
 from grnn_jax.nets.cells import CELLS, check_cell
+from grnn_jax.nets import regularise
 from grnn_jax.validation import check_finite_steps, concrete_value
 
 # Layout choices (LSTM hidden 256, T=100, batch 64, 3-D input, K=20 full; the
@@ -52,7 +53,9 @@ class GRNN(nn.Module):
       max_scale: upper bound on the head's standard deviations.
 
     Call:
-      x: (B, T, D) observations; u: (B, T, C) covariates when ``n_covariates > 0``.
+      x: (B, T, D) observations; u: (B, T, C) covariates when ``n_covariates > 0``;
+      noise: training-time input noise and variational dropout
+      (:class:`grnn_jax.nets.regularise.Noise`), None in evaluation.
 
     Returns:
       a ``gmm.GMM`` with batch shape (B, T); step ``t`` models ``x[:, t]``.
@@ -128,35 +131,58 @@ class GRNN(nn.Module):
             new.append(c)
         return tuple(new), self.head(z)
 
-    def encode(self, inputs: jax.Array, carry: tuple | None = None):
+    def encode(self, inputs: jax.Array, carry: tuple | None = None, *,
+               output_masks: tuple | None = None, recurrent_masks: tuple | None = None):
         """Runs the cells over already shifted inputs.
 
         Args:
           inputs: (B, T, D + C) network inputs (``x_{t-1} ++ u_t``).
           carry: starting state; zeros when None.
+          output_masks: one (B, H) multiplier (or None) per layer, applied to that layer's
+            outputs at every time step (variational dropout; training only).
+          recurrent_masks: one (B, H) multiplier (or None) per layer, applied at every step
+            to the state that layer's recurrent matmul reads (training only).
 
         Returns:
           ``(carry, h)``: the state after the last step and (B, T, H) top-layer outputs.
         """
         if carry is None:
             carry = self.initial_carry(inputs.shape[:1])
+        none = (None,) * len(self.cells)
         z = jnp.swapaxes(inputs.astype(self.dtype), 0, 1)  # time-major for the scan
         final = []
-        for cell, c0 in zip(self.cells, carry):
+        for cell, c0, m, hm in zip(self.cells, carry, output_masks or none, recurrent_masks or none):
             w, cls = cell.weights(), type(cell)
-            c_last, z = cls.scan(w, c0, z)
+            c_last, z = cls.scan(w, c0, z) if hm is None else cls.scan(w, c0, z, hm)
+            if m is not None:
+                z = z * m[None]
             final.append(c_last)
         return tuple(final), jnp.swapaxes(z, 0, 1)
 
-    def __call__(self, x: jax.Array, u: jax.Array | None = None) -> gmm_lib.GMM:
+    def __call__(self, x: jax.Array, u: jax.Array | None = None,
+                 noise: regularise.Noise | None = None) -> gmm_lib.GMM:
+        """The mixtures over ``x``; ``noise`` (training only) perturbs what the network reads,
+        never the observations the mixtures model."""
         x, u = check_inputs(self, x, u)
-        _, h = self.encode(self._join(shift_right(x), u))
-        return self.head(h)
+        return self.head(self._encode_observations(x, u, noise))
 
     def hidden(self, x: jax.Array, u: jax.Array | None = None) -> jax.Array:
         """(B, T, H) top-layer outputs: ``[:, t]`` is the state the head reads to predict ``x[:, t]``."""
         x, u = check_inputs(self, x, u)
-        return self.encode(self._join(shift_right(x), u))[1]
+        return self._encode_observations(x, u, None)
+
+    def _encode_observations(self, x, u, noise):
+        x_prev = shift_right(x)
+        if noise is None:
+            return self.encode(self._join(x_prev, u))[1]
+        inputs = self._join(*regularise.noisy_inputs(noise, x_prev, u)).astype(self.dtype)
+        b = inputs.shape[0]
+        m_in = regularise.input_mask(noise, b, inputs.shape[-1], self.dtype)
+        if m_in is not None:
+            inputs = inputs * m_in[:, None]
+        shape = (self.n_layers, b, self.hidden_size, self.dtype)
+        return self.encode(inputs, output_masks=regularise.output_masks(noise, *shape),
+                           recurrent_masks=regularise.recurrent_masks(noise, *shape))[1]
 
     def _join(self, x: jax.Array, u: jax.Array | None) -> jax.Array:
         if self.n_covariates == 0:
@@ -211,7 +237,8 @@ def mask_from_lengths(lengths, n_steps: int):
     return xp.arange(n_steps)[None, :] < lengths[:, None]
 
 
-def step_log_probs(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:
+def step_log_probs(net: GRNN, params, x, lengths=None, u=None, *,
+                   noise: regularise.Noise | None = None) -> jax.Array:
     """Per-step log-likelihoods ``log p(x_t | x_<t, u_<=t)``; 0 at padded steps.
 
     Padded steps (``t >= lengths[b]``) may hold anything, NaN included: they are
@@ -224,6 +251,8 @@ def step_log_probs(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:
       x: (B, T, D) observations.
       lengths: (B,) valid steps per sequence; all T when None.
       u: (B, T, C) covariates when ``net.n_covariates > 0``.
+      noise: training-time noise (:mod:`grnn_jax.nets.regularise`) of what the network
+        reads; None (evaluation) is deterministic.
 
     Returns:
       (B, T) log-densities.
@@ -238,7 +267,7 @@ def step_log_probs(net: GRNN, params, x, lengths=None, u=None) -> jax.Array:
       ((2, 3), 0.0)
     """
     x, u, mask = _checked_masked_inputs(net, x, lengths, u)
-    return _masked_step_log_probs(net, params, x, mask, u)
+    return _masked_step_log_probs(net, params, x, mask, u, noise)
 
 
 def _checked_masked_inputs(net: GRNN, x, lengths, u):
@@ -271,9 +300,9 @@ def _zero_padding(x, u, mask):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _masked_step_log_probs(net, params, x, mask, u):
+def _masked_step_log_probs(net, params, x, mask, u, noise=None):
     x, u = _zero_padding(x, u, mask)
-    g = net.apply(params, x, u)
+    g = net.apply(params, x, u, noise)
     return jnp.where(mask, gmm_lib.log_prob(g, x), 0.0)
 
 

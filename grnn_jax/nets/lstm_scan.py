@@ -12,6 +12,10 @@ The input projection stays inside the scan, joined to the recurrent one as
 one matmul of ``[x_t, h]``: hoisted out as a ``(T*B, F) @ (F, 4H)`` product, a
 3-wide input costs more than the whole recurrence saves. The arithmetic is that of :meth:`grnn_jax.nets.cells.LSTMCell.recur`; the tests
 compare values and gradients with autodiff of a plain scan over it.
+
+``hmask`` (variational recurrent dropout, Gal & Ghahramani 2016) multiplies the state
+the recurrent matmul reads, ``[x_t, h * hmask] @ w``, with one (B, H) mask for every
+step; the outputs ``hs`` and the carried state stay unmasked.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import jax
 import jax.numpy as jnp
 
 
-def _forward(w, b, c0, h0, xs):
+def _forward(w, b, c0, h0, xs, hm):
     n = c0.shape[-1]
 
     def body(carry, x):
         c, h = carry
-        a = jnp.concatenate([x, h], axis=-1) @ w + b
+        a = jnp.concatenate([x, h if hm is None else h * hm], axis=-1) @ w + b
         act = jnp.concatenate([jax.nn.sigmoid(a[:, : 2 * n]), jnp.tanh(a[:, 2 * n : 3 * n]),
                                jax.nn.sigmoid(a[:, 3 * n :])], axis=-1)
         c = act[:, n : 2 * n] * c + act[:, :n] * act[:, 2 * n : 3 * n]
@@ -36,8 +40,8 @@ def _forward(w, b, c0, h0, xs):
     return (c, h), hs, cs, acts
 
 
-@jax.custom_vjp
-def lstm_sequence(w: jax.Array, b: jax.Array, c0: jax.Array, h0: jax.Array, xs: jax.Array):
+def lstm_sequence(w: jax.Array, b: jax.Array, c0: jax.Array, h0: jax.Array, xs: jax.Array,
+                  hmask: jax.Array | None = None):
     """Runs an LSTM over a time-major sequence.
 
     Args:
@@ -45,6 +49,8 @@ def lstm_sequence(w: jax.Array, b: jax.Array, c0: jax.Array, h0: jax.Array, xs: 
       b: (4H,) gate bias.
       c0, h0: (B, H) initial cell and hidden state.
       xs: (T, B, F) inputs.
+      hmask: (B, H) multiplier of the state the recurrent matmul reads, the same at every
+        step (variational recurrent dropout; a constant to the gradient), or None.
 
     Returns:
       ``((c_T, h_T), hs)`` with hs (T, B, H) the hidden states.
@@ -57,17 +63,24 @@ def lstm_sequence(w: jax.Array, b: jax.Array, c0: jax.Array, h0: jax.Array, xs: 
       >>> hs.shape, bool(jnp.allclose(hs[-1], h))
       ((5, 3, 4), True)
     """
-    carry, hs, _, _ = _forward(w, b, c0, h0, xs)
+    if hmask is not None:
+        hmask = jax.lax.stop_gradient(hmask)
+    return _lstm(w, b, c0, h0, xs, hmask)
+
+
+@jax.custom_vjp
+def _lstm(w, b, c0, h0, xs, hm):
+    carry, hs, _, _ = _forward(w, b, c0, h0, xs, hm)
     return carry, hs
 
 
-def _fwd(w, b, c0, h0, xs):
-    carry, hs, cs, acts = _forward(w, b, c0, h0, xs)
-    return (carry, hs), (w, c0, h0, xs, hs, cs, acts)
+def _fwd(w, b, c0, h0, xs, hm):
+    carry, hs, cs, acts = _forward(w, b, c0, h0, xs, hm)
+    return (carry, hs), (w, c0, h0, xs, hs, cs, acts, hm)
 
 
 def _bwd(res, cts):
-    w, c0, h0, xs, hs, cs, acts = res
+    w, c0, h0, xs, hs, cs, acts, hm = res
     (dc_last, dh_last), dhs = cts
     n, f_in = c0.shape[-1], xs.shape[-1]
     c_prev = jnp.concatenate([c0[None], cs[:-1]])
@@ -85,12 +98,17 @@ def _bwd(res, cts):
             axis=-1,
         )
         dxh = da @ w_t
-        return (dc * f, dxh[:, f_in:]), (da, dxh[:, :f_in])
+        dh_prev = dxh[:, f_in:] if hm is None else dxh[:, f_in:] * hm
+        return (dc * f, dh_prev), (da, dxh[:, :f_in])
 
     (dc0, dh0), (das, dxs) = jax.lax.scan(body, (dc_last, dh_last), (dhs, cs, c_prev, acts), reverse=True)
-    xh = jnp.concatenate([xs, jnp.concatenate([h0[None], hs[:-1]])], axis=-1)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]])
+    if hm is not None:
+        h_prev = h_prev * hm
+    xh = jnp.concatenate([xs, h_prev], axis=-1)
     dw = xh.reshape(-1, f_in + n).T @ das.reshape(-1, 4 * n)
-    return dw, jnp.sum(das, axis=(0, 1)), dc0, dh0, dxs
+    dhm = None if hm is None else jnp.zeros_like(hm)  # the mask is a constant (stop_gradient)
+    return dw, jnp.sum(das, axis=(0, 1)), dc0, dh0, dxs, dhm
 
 
-lstm_sequence.defvjp(_fwd, _bwd)
+_lstm.defvjp(_fwd, _bwd)

@@ -63,7 +63,9 @@ from grnn_jax.training.step import (
     make_optimizer,
     make_schedule,
     make_train_step,
+    noise_key,
 )
+from grnn_jax.nets.regularise import Regulariser
 
 __all__ = [
     "CONFIG_FILE",
@@ -78,6 +80,7 @@ __all__ = [
     "Objective",
     "RunCheckpoints",
     "RunConfigMismatch",
+    "Regulariser",
     "RunProgress",
     "TrainConfig",
     "TrainState",
@@ -115,6 +118,7 @@ __all__ = [
     "model_variables",
     "natural_steps",
     "ngem_loss",
+    "noise_key",
     "read_metrics",
     "read_run_config",
     "regime_probabilities",

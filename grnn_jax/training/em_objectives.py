@@ -96,16 +96,17 @@ from grnn_jax.training.em_state import EM_HEAD_KEY, hidden_gmm_penalty, model_va
 FISHER_WEIGHTINGS = ("component", "complete")
 
 
-def _step_mixture(net, params, aux_state, batch: Batch):
+def _step_mixture(net, params, aux_state, batch: Batch, noise=None):
     """(per-step GMM (B, T), x (B, T, D), mask (B, T)); padding zeroed as
     ``model.step_log_probs`` does, so NaN there reaches neither value nor gradient. The EM
-    head's components come from ``aux_state`` (constants to the gradient)."""
+    head's components come from ``aux_state`` (constants to the gradient); ``noise`` is the
+    step's training-time noise (``model.step_log_probs``)."""
     x, u = model_lib.check_inputs(net, batch.x, batch.u)
     mask = model_lib.mask_from_lengths(batch.lengths, x.shape[1])
     x = jnp.where(mask[..., None], x, 0)
     if u is not None:
         u = jnp.where(mask[..., None], u, 0)
-    return net.apply(model_variables(params, aux_state), x, u), x, mask
+    return net.apply(model_variables(params, aux_state), x, u, noise), x, mask
 
 
 def _with_penalty(loss, metrics, net, params, aux_state, batch):
@@ -257,10 +258,10 @@ def ngem_surrogate(
     return -total
 
 
-def gem_loss(net, params, aux_state, batch: Batch) -> tuple[jax.Array, dict]:
+def gem_loss(net, params, aux_state, batch: Batch, *, noise=None) -> tuple[jax.Array, dict]:
     """Negative expected complete-data log-likelihood per observed step (responsibilities
     held constant); its gradient is the NLL's. ``metrics["nll"]`` is the NLL."""
-    g, x, mask = _step_mixture(net, params, aux_state, batch)
+    g, x, mask = _step_mixture(net, params, aux_state, batch, noise)
     q, lp = expected_complete_log_lik(g, x)
     loss, n = _masked_mean(-q, mask)
     nll, _ = _masked_mean(-jax.lax.stop_gradient(lp), mask)
@@ -268,13 +269,13 @@ def gem_loss(net, params, aux_state, batch: Batch) -> tuple[jax.Array, dict]:
 
 
 def make_ngem_loss(fisher: str = "component", damping: float = 0.0):
-    """``loss(net, params, aux_state, batch)`` of natural-gradient EM with the given Fisher
+    """``loss(net, params, aux_state, batch, *, noise=None)`` of natural-gradient EM with the given Fisher
     weighting (:func:`natural_steps`); its value is the NLL per observed step."""
     if fisher not in FISHER_WEIGHTINGS:
         raise ValueError(f"fisher must be one of {FISHER_WEIGHTINGS}; got {fisher!r}")
 
-    def ngem_loss(net, params, aux_state, batch: Batch) -> tuple[jax.Array, dict]:
-        g, x, mask = _step_mixture(net, params, aux_state, batch)
+    def ngem_loss(net, params, aux_state, batch: Batch, *, noise=None) -> tuple[jax.Array, dict]:
+        g, x, mask = _step_mixture(net, params, aux_state, batch, noise)
         lp = gmm_lib.log_prob(g, x)
         if _em_head(aux_state):
             # Only the logits are gradient-trained; the components move by the M-step.

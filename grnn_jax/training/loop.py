@@ -58,6 +58,7 @@ from grnn_jax.training.step import (
     make_optimizer,
     make_schedule,
     make_train_step,
+    noise_key,
 )
 from grnn_jax.dtypes import default_float
 
@@ -111,19 +112,21 @@ def _compiled(cfg: TrainConfig, x64: bool):
     the step again (``x64`` is part of the key because every dtype follows it)."""
     return _compiled_cached(
         cfg.model, tuple(sorted(_optimizer_settings(cfg).items())), cfg.objective,
-        aux_settings(cfg), x64,
+        aux_settings(cfg), cfg.regulariser, x64,
     )
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_cached(model_cfg, opt_items: tuple, objective: str, aux: tuple, x64: bool):
+def _compiled_cached(model_cfg, opt_items: tuple, objective: str, aux: tuple, regulariser,
+                     x64: bool):
     del x64  # only a cache key
     opt = dict(opt_items)
     net = model_cfg.build()
     tx = make_optimizer(**opt)
     opt.pop("weight_decay"), opt.pop("clip_norm")
     schedule = jax.jit(make_schedule(**opt))
-    step = make_train_step(net, tx, objective=objective, aux_update=make_aux_update(*aux))
+    step = make_train_step(net, tx, objective=objective, aux_update=make_aux_update(*aux),
+                           regulariser=regulariser)
     return net, tx, step, schedule
 
 
@@ -354,11 +357,12 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
     # evaluations or checkpoints.
     train_time, steps_done, obs_done, mark = 0.0, 0, 0, None
     last_loss = last_nll = math.nan
+    key = noise_key(cfg.seed)
     try:
         for step in range(start, end):
             batch = batch_at(run.train_z, step, batch_size=cfg.batch_size, seed=cfg.seed,
                              dtype=run.dtype, rows=run.rows)
-            state, m = run.step_fn(state, batch)
+            state, m = run.step_fn(state, batch, key)
             if mark is None:
                 jax.block_until_ready(m)
                 mark = time.perf_counter()

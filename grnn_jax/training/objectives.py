@@ -1,13 +1,15 @@
 """Training objectives by name: what ``value_and_grad`` differentiates in the train step.
 
 Every objective has one signature,
-``loss(net, params, aux_state, batch) -> (loss, metrics)``:
+``loss(net, params, aux_state, batch, *, noise=None) -> (loss, metrics)``:
 
 * ``net``: the network (a ``model.GRNN``), static;
 * ``params``: the gradient-trained variables (what Optax sees);
 * ``aux_state``: non-gradient state (EM statistics and components; ``{}`` when unused),
   read but never differentiated;
 * ``batch``: a ``data.Batch`` in model (standardised) units;
+* ``noise``: the step's training-time noise (``nets.regularise.Noise``: input noise,
+  variational dropout) of what the network reads, or None;
 * ``loss``: a scalar, per observed step; ``metrics``: a dict of scalars that holds at least
   ``n_obs`` (the number of observed steps in the batch).
 
@@ -27,10 +29,10 @@ from grnn_jax.data import Batch
 from grnn_jax.training.em_state import hidden_gmm_penalty, model_variables
 from grnn_jax.training import em_objectives
 
-LossFn = Callable[[Any, Any, Any, Batch], "tuple[jax.Array, dict]"]
+LossFn = Callable[..., "tuple[jax.Array, dict]"]
 
 
-def batch_loss(net, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
+def batch_loss(net, params, batch: Batch, *, noise=None) -> tuple[jax.Array, jax.Array]:
     """Mean negative log-likelihood per observed step of ``batch`` (model units), and the
     number of observed steps.
 
@@ -38,6 +40,7 @@ def batch_loss(net, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
       net: the network.
       params: its variables.
       batch: ``x`` (B, T, D), ``lengths`` (B,), optional covariates ``u`` (B, T, C).
+      noise: training-time noise of what the network reads (``model.step_log_probs``).
 
     Returns:
       (loss (), n_obs ()).
@@ -52,20 +55,20 @@ def batch_loss(net, params, batch: Batch) -> tuple[jax.Array, jax.Array]:
       >>> int(n), bool(np.isfinite(loss))
       (6, True)
     """
-    lp = model_lib.step_log_probs(net, params, batch.x, batch.lengths, batch.u)
+    lp = model_lib.step_log_probs(net, params, batch.x, batch.lengths, batch.u, noise=noise)
     mask = model_lib.mask_from_lengths(batch.lengths, batch.x.shape[1])
     n = jnp.sum(mask)
     total = jnp.sum(jnp.where(mask, lp, 0.0))
     return -total / jnp.maximum(n, 1).astype(total.dtype), n
 
 
-def nll_loss(net, params, aux_state, batch: Batch) -> tuple[jax.Array, dict]:
+def nll_loss(net, params, aux_state, batch: Batch, *, noise=None) -> tuple[jax.Array, dict]:
     """The mixture negative log-likelihood per observed step.
 
     ``aux_state`` supplies the EM head's components (constants here) and, when the run
     has one, the hidden-state GMM regulariser (``metrics["hidden_gmm_penalty"]``).
     """
-    loss, n = batch_loss(net, model_variables(params, aux_state), batch)
+    loss, n = batch_loss(net, model_variables(params, aux_state), batch, noise=noise)
     metrics = {"n_obs": n}
     penalty = hidden_gmm_penalty(net, params, aux_state, batch)
     if penalty is not None:
@@ -80,7 +83,7 @@ class Objective(NamedTuple):
 
     Attributes:
       name: the name ``TrainConfig.objective`` and ``grnn train --objective`` use.
-      loss: ``loss(net, params, aux_state, batch) -> (loss, metrics)``.
+      loss: ``loss(net, params, aux_state, batch, *, noise=None) -> (loss, metrics)``.
       description: one line for ``--help``.
     """
 

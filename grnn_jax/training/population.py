@@ -65,7 +65,7 @@ from grnn_jax.training.population_step import (  # re-exported: the public names
     population_batch,
     where_members,
 )
-from grnn_jax.training.step import TrainState
+from grnn_jax.training.step import TrainState, noise_key
 from grnn_jax.dtypes import default_float
 
 __all__ = [
@@ -204,11 +204,13 @@ def train_population(
     active = np.ones(p, bool)
     history: list[list[dict]] = [[] for _ in range(p)]
     bar = tqdm(total=cfg.num_steps, disable=not progress, desc=f"train x{p}", leave=False)
+    # Member i draws the training noise a single run with its seed draws.
+    keys = jnp.stack([noise_key(s) for s in members.seeds])
     try:
         for step in range(cfg.num_steps):
             batch = population_batch(train_z, step, members.seeds, batch_size=cfg.batch_size,
                                      dtype=dtype)
-            state, metrics = step_fn(state, batch, jnp.asarray(active))
+            state, metrics = step_fn(state, batch, jnp.asarray(active), keys)
             done = step + 1
             bar.update(1)
             if done % cfg.log_every == 0 or done == cfg.num_steps:
@@ -281,18 +283,18 @@ def population_program(config: TrainConfig):
     any members in one process compile the step once."""
     c = config
     return _population_program(c.model, c.num_steps, c.warmup_steps, c.clip_norm,
-                               c.end_lr_fraction, c.objective, aux_settings(c),
+                               c.end_lr_fraction, c.objective, aux_settings(c), c.regulariser,
                                bool(default_float() == jnp.float64))
 
 
 @functools.lru_cache(maxsize=8)
 def _population_program(model_cfg, num_steps, warmup_steps, clip_norm, end_lr_fraction,
-                        objective, aux, x64):
+                        objective, aux, regulariser, x64):
     del x64  # only a cache key: every dtype follows it
     net = model_cfg.build()
     tx = make_population_optimizer(num_steps=num_steps, warmup_steps=warmup_steps,
                                    clip_norm=clip_norm, end_lr_fraction=end_lr_fraction)
-    return net, tx, make_population_step(net, tx, objective=objective,
+    return net, tx, make_population_step(net, tx, objective=objective, regulariser=regulariser,
                                          aux_update=make_aux_update(*aux))
 
 

@@ -182,15 +182,17 @@ def where_members(active, new, old):
     return jax.tree.map(pick, new, old)
 
 
-def make_population_step(net, tx, *, objective: str = "nll", aux_update=None):
-    """A jitted ``step(state, batch, active) -> (state, metrics)`` for a stacked state.
+def make_population_step(net, tx, *, objective: str = "nll", aux_update=None, regulariser=None):
+    """A jitted ``step(state, batch, active, keys=None) -> (state, metrics)`` for a stacked state.
 
     ``batch`` has a leading member axis (each member its own batch); ``active`` (P,) bool
     freezes the members where it is False (parameters, optimiser state and ``aux_state``
-    alike). ``objective`` and ``aux_update`` are those of
-    :func:`~grnn_jax.training.make_train_step`, applied to each member's own state and batch
-    (e.g. each member's EM head updated by stepwise EM on its own batches only). ``metrics``
-    are those of :func:`~grnn_jax.training.make_train_step`, each of shape (P,).
+    alike); ``keys`` (P,) are the members' noise keys (``training.noise_key(seed)``), needed
+    with an active ``regulariser`` (training-time input noise or dropout). ``objective``,
+    ``aux_update`` and ``regulariser`` are those of :func:`~grnn_jax.training.make_train_step`,
+    applied to each member's own state and batch (e.g. each member's EM head updated by
+    stepwise EM on its own batches only). ``metrics`` are those of
+    :func:`~grnn_jax.training.make_train_step`, each of shape (P,).
 
     Example:
       >>> import numpy as np
@@ -208,11 +210,15 @@ def make_population_step(net, tx, *, objective: str = "nll", aux_update=None):
       >>> state.step.tolist(), m["loss"].shape
       ([1, 0, 1], (3,))
     """
-    step = make_train_step(net, tx, objective=objective, aux_update=aux_update)
+    step = make_train_step(net, tx, objective=objective, aux_update=aux_update,
+                           regulariser=regulariser)
 
     @jax.jit
-    def population_step(state: TrainState, batch: Batch, active: jax.Array):
-        new, metrics = jax.vmap(step)(state, batch)
+    def population_step(state: TrainState, batch: Batch, active: jax.Array, keys=None):
+        if keys is None:
+            new, metrics = jax.vmap(step)(state, batch)
+        else:
+            new, metrics = jax.vmap(step)(state, batch, keys)
         return where_members(active, new, state), metrics
 
     return population_step

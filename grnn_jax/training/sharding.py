@@ -104,7 +104,8 @@ def shard_batch(batch: Batch, mesh: Mesh, *, global_rows: int | None = None) -> 
 
 
 def make_data_parallel_step(train_step, mesh: Mesh):
-    """``step(state, batch)`` running ``train_step`` with the batch sharded and the state replicated.
+    """``step(state, batch, key=None)`` running ``train_step`` with the batch sharded and the
+    state replicated (``key``: the run's noise key, for a step with training-time noise).
 
     Args:
       train_step: from :func:`~grnn_jax.training.make_train_step`.
@@ -132,8 +133,8 @@ def make_data_parallel_step(train_step, mesh: Mesh):
     """
     replicated = NamedSharding(mesh, P())
 
-    def step(state, batch: Batch):
-        state, metrics = train_step(state, shard_batch(batch, mesh))
+    def step(state, batch: Batch, key=None):
+        state, metrics = train_step(state, shard_batch(batch, mesh), key)
         # The state stays replicated (the compiler may choose otherwise for some leaves).
         return jax.device_put(state, replicated), metrics
 
@@ -167,15 +168,18 @@ def check_population_mesh(mesh: Mesh, population: int, batch_size: int) -> None:
 
 
 def make_population_parallel_step(population_step, mesh: Mesh):
-    """``step(state, batch, active)`` running a population step (leading member axis on every
-    leaf of ``state`` and ``batch``) with the members split over the mesh's ``members`` axis
-    and each member's batch rows over its ``data`` axis."""
+    """``step(state, batch, active, keys=None)`` running a population step (leading member axis
+    on every leaf of ``state``, ``batch`` and ``keys``) with the members split over the mesh's
+    ``members`` axis and each member's batch rows over its ``data`` axis."""
     members = NamedSharding(mesh, P("members"))
     rows = NamedSharding(mesh, P("members", "data"))
 
-    def step(state, batch: Batch, active):
+    def step(state, batch: Batch, active, keys=None):
         batch = Batch(*(None if a is None else jax.device_put(np.asarray(a), rows) for a in batch))
-        state, metrics = population_step(state, batch, jax.device_put(np.asarray(active), members))
+        if keys is not None:
+            keys = jax.device_put(keys, members)
+        state, metrics = population_step(state, batch, jax.device_put(np.asarray(active), members),
+                                         keys)
         return jax.device_put(state, members), metrics
 
     return step

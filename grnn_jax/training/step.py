@@ -21,6 +21,7 @@ import optax
 
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch, Sequences, Standardiser, iterate_batches
+from grnn_jax.nets.regularise import Noise, Regulariser
 from grnn_jax.training.objectives import get_objective
 from grnn_jax.dtypes import default_float
 
@@ -131,17 +132,30 @@ def _select(ok, new, old):
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
+def noise_key(seed: int) -> jax.Array:
+    """The key a run with this seed draws its training-time noise from (one per run; each
+    step folds in its global step, so that a resumed run draws what an uninterrupted one
+    does). Independent of the initialisation key ``jax.random.key(seed)`` and of the EM
+    initialisation's ``fold_in(key, 1)``."""
+    return jax.random.fold_in(jax.random.key(int(seed)), 2)
+
+
 def make_train_step(
     net, tx: optax.GradientTransformation, *, objective: str = "nll",
-    aux_update: AuxUpdate | None = None,
+    aux_update: AuxUpdate | None = None, regulariser: Regulariser | None = None,
 ):
-    """A jitted, pure ``train_step(state, batch) -> (state, metrics)``.
+    """A jitted, pure ``train_step(state, batch, key=None) -> (state, metrics)``.
 
     The gradient of the objective (by name, :func:`~grnn_jax.training.get_objective`) with
     respect to ``state.params`` goes through ``tx``; ``state.aux_state`` is read by the
     objective but never differentiated. ``aux_update(net, params, aux_state, batch) ->
     aux_state``, when given, then updates the non-gradient state from the same batch and the
     parameters the gradient was taken at (e.g. a stepwise-EM M-step).
+
+    With an active ``regulariser`` (input noise, variational dropout:
+    :mod:`grnn_jax.nets.regularise`) the objective sees the network's inputs perturbed by
+    noise drawn from ``fold_in(key, state.step)``; ``key`` (e.g. :func:`noise_key`) is then
+    required. Without one, ``key`` is ignored.
 
     A step whose loss or gradient is not finite changes neither parameters, optimiser state
     nor ``aux_state``; it only advances ``state.step`` and the skip counters. ``metrics``
@@ -163,11 +177,18 @@ def make_train_step(
       (1, False, 24)
     """
     loss_fn = get_objective(objective).loss
+    regularised = regulariser is not None and Regulariser(*regulariser).active
 
     @jax.jit
-    def train_step(state: TrainState, batch: Batch):
+    def train_step(state: TrainState, batch: Batch, key: jax.Array | None = None):
+        extra = {}
+        if regularised:
+            if key is None:
+                raise ValueError("this train step draws training noise (input noise or "
+                                 "dropout): pass key= (e.g. training.noise_key(seed))")
+            extra["noise"] = Noise(jax.random.fold_in(key, state.step), Regulariser(*regulariser))
         (loss, metrics), grads = jax.value_and_grad(
-            lambda p: loss_fn(net, p, state.aux_state, batch), has_aux=True
+            lambda p: loss_fn(net, p, state.aux_state, batch, **extra), has_aux=True
         )(state.params)
         grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
