@@ -1,10 +1,6 @@
 """`grnn fit-gmm` on two local processes (jax.distributed on 127.0.0.1, gloo CPU collectives)."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import jax
@@ -13,8 +9,8 @@ import pytest
 
 from grnn_jax import em, gmm
 from grnn_jax.cli import main
+from multiproc import coordinator_flags, free_port, gloo_works, run_processes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each process runs the command twice in one session (one start-up and compilation for both fits):
 # argv are the two commands' arguments joined by "--then".
 LAUNCH = """import sys
@@ -25,58 +21,10 @@ sys.exit(main(args[:i] + coord) or main(args[i + 1:] + coord))
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def env():
-    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
-                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
 def launch(argv, n, timeout=150):
     """Runs ``grnn`` ``argv`` as processes 0..n-1; returns their (rc, stdout, stderr)."""
     port = free_port()
-    procs = [
-        subprocess.Popen([sys.executable, "-c", LAUNCH, *argv, "--coordinator", f"127.0.0.1:{port}",
-                          "--num-processes", str(n), "--process-id", str(i), "--timeout", "30"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-        for i in range(n)
-    ]
-    deadline = time.monotonic() + timeout
-    out = []
-    try:
-        for p in procs:
-            o, e = p.communicate(timeout=max(deadline - time.monotonic(), 1))
-            out.append((p.returncode, o, e))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return out
-
-
-def gloo_works() -> str | None:
-    """None if two processes can run a gloo all-gather here, else why not."""
-    code = ("import sys, jax; jax.config.update('jax_cpu_collectives_implementation', 'gloo');"
-            "jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), initialization_timeout=20);"
-            "from jax.experimental import multihost_utils as m; import numpy as np;"
-            "print(m.process_allgather(np.ones(1)).sum())")
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", code, f"127.0.0.1:{port}", str(i)], env=env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=60) for p in procs]
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        return "two processes did not finish a gloo all-gather within 60 s"
-    if any(p.returncode for p in procs) or any("2.0" not in o for o, _ in outs):
-        return "gloo CPU collectives failed here: " + outs[0][1][-300:]
-    return None
+    return run_processes(LAUNCH, [[*argv, *coordinator_flags(port, n, i)] for i in range(n)], timeout)
 
 
 @pytest.fixture(scope="module")
@@ -149,24 +97,14 @@ def test_disagreeing_launches_stop_every_process(npy):
     """Process 0 says 2 processes, process 1 says 3: both exit with the same one-line error."""
     _, path = npy
     port = free_port()
-    procs = [
-        subprocess.Popen([sys.executable, "-c", "import sys; from grnn_jax.cli import main; sys.exit(main())",
-                          "fit-gmm", str(path), "-k", "2", "--chunk-size", "64", "--coordinator",
-                          f"127.0.0.1:{port}", "--num-processes", str(n), "--process-id", str(i), "--timeout", "30"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-        for i, n in ((0, 2), (1, 3))
-    ]
-    try:
-        outs = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    if any(p.returncode != 2 for p in procs):
+    outs = run_processes("import sys; from grnn_jax.cli import main; sys.exit(main())",
+                         [["fit-gmm", str(path), "-k", "2", "--chunk-size", "64",
+                           *coordinator_flags(port, n, i)] for i, n in ((0, 2), (1, 3))], timeout=120)
+    if any(rc != 2 for rc, _, _ in outs):
         reason = gloo_works()
         if reason:
             pytest.skip(reason)
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 2, err[-2000:]
+    for rc, out, err in outs:
+        assert rc == 2, err[-2000:]
         assert "launched with disagreeing num_processes/process_id (as process i of P: 0 of 2, 1 of 3)" in err
         assert out == ""

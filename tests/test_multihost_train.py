@@ -1,8 +1,6 @@
 """`grnn train` on two local processes (jax.distributed on 127.0.0.1, gloo CPU collectives)."""
 
 import json
-import subprocess
-import sys
 import time
 
 import jax
@@ -13,7 +11,7 @@ from dirstate import tree_hash
 from grnn_jax import data
 from grnn_jax.cli import main
 from grnn_jax.train import load_trained, read_metrics
-from test_multihost import env, free_port, gloo_works
+from multiproc import coordinator_flags, free_port, gloo_works, run_processes
 
 # Each process runs the same command twice: a run, then the same command again, which
 # resumes the finished run (process 0 restores the checkpoint and sends it to the other);
@@ -44,27 +42,16 @@ def flags(path):
 def test_two_processes_train_as_one(npz, tmp_path, capsys):
     port = free_port()
     # Each process its own work dir: process 1 must write nothing at all.
-    procs = [
-        subprocess.Popen([sys.executable, "-c", LAUNCH, *flags(npz), "--workdir", str(tmp_path / f"w{i}"),
-                          "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                          "--process-id", str(i), "--timeout", "30"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-        for i in range(2)
-    ]
-    try:
-        outs = [p.communicate(timeout=150) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    if any(p.returncode != 102 for p in procs):
+    res = run_processes(LAUNCH, [[*flags(npz), "--workdir", str(tmp_path / f"w{i}"),
+                                  *coordinator_flags(port, 2, i)] for i in range(2)])
+    if any(rc != 102 for rc, _, _ in res):
         reason = gloo_works()
         if reason:
             pytest.skip(reason)
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 102, err[-3000:]
+    for rc, _, err in res:
+        assert rc == 102, err[-3000:]
         assert "holds a run" in err and "4 -> 5" in err, err[-3000:]
+    outs = [(o, e) for _, o, e in res]
     assert outs[1][0] == "" and not (tmp_path / "w1").exists()
     first, resumed = (json.loads(line) for line in outs[0][0].splitlines())
     assert first["num_processes"] == 2 and first["devices"] == 2
