@@ -113,7 +113,7 @@ def real_rows(names, seeds) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="100,400,1600", help="training sequences of the synthetic set")
-    p.add_argument("--datasets", default="geyser,storms,eustock",
+    p.add_argument("--datasets", default="geyser,storms,eustock,weather,elecdemand,classic",
                    help="real data sets (grnn_jax.data.DATASETS); empty for none")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", help="also write the table (markdown) here")
