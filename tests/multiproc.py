@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from grnn_jax.cli import main
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -61,3 +63,13 @@ def gloo_works() -> str | None:
     if any(rc for rc, _, _ in outs) or any("2.0" not in o for _, o, _ in outs):
         return "gloo CPU collectives failed here: " + outs[0][2][-300:]
     return None
+
+
+def assert_unreachable_coordinator_fails_fast(argv, capsys) -> None:
+    """``grnn argv`` joining a coordinator nobody listens at exits 2 within 10 s, saying so."""
+    port = free_port()
+    t = time.monotonic()
+    assert main([*argv, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                 "--process-id", "1", "--timeout", "1"]) == 2
+    assert time.monotonic() - t < 10
+    assert f"cannot reach the coordinator 127.0.0.1:{port} within 1 s" in capsys.readouterr().err

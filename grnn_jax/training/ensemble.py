@@ -14,9 +14,10 @@ import orbax.checkpoint as ocp
 
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
-from grnn_jax.data import Sequences, Standardiser, iterate_batches
+from grnn_jax.data import Sequences, Standardiser
 from grnn_jax.training.config import TrainConfig
 from grnn_jax.training.rundir import read_run_config
+from grnn_jax.training.step import heldout_sum
 from grnn_jax.dtypes import default_float
 
 POPULATION_FILE = "population.json"
@@ -71,13 +72,9 @@ def _ensemble_log_lik(net, params, x, lengths, u):
 def evaluate_ensemble(net, params, seqs: Sequences, *, standardiser: Standardiser | None = None,
                       batch_size: int = 64) -> float:
     """Held-out NLL per observed step (original units) of :func:`ensemble_gmm`."""
-    st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
-    z = st.transform(seqs)
-    dtype = default_float()
-    total = 0.0
-    for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
-        total += float(_ensemble_log_lik(net, params, b.x, b.lengths, b.u))
-    return -total / z.n_steps + st.log_det
+    total, n, log_det = heldout_sum(lambda b: _ensemble_log_lik(net, params, *b), seqs,
+                                    standardiser, batch_size)
+    return -float(total) / n + log_det
 
 
 def load_ensemble(workdir: str | Path):

@@ -19,7 +19,7 @@ log-likelihood, whatever trained the model.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -15,9 +15,9 @@ import numpy as np
 import optax
 
 from grnn_jax import model as model_lib
-from grnn_jax.data import Batch, Sequences, Standardiser, batch_at, iterate_batches
+from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.config import TrainConfig
-from grnn_jax.training.step import TrainState, make_schedule, make_train_step
+from grnn_jax.training.step import TrainState, heldout_sum, make_schedule, make_train_step
 from grnn_jax.dtypes import default_float
 
 
@@ -263,10 +263,6 @@ def evaluate_population(net, params, seqs: Sequences, *, standardiser: Standardi
     Returns:
       (P,) float64 NLLs.
     """
-    st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
-    z = st.transform(seqs)
-    dtype = default_float()
-    total = 0.0
-    for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
-        total = total + np.asarray(_members_log_lik(net, params, b.x, b.lengths, b.u), np.float64)
-    return -total / z.n_steps + st.log_det
+    total, n, log_det = heldout_sum(lambda b: _members_log_lik(net, params, *b), seqs,
+                                    standardiser, batch_size)
+    return -total / n + log_det

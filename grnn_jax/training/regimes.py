@@ -20,18 +20,9 @@ import numpy as np
 from grnn_jax import em
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
-from grnn_jax.data import Sequences, Standardiser, iterate_batches
+from grnn_jax.data import Sequences, Standardiser
 from grnn_jax.training.em_state import HIDDEN_GMM_KEY, HIDDEN_GMM_REG_COVAR, hidden_gmm
-from grnn_jax.dtypes import default_float
-
-
-def _batches(seqs: Sequences, standardiser: Standardiser | None, batch_size: int):
-    if not isinstance(seqs, Sequences):
-        raise ValueError(f"seqs must be a Sequences; got {type(seqs).__name__}")
-    st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
-    z = st.transform(seqs)
-    dtype = default_float()
-    yield from iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype)
+from grnn_jax.training.step import standardised_batches
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -70,7 +61,7 @@ def regime_probabilities(net, variables, seqs: Sequences, *, standardiser: Stand
         raise ValueError("regime probabilities need a model trained with --head em "
                          f"(model.head='em'); got a {type(net).__name__}")
     filt, pred = [], []
-    for b in _batches(seqs, standardiser, batch_size):
+    for b in standardised_batches(seqs, standardiser, batch_size):
         f, p = _regimes(net, variables, b.x, b.lengths, b.u)
         filt.append(np.asarray(f)), pred.append(np.asarray(p))
     s = seqs.n_sequences
@@ -94,7 +85,7 @@ def collect_hidden_states(net, variables, seqs: Sequences, *,
       (8, 4)
     """
     out = []
-    for b in _batches(seqs, standardiser, batch_size):
+    for b in standardised_batches(seqs, standardiser, batch_size):
         h = np.asarray(model_lib.hidden_states(net, variables, b.x, b.lengths, b.u))
         mask = model_lib.mask_from_lengths(b.lengths, h.shape[1])
         out.append(h[mask])

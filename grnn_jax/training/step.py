@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from grnn_jax import model as model_lib
@@ -239,6 +240,28 @@ def _batch_log_lik(net, params, x, lengths, u):
     return jnp.sum(jnp.where(mask, lp, 0.0))
 
 
+def standardised_batches(seqs: Sequences, standardiser: Standardiser | None, batch_size: int):
+    """The batches of ``seqs`` in model units (``standardiser`` None: as they are), in order;
+    the last one padded (padding counts nothing)."""
+    if not isinstance(seqs, Sequences):
+        raise ValueError(f"seqs must be a Sequences; got {type(seqs).__name__}")
+    st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
+    z = st.transform(seqs)
+    yield from iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=default_float())
+
+
+def heldout_sum(batch_fn: Callable, seqs: Sequences, standardiser: Standardiser | None,
+                batch_size: int):
+    """``(total, n_steps, log_det)``: ``batch_fn(batch)`` summed in float64 over
+    :func:`standardised_batches`, the observed steps of ``seqs`` and the standardiser's
+    log-Jacobian, so that ``-total / n_steps + log_det`` is an NLL per step in original units."""
+    total = 0.0
+    for b in standardised_batches(seqs, standardiser, batch_size):
+        total = total + np.asarray(batch_fn(b), np.float64)
+    st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
+    return total, seqs.n_steps, float(st.log_det)
+
+
 def evaluate(
     net, params, seqs: Sequences, *, standardiser: Standardiser | None = None, batch_size: int = 64
 ) -> EvalResult:
@@ -256,15 +279,8 @@ def evaluate(
       EvalResult; ``log_likelihood = -nll * n_steps``. See the example of
       :func:`grnn_jax.training.train`.
     """
-    if not isinstance(seqs, Sequences):
-        raise ValueError(f"seqs must be a Sequences; got {type(seqs).__name__}")
-    st = standardiser if standardiser is not None else Standardiser.identity(seqs.n_features)
-    z = st.transform(seqs)
-    dtype = default_float()
-    total = 0.0
-    for b in iterate_batches(z, batch_size=int(min(batch_size, z.n_sequences)), dtype=dtype):
-        total += float(_batch_log_lik(net, params, b.x, b.lengths, b.u))
-    n = z.n_steps
-    nll_std = -total / n
-    nll = nll_std + st.log_det
+    total, n, log_det = heldout_sum(lambda b: _batch_log_lik(net, params, *b), seqs, standardiser,
+                                    batch_size)
+    nll_std = -float(total) / n
+    nll = nll_std + log_det
     return EvalResult(nll=nll, log_likelihood=-nll * n, n_steps=n, nll_standardised=nll_std)
