@@ -8,9 +8,16 @@
 Only validation data choose anything (K of the baselines; the GRNN's best checkpoint); test
 data are scored once. Prints one markdown table; ``--out`` also writes it with the command.
 
+``--compare-heads`` instead trains the defaults once with each mixture head (``mdn``, the
+per-step head, and ``em``, global components updated by stepwise EM) and prints their
+best VALIDATION NLL beside the training data's one-step linear predictability
+(``data.linear_predictability``), the table the default head's rule was chosen from; no
+test data are read.
+
 Usage:
   python scripts/bench_defaults.py                        # everything (long on 2 cores)
   python scripts/bench_defaults.py --sizes 100 --datasets geyser --seeds 0
+  python scripts/bench_defaults.py --compare-heads --sizes 100 --datasets eustock
 """
 
 from __future__ import annotations
@@ -45,17 +52,22 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _grnn(train_s: Sequences, val_s: Sequences, test_s: Sequences, seed: int) -> dict:
+def _grnn(train_s: Sequences, val_s: Sequences, test_s: Sequences | None, seed: int,
+          head: str | None = None) -> dict:
+    """One run of the defaults (``head`` overrides the default head); scores ``test_s``, or
+    the validation data when it is None."""
     with tempfile.TemporaryDirectory() as wd:
         t0 = time.perf_counter()
 
         cfg = default_config(train_s).replace(seed=seed)
+        if head is not None:
+            cfg = cfg.replace(model={"head": head})
         _, hist = train(cfg, train_s, val_s, wd, resume=False, progress=False)
         net, params, st, cfg = load_trained(wd)
-        res = evaluate(net, params, test_s, standardiser=st)
+        res = evaluate(net, params, val_s if test_s is None else test_s, standardiser=st)
         steps = max(r["step"] for r in hist)
     return {"nll": res.nll, "steps": steps, "budget": cfg.num_steps, "seconds": time.perf_counter() - t0,
-            "hidden": cfg.model.hidden_size, "k": cfg.model.n_components}
+            "hidden": cfg.model.hidden_size, "k": cfg.model.n_components, "head": cfg.model.head}
 
 
 def _baselines(train_s, val_s, test_s) -> dict:
@@ -71,7 +83,29 @@ def _baselines(train_s, val_s, test_s) -> dict:
     return out
 
 
-def synthetic_rows(sizes, seeds) -> list[str]:
+HEADS_HEADER = [
+    "| data | linear predictability (nats/step) | default head | val NLL, mdn head | "
+    "val NLL, em head | em − mdn | better on validation | s per run (mdn/em) |",
+    "|---|---|---|---|---|---|---|---|",
+]
+
+
+def head_row(name: str, train_s: Sequences, val_s: Sequences, seeds) -> str:
+    """Validation NLL of the defaults with each head (mean ± std over seeds)."""
+    runs = {h: [_grnn(train_s, val_s, None, seed, head=h) for seed in seeds] for h in ("mdn", "em")}
+    nll = {h: np.array([r["nll"] for r in rs]) for h, rs in runs.items()}
+    diff = nll["em"] - nll["mdn"]
+    row = (f"| {name} | {data.linear_predictability(train_s):.3f} | "
+           f"{default_config(train_s).model.head} | "
+           + " | ".join(f"{nll[h].mean():.3f} ± {nll[h].std():.3f}" for h in ("mdn", "em"))
+           + f" | {diff.mean():+.3f} | {'em' if diff.mean() < 0 else 'mdn'} | "
+           + "/".join(f"{np.mean([r['seconds'] for r in runs[h]]):.0f}" for h in ("mdn", "em"))
+           + " |")
+    print(row, flush=True)
+    return row
+
+
+def synthetic_rows(sizes, seeds, compare_heads: bool = False) -> list[str]:
     proc = data.default_switching_ar(2)
     test, _ = data.sample_switching_ar(proc, seed=10_000, n_sequences=400, length=LENGTH)
     oracle = -float(data.synthetic.log_prob(proc, test).sum()) / test.n_steps
@@ -79,6 +113,9 @@ def synthetic_rows(sizes, seeds) -> list[str]:
     for s in sizes:
         tr, _ = data.sample_switching_ar(proc, seed=1, n_sequences=s, length=LENGTH)
         va, _ = data.sample_switching_ar(proc, seed=2, n_sequences=max(20, s // 4), length=LENGTH)
+        if compare_heads:
+            rows.append(head_row(f"switching AR, {s} x {LENGTH}", tr, va, seeds))
+            continue
         runs = [_grnn(tr, va, test, seed) for seed in seeds]
         nll = np.array([r["nll"] for r in runs])
         gap = nll - oracle
@@ -92,10 +129,13 @@ def synthetic_rows(sizes, seeds) -> list[str]:
     return rows
 
 
-def real_rows(names, seeds) -> list[str]:
+def real_rows(names, seeds, compare_heads: bool = False) -> list[str]:
     rows = []
     for name in names:
         sp = data.dataset_splits(name)
+        if compare_heads:
+            rows.append(head_row(name, sp.train, sp.val, seeds))
+            continue
         runs = [_grnn(sp.train, sp.val, sp.test, seed) for seed in seeds]
         nll = np.array([r["nll"] for r in runs])
         b = _baselines(sp.train, sp.val, sp.test)
@@ -117,19 +157,26 @@ def main(argv=None) -> int:
                    help="real data sets (grnn_jax.data.DATASETS); empty for none")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", help="also write the table (markdown) here")
+    p.add_argument("--compare-heads", action="store_true",
+                   help="validation NLL of the defaults with each mixture head, no test data")
     a = p.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",") if s]
     names = [s for s in a.datasets.split(",") if s]
     seeds = [int(s) for s in a.seeds.split(",") if s]
-    header = [
-        f"CPU: {_cpu()}; seeds {seeds}; held-out nats per observed step (original units)",
-        "",
-        "| data | oracle | GRNN defaults (mean ± std) | GRNN − oracle | Gaussian HMM | static GMM "
-        "| hidden/K | steps run/budget | s per run |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    if a.compare_heads:
+        header = [f"CPU: {_cpu()}; seeds {seeds}; best validation nats per observed step "
+                  "(original units)", ""] + HEADS_HEADER
+    else:
+        header = [
+            f"CPU: {_cpu()}; seeds {seeds}; held-out nats per observed step (original units)",
+            "",
+            "| data | oracle | GRNN defaults (mean ± std) | GRNN − oracle | Gaussian HMM | static GMM "
+            "| hidden/K | steps run/budget | s per run |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     print("\n".join(header), flush=True)
-    rows = synthetic_rows(sizes, seeds) + real_rows(names, seeds)
+    rows = (synthetic_rows(sizes, seeds, a.compare_heads)
+            + real_rows(names, seeds, a.compare_heads))
     if a.out:
         Path(a.out).write_text("\n".join([f"`python {' '.join(sys.argv)}`", ""] + header + rows) + "\n")
     return 0

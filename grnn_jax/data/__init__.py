@@ -20,7 +20,7 @@ from grnn_jax.data.real import (
 )
 from grnn_jax.data.sequences import Sequences
 from grnn_jax.data.splits import Splits, chunk_series, split_indices, split_sequences, split_series
-from grnn_jax.data.smoothness import step_change_ratio
+from grnn_jax.data.smoothness import linear_predictability, step_change_ratio
 from grnn_jax.standardise import Standardiser
 from grnn_jax.data.synthetic import SwitchingAR, default_switching_ar, sample_switching_ar
 
@@ -38,6 +38,7 @@ __all__ = [
     "dataset_splits",
     "default_switching_ar",
     "iterate_batches",
+    "linear_predictability",
     "load_dataset",
     "load_eustock",
     "load_geyser",
