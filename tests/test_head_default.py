@@ -80,3 +80,11 @@ def test_default_head_follows_predictability_and_an_explicit_head_wins():
     assert resolve_train_config({}, iid).model.head == "em"
     assert resolve_train_config({"model": {"head": "mdn"}}, iid).model.head == "mdn"
     assert resolve_train_config({"head": "em"}, ar).model.head == "em"
+
+
+def test_a_given_covariance_type_the_em_head_lacks_keeps_the_mdn_head():
+    iid = Sequences(np.random.default_rng(7).normal(size=(10, 60, 2)))
+    assert resolve_train_config({"covariance_type": "tied"}, iid).model.head == "mdn"
+    assert resolve_train_config({"model": {"covariance_type": "diag"}}, iid).model.head == "em"
+    with pytest.raises(ValueError, match="does not support covariance_type 'tied'"):
+        resolve_train_config({"covariance_type": "tied", "head": "em"}, iid)

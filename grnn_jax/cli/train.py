@@ -48,6 +48,7 @@ from grnn_jax.training import (
     split_validation,
     train,
 )
+from grnn_jax.training.config import EM_HEAD_MAX_PREDICTABILITY
 from grnn_jax.training.parallel import is_writer
 from grnn_jax.training.population import check_population, default_members, train_population
 from grnn_jax.training.sharding import make_mesh, population_mesh
@@ -115,9 +116,11 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
                    help="start the mixture head from a GMM fitted by EM to the training "
                         "observations (the untrained model predicts that GMM at every step)")
     p.add_argument("--head", choices=HEADS,
-                   help="mixture head: mdn (every parameter per step, trained by gradient; default) "
+                   help="mixture head: mdn (every parameter per step, trained by gradient) "
                         "or em (global components updated by stepwise EM, the network emits the "
-                        "mixing weights; covariance full, diag or spherical)")
+                        "mixing weights; covariance full, diag or spherical); default: em when "
+                        f"the last step linearly predicts the next one by less than "
+                        f"{EM_HEAD_MAX_PREDICTABILITY} nats (returns-like series), else mdn")
     p.add_argument("--hidden-gmm", type=int, metavar="K",
                    help="keep a K-component GMM over the hidden states, updated by stepwise EM on "
                         "every batch, logged at every evaluation and checkpointed")
