@@ -122,7 +122,7 @@ def synthetic_rows(sizes, seeds, compare_heads: bool = False) -> list[str]:
         rows.append(
             f"| switching AR, {s} x {LENGTH} | {oracle:.3f} | {nll.mean():.3f} ± {nll.std():.3f} | "
             f"**{gap.mean():+.3f}** (max {gap.max():+.3f}) | — | — | "
-            f"{runs[0]['hidden']}/{runs[0]['k']} | "
+            f"{runs[0]['hidden']}/{runs[0]['k']}/{runs[0]['head']} | "
             f"{np.mean([r['steps'] for r in runs]):.0f}/{runs[0]['budget']} | "
             f"{np.mean([r['seconds'] for r in runs]):.0f} |")
         print(rows[-1], flush=True)
@@ -143,7 +143,7 @@ def real_rows(names, seeds, compare_heads: bool = False) -> list[str]:
         rows.append(
             f"| {name} | — | {nll.mean():.3f} ± {nll.std():.3f} | — | "
             f"{b['hmm']:.3f} (K={b['hmm_k']}{conv}); GRNN {nll.mean() - b['hmm']:+.3f} | "
-            f"{b['gmm']:.3f} | {runs[0]['hidden']}/{runs[0]['k']} | "
+            f"{b['gmm']:.3f} | {runs[0]['hidden']}/{runs[0]['k']}/{runs[0]['head']} | "
             f"{np.mean([r['steps'] for r in runs]):.0f}/{runs[0]['budget']} | "
             f"{np.mean([r['seconds'] for r in runs]):.0f} |")
         print(rows[-1], flush=True)
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
             f"CPU: {_cpu()}; seeds {seeds}; held-out nats per observed step (original units)",
             "",
             "| data | oracle | GRNN defaults (mean ± std) | GRNN − oracle | Gaussian HMM | static GMM "
-            "| hidden/K | steps run/budget | s per run |",
+            "| hidden/K/head | steps run/budget | s per run |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
     print("\n".join(header), flush=True)
