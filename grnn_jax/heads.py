@@ -240,16 +240,21 @@ class MixtureHead(nn.Module):
             name="out",
         )(h)
         lead = out.shape[:-1]
+        # The diagonal map runs over the whole output row and a constant mask keeps it on the
+        # diagonal entries: slicing them out first (a minor-axis slice, then a concatenation)
+        # makes XLA:CPU emit scalar loops, several times slower than this vectorised one.
+        n_diag = 1 if ctype == "spherical" else d
+        is_diag = np.zeros(n_head_outputs(k, d, ctype), bool)
+        is_diag[k + k * d :] = np.tile(np.arange(n_s) < n_diag, k)
+        out = jnp.where(is_diag, precision_diagonal(out, self.min_scale, self.max_scale), out)
         logits = out[..., :k]
         means = out[..., k : k + k * d].reshape(lead + (k, d))
-        raw = out[..., k + k * d :].reshape(lead + (k, n_s))
+        scale = out[..., k + k * d :].reshape(lead + (k, n_s))
         if ctype == "spherical":
-            prec_chol = precision_diagonal(raw[..., 0], self.min_scale, self.max_scale)
+            prec_chol = scale[..., 0]
         elif ctype == "diag":
-            prec_chol = precision_diagonal(raw, self.min_scale, self.max_scale)
+            prec_chol = scale
         else:
-            diag = precision_diagonal(raw[..., :d], self.min_scale, self.max_scale)
-            flat = jnp.concatenate([diag, raw[..., d:]], axis=-1)
-            embed = jnp.asarray(_triangular_embedding(d), flat.dtype)
-            prec_chol = (flat @ embed).reshape(lead + (k, d, d))
+            embed = jnp.asarray(_triangular_embedding(d), scale.dtype)
+            prec_chol = (scale @ embed).reshape(lead + (k, d, d))
         return gmm_lib.GMM(logits, means, prec_chol, ctype)

@@ -30,11 +30,11 @@ def _forward(w, b, c0, h0, xs, hm):
     def body(carry, x):
         c, h = carry
         a = jnp.concatenate([x, h if hm is None else h * hm], axis=-1) @ w + b
-        act = jnp.concatenate([jax.nn.sigmoid(a[:, : 2 * n]), jnp.tanh(a[:, 2 * n : 3 * n]),
-                               jax.nn.sigmoid(a[:, 3 * n :])], axis=-1)
-        c = act[:, n : 2 * n] * c + act[:, :n] * act[:, 2 * n : 3 * n]
-        h = act[:, 3 * n :] * jnp.tanh(c)
-        return (c, h), (h, c, act)
+        i, f = jax.nn.sigmoid(a[:, :n]), jax.nn.sigmoid(a[:, n : 2 * n])
+        g, o = jnp.tanh(a[:, 2 * n : 3 * n]), jax.nn.sigmoid(a[:, 3 * n :])
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        return (c, h), (h, c, (i, f, g, o))
 
     (c, h), (hs, cs, acts) = jax.lax.scan(body, (c0, h0), xs)
     return (c, h), hs, cs, acts
@@ -88,9 +88,8 @@ def _bwd(res, cts):
 
     def body(carry, inp):
         dc, dh = carry
-        dh_out, c, cp, act = inp
+        dh_out, c, cp, (i, f, g, o) = inp
         dh = dh + dh_out
-        i, f, g, o = act[:, :n], act[:, n : 2 * n], act[:, 2 * n : 3 * n], act[:, 3 * n :]
         tc = jnp.tanh(c)
         dc = dc + dh * o * (1 - tc * tc)
         da = jnp.concatenate(
