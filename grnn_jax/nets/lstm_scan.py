@@ -6,7 +6,11 @@ the whole ``(H, 4H)`` accumulator per step. Here the backward scan only carries
 the state gradients; it stacks the gate pre-activation gradients of every step,
 and the weight gradient is one ``(H, T*B) @ (T*B, 4H)`` GEMM after it. The
 forward pass saves the gate activations, so the backward pass evaluates no
-sigmoid again (only ``tanh(c)``, cheaper to recompute than to store).
+sigmoid again (only ``tanh(c)``, cheaper to recompute than to store). It saves
+each gate as its own (T, B, H) array: XLA:CPU emits a fusion that slices an
+array read at the loop's step index (one (T, B, 4H) array cut into its gates)
+as a scalar loop, and the four separate reads as vector code (the gradient of a
+hidden-32 LSTM over 256 rows: 15.5 -> 12 ms of CPU time).
 
 The input projection stays inside the scan, joined to the recurrent one as
 one matmul of ``[x_t, h]``: hoisted out as a ``(T*B, F) @ (F, 4H)`` product, a
