@@ -19,6 +19,7 @@ Usage:
   .venv/bin/python scripts/bench_train.py                 # 1 and 2 layers
   .venv/bin/python scripts/bench_train.py --layers 1 --repeats 3 --steps 5
   .venv/bin/python scripts/bench_train.py --pen            # + 2-D mixture with a Bernoulli pen
+  .venv/bin/python scripts/bench_train.py --cpu-time --torch-threads 1   # CPU work, loaded machine
 """
 
 from __future__ import annotations
@@ -68,16 +69,17 @@ def _first_call(step) -> float:
     return time.perf_counter() - t0
 
 
-def _time_round(step, n_steps: int) -> float:
-    """Seconds per step over ``n_steps`` back-to-back steps."""
-    t0 = time.perf_counter()
+def _time_round(step, n_steps: int, clock=time.perf_counter) -> float:
+    """Seconds (of ``clock``) per step over ``n_steps`` back-to-back steps."""
+    t0 = clock()
     for _ in range(n_steps):
         step()
-    return (time.perf_counter() - t0) / n_steps
+    return (clock() - t0) / n_steps
 
 
-def interleaved_rates(sides: dict, n_steps: int, repeats: int, warmup: int, before=None) -> dict:
-    """Best steps/s of each side over ``repeats`` interleaved rounds.
+def interleaved_rates(sides: dict, n_steps: int, repeats: int, warmup: int, before=None,
+                      clock=time.perf_counter) -> dict:
+    """Best steps per second (of ``clock``) of each side over ``repeats`` interleaved rounds.
 
     Args:
       sides: name -> no-argument step callable (already compiled).
@@ -85,6 +87,8 @@ def interleaved_rates(sides: dict, n_steps: int, repeats: int, warmup: int, befo
       repeats: rounds; each runs every side once, in order.
       warmup: untimed steps of each side first.
       before: name -> callable run before that side's round (e.g. setting torch's threads).
+      clock: ``time.perf_counter`` (wall clock) or ``time.process_time`` (the process's CPU
+        time, all threads summed: steadier on a loaded machine).
     """
     before = before or {}
     for name, step in sides.items():
@@ -95,7 +99,7 @@ def interleaved_rates(sides: dict, n_steps: int, repeats: int, warmup: int, befo
     for _ in range(repeats):
         for name, step in sides.items():
             before.get(name, lambda: None)()
-            best[name] = min(best[name], _time_round(step, n_steps))
+            best[name] = min(best[name], _time_round(step, n_steps, clock))
     return {name: 1.0 / t for name, t in best.items()}
 
 
@@ -244,6 +248,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--pen", action="store_true", help="also the 2-D mixture + Bernoulli pen model")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="rate steps per second of process CPU time (all threads summed) "
+                             "instead of wall clock: steadier on a loaded machine")
     parser.add_argument("--torch-threads", type=int, nargs="+", default=None,
                         help="torch intra-op thread counts to compare with (default: the cores, and 1)")
     args = parser.parse_args(argv)
@@ -278,19 +285,23 @@ def main(argv=None) -> int:
                   n_features=3, batch=args.batch, seq_len=args.seq_len, pen=pen)
         sides = {"jax": jax_step_fn(**kw)}
         first = _first_call(sides["jax"])
+        compile_s = first - _time_round(sides["jax"], 1)  # the first call less one step (wall)
         before = {}
         for n in threads:
             sides[f"torch{n}"] = torch_step_fn(**kw)
             before[f"torch{n}"] = functools.partial(torch.set_num_threads, n)
-        rates = interleaved_rates(sides, args.steps, args.repeats, args.warmup, before)
-        rows.append((layers, pen, rates, first - 1.0 / rates["jax"]))
+        clock = time.process_time if args.cpu_time else time.perf_counter
+        rates = interleaved_rates(sides, args.steps, args.repeats, args.warmup, before, clock)
+        rows.append((layers, pen, rates, compile_s))
 
     print("\ncommand: python scripts/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(f"CPU: {cpu} ({'AVX-512' if avx512 else 'no AVX-512'}), {cores} cores; "
           f"load average {load_before} before, {_load()} after")
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch_version}; LSTM hidden {args.hidden}, "
           f"T={args.seq_len}, batch {args.batch}, K={args.components} full covariance; best of "
-          f"{args.repeats} interleaved rounds of {args.steps} steps\n")
+          f"{args.repeats} interleaved rounds of {args.steps} steps"
+          + ("; steps per second of process CPU time (all threads summed)\n" if args.cpu_time
+             else "\n"))
     cols = "".join(f" torch steps/s ({n} thr) | ratio |" for n in threads)
     print(f"| model | layers | grnn_jax steps/s |{cols} jax compile s |")
     print("|---|---|---|" + "---|---|" * len(threads) + "---|")
