@@ -38,13 +38,16 @@ def test_eight_devices_follow_one_device_through_resumes(seqs, one_device, tmp_p
     _, one, h_one = one_device
     mesh = sharding.make_mesh()
     assert mesh.shape == {"members": 1, "data": 8}
-    # Two steps on one device, resumed on 8 devices up to step 3 (between evaluations), then
-    # resumed again on 8: the run one device made in one go.
+    # Two steps on one device, resumed on 8 devices up to step 3 (between evaluations),
+    # resumed again on 8 up to step 5, then back on one device to the end: the run one
+    # device made in one go.
     train(CFG, *seqs, tmp_path, progress=False, until_step=2)
     train(CFG, *seqs, tmp_path, progress=False, mesh=mesh, until_step=3)
-    dp, h_dp = train(CFG, *seqs, tmp_path, progress=False, mesh=mesh)
-    leaf = jax.tree.leaves(dp.params)[0]
+    mid, _ = train(CFG, *seqs, tmp_path, progress=False, mesh=mesh, until_step=5)
+    leaf = jax.tree.leaves(mid.params)[0]
     assert len(leaf.sharding.device_set) == 8 and leaf.sharding.is_fully_replicated
+    dp, h_dp = train(CFG, *seqs, tmp_path, progress=False)
+    assert len(jax.tree.leaves(dp.params)[0].sharding.device_set) == 1
     losses, losses_dp = _by_kind(h_one, "train", "loss"), _by_kind(h_dp, "train", "loss")
     assert [s for s, _ in losses_dp] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([v for _, v in losses_dp], [v for _, v in losses], rtol=1e-5)
