@@ -261,6 +261,11 @@ def main(argv=None) -> int:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
+    # As the grnn command does, before JAX or torch start their threads (both sides gain:
+    # their large per-step buffers are reused instead of page-faulted in again).
+    from grnn_jax.allocator import keep_freed_memory
+
+    memory_kept = keep_freed_memory()
     cores = _n_cores()
     threads = list(dict.fromkeys(args.torch_threads or [cores, 1]))
     try:
@@ -296,7 +301,8 @@ def main(argv=None) -> int:
 
     print("\ncommand: python scripts/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(f"CPU: {cpu} ({'AVX-512' if avx512 else 'no AVX-512'}), {cores} cores; "
-          f"load average {load_before} before, {_load()} after")
+          f"load average {load_before} before, {_load()} after; freed memory kept for reuse "
+          f"(grnn_jax.allocator): {'yes' if memory_kept else 'no'}")
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch_version}; LSTM hidden {args.hidden}, "
           f"T={args.seq_len}, batch {args.batch}, K={args.components} full covariance; best of "
           f"{args.repeats} interleaved rounds of {args.steps} steps"

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from grnn_jax.allocator import keep_freed_memory
 from grnn_jax.cli import fit_gmm, regimes, sweep, train
 
 # What a shell reports for a process ended by SIGPIPE (128 + 13).
@@ -45,5 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
 
 
+def run() -> int:
+    """The ``grnn`` executable: :func:`main` in a process whose freed memory glibc keeps for
+    reuse (:func:`grnn_jax.allocator.keep_freed_memory`; ``GRNN_KEEP_FREED_MEMORY=0``
+    turns that off), set before JAX starts its threads."""
+    keep_freed_memory()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

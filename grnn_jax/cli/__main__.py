@@ -2,6 +2,6 @@
 
 import sys
 
-from grnn_jax.cli import main
+from grnn_jax.cli import run
 
-sys.exit(main())
+sys.exit(run())
