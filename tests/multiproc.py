@@ -7,6 +7,7 @@ import sys
 import time
 
 from grnn_jax.cli import main
+from xla_env import one_device_xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,7 +20,7 @@ def free_port() -> int:
 
 def env():
     """One CPU device per process, this checkout first on the path."""
-    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=one_device_xla_flags(),
                 PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from xla_env import one_device_xla_flags
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
@@ -25,7 +27,7 @@ def test_notebooks_are_committed_without_outputs():
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.delenv("XLA_FLAGS", raising=False)  # one CPU device, as a user has
+    monkeypatch.setenv("XLA_FLAGS", one_device_xla_flags())  # one CPU device, as a user has
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

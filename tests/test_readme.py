@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from xla_env import one_device_xla_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +27,7 @@ def test_readme_python_blocks_run_in_order(tmp_path):
     # Each block is marked so that a failure names it.
     script.write_text("".join(f"# --- README block {i + 1}\n{b}" for i, b in enumerate(blocks)))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)  # one CPU device, as a user has
+    env["XLA_FLAGS"] = one_device_xla_flags()  # one CPU device, as a user has
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grnn_jax import em
+from grnn_jax.em import checks as em_checks
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
 from grnn_jax.data import Sequences, Standardiser
@@ -160,19 +161,47 @@ def hidden_gmm_labels(net, variables, aux_state, seqs: Sequences, *,
     return np.asarray(jnp.argmax(gmm_lib.log_responsibilities(hidden_gmm(aux_state), h), -1))
 
 
+@jax.jit
+def _hidden_gmm_summary(g: gmm_lib.GMM, h: jax.Array):
+    """``(mean log-likelihood per row, BIC, (K,) mean responsibility)`` of states ``h`` (N, H)
+    in one compiled program: the checked ``em.score``/``em.bic`` and an eager mean compile a
+    few dozen tiny programs on every call in a fresh process (every run, every resume)."""
+    ll, n = em.log_likelihood_sum(g, h)
+    p = gmm_lib.n_parameters(g.n_components, g.n_features, g.covariance_type)
+    return ll / n, -2.0 * ll + p * jnp.log(n), jnp.mean(gmm_lib.responsibilities(g, h), axis=0)
+
+
 def hidden_gmm_log(net, variables, aux_state, seqs: Sequences | None,
                    standardiser: Standardiser | None) -> dict:
     """The evaluation record of a run's hidden-state GMM on ``seqs`` (``{}`` without one):
-    mean log-likelihood per observed step, BIC, component occupancy (mean responsibility)
-    and the last training batch's mean log-likelihood."""
+    mean log-likelihood per observed step (``em.score``), BIC (``em.bic``), component
+    occupancy (mean responsibility) and the last training batch's mean log-likelihood.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from grnn_jax import model
+      >>> from grnn_jax.data import Sequences
+      >>> from grnn_jax.training.em_state import HIDDEN_GMM_KEY
+      >>> net = model.GRNN(n_features=1, n_components=2, hidden_size=2)
+      >>> v = net.init(jax.random.key(0), np.zeros((1, 1, 1)))
+      >>> g = {"logits": np.zeros(2), "means": np.array([[-0.5, 0.0], [0.5, 0.0]]),
+      ...      "prec_chol": np.stack([np.eye(2)] * 2)}
+      >>> aux = {HIDDEN_GMM_KEY: {"gmm": g, "batch_log_lik": np.array(-1.5)}}
+      >>> log = hidden_gmm_log(net, v, aux, Sequences(np.zeros((2, 4, 1))), None)
+      >>> sorted(log), len(log["hidden_gmm_occupancy"])
+      (['hidden_gmm_batch_log_lik', 'hidden_gmm_bic', 'hidden_gmm_log_lik', 'hidden_gmm_occupancy'], 2)
+    """
     if seqs is None or not (isinstance(aux_state, dict) and HIDDEN_GMM_KEY in aux_state):
         return {}
     g = hidden_gmm(aux_state)
-    h = jnp.asarray(collect_hidden_states(net, variables, seqs, standardiser=standardiser))
-    occupancy = jnp.mean(gmm_lib.responsibilities(g, h), axis=0)
+    h = collect_hidden_states(net, variables, seqs, standardiser=standardiser)
+    # The checks em.score makes, on the host: non-finite states or mixtures fail as there.
+    h = em_checks.check_x(h, "hidden states", batched_ok=False)
+    em_checks.check_gmm(g, None, h.shape[1], g.covariance_type, ((),))
+    log_lik, bic, occupancy = jax.device_get(_hidden_gmm_summary(g, jnp.asarray(h)))
     return {
-        "hidden_gmm_log_lik": float(em.score(g, h)),
-        "hidden_gmm_bic": float(em.bic(g, h)),
+        "hidden_gmm_log_lik": float(log_lik),
+        "hidden_gmm_bic": float(bic),
         "hidden_gmm_occupancy": [round(float(o), 4) for o in occupancy],
         "hidden_gmm_batch_log_lik": float(aux_state[HIDDEN_GMM_KEY]["batch_log_lik"]),
     }
