@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 KINDS = ("last", "best")
@@ -82,7 +84,12 @@ class RunCheckpoints:
                 state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()
             ),
         )
-        return out["state"], dict(out["progress"])
+        state = out["state"]
+        # Uncommitted, as freshly made arrays are: committed ones would make every jitted
+        # function compile again after a restore (the placement is part of the program).
+        state = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)) if isinstance(a, jax.Array)
+                             and isinstance(a.sharding, jax.sharding.SingleDeviceSharding) else a, state)
+        return state, dict(out["progress"])
 
     def close(self) -> None:
         for mngr in self._managers.values():
