@@ -347,7 +347,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from grnn_jax.allocator import keep_freed_memory
-
-    keep_freed_memory()  # as the grnn command does: large buffers reused, not re-faulted
     sys.exit(main())

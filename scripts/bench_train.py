@@ -20,6 +20,7 @@ Usage:
   .venv/bin/python scripts/bench_train.py --layers 1 --repeats 3 --steps 5
   .venv/bin/python scripts/bench_train.py --pen            # + 2-D mixture with a Bernoulli pen
   .venv/bin/python scripts/bench_train.py --cpu-time --torch-threads 1   # CPU work, loaded machine
+  .venv/bin/python scripts/bench_train.py --keep-freed-memory     # grnn_jax.allocator on
 """
 
 from __future__ import annotations
@@ -248,6 +249,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--pen", action="store_true", help="also the 2-D mixture + Bernoulli pen model")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc keeps freed memory for reuse (grnn_jax.allocator), for both "
+                             "sides, as GRNN_KEEP_FREED_MEMORY=1 makes the grnn command do")
     parser.add_argument("--cpu-time", action="store_true",
                         help="rate steps per second of process CPU time (all threads summed) "
                              "instead of wall clock: steadier on a loaded machine")
@@ -261,11 +265,10 @@ def main(argv=None) -> int:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
-    # As the grnn command does, before JAX or torch start their threads (both sides gain:
-    # their large per-step buffers are reused instead of page-faulted in again).
+    # Before JAX or torch start their threads; it applies to both sides.
     from grnn_jax.allocator import keep_freed_memory
 
-    memory_kept = keep_freed_memory()
+    memory_kept = args.keep_freed_memory and keep_freed_memory()
     cores = _n_cores()
     threads = list(dict.fromkeys(args.torch_threads or [cores, 1]))
     try:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from grnn_jax.allocator import keep_freed_memory
+from grnn_jax.allocator import keep_freed_memory_if_asked
 from grnn_jax.cli import fit_gmm, regimes, sweep, train
 
 # What a shell reports for a process ended by SIGPIPE (128 + 13).
@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> int:
-    """The ``grnn`` executable: :func:`main` in a process whose freed memory glibc keeps for
-    reuse (:func:`grnn_jax.allocator.keep_freed_memory`; ``GRNN_KEEP_FREED_MEMORY=0``
-    turns that off), set before JAX starts its threads."""
-    keep_freed_memory()
+    """The ``grnn`` executable: :func:`main`, first keeping freed memory for reuse when
+    ``GRNN_KEEP_FREED_MEMORY=1`` (:func:`grnn_jax.allocator.keep_freed_memory`: faster
+    steps for large models), before JAX starts its threads."""
+    keep_freed_memory_if_asked()
     return main()
 
 
