@@ -8,9 +8,16 @@ minimum is the least disturbed measurement. "cost vs P=1" is the time of one pop
 step over that of a population of one; at most P means the population beats training the
 members one after another.
 
+``--devices N`` also times every P that N divides with its members split over N host
+devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, the ``members`` axis of
+``training.sharding.population_mesh``, as ``grnn train --population P --data-parallel``
+runs them): each host device executes on its own thread, so a population can use cores
+that one small member cannot. "cost vs P=1" stays relative to one member on one device.
+
 Usage:
   .venv/bin/python scripts/bench_population.py                  # hidden 32, P = 1, 2, 4, 8
   .venv/bin/python scripts/bench_population.py --sizes 1,8 --rounds 3
+  .venv/bin/python scripts/bench_population.py --devices 2      # + members over 2 host devices
 """
 
 from __future__ import annotations
@@ -47,11 +54,19 @@ def main(argv=None) -> int:
     p.add_argument("--length", type=int, default=60)
     p.add_argument("--steps", type=int, default=20, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--devices", type=int, default=1,
+                   help="also time the sizes it divides with members over this many host devices")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.devices < 1:
+        p.error(f"--devices must be >= 1; got {args.devices}")
+    if args.devices > 1:  # before jax starts: the host platform's device count is fixed then
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={args.devices}")
 
     import jax
     import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
 
     from grnn_jax.data import Sequences
     from grnn_jax.training import ModelConfig, TrainConfig
@@ -61,6 +76,7 @@ def main(argv=None) -> int:
         population_batch,
         population_program,
     )
+    from grnn_jax.training.sharding import make_population_parallel_step, population_mesh
 
     cfg = TrainConfig(ModelConfig(n_features=args.features, n_components=args.components,
                                   hidden_size=args.hidden), num_steps=10_000,
@@ -69,25 +85,33 @@ def main(argv=None) -> int:
     seqs = Sequences(rng.normal(size=(8 * args.batch, args.length, args.features)))
     net, tx, step = population_program(cfg)
     runs = {}
-    for n in sizes:
+    variants = [(n, 1) for n in sizes]
+    if args.devices > 1:
+        variants += [(n, args.devices) for n in sizes if n % args.devices == 0]
+    for n, n_dev in variants:
         members = Members(tuple(range(n)), (cfg.learning_rate,) * n, (cfg.weight_decay,) * n)
         b = population_batch(seqs, 0, members.seeds, batch_size=cfg.batch_size)
         state = init_population(net, tx, b, members)
         active = jnp.ones(n, bool)
+        run_step = step
+        if n_dev > 1:
+            mesh = population_mesh(n, jax.devices()[:n_dev])
+            state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("members")))
+            run_step = make_population_parallel_step(step, mesh)
         t0 = time.perf_counter()
-        state, m = step(state, b, active)
+        state, m = run_step(state, b, active)
         jax.block_until_ready(m)
-        runs[n] = {"state": state, "members": members, "active": active,
-                   "compile_s": time.perf_counter() - t0, "times": []}
+        runs[n, n_dev] = {"state": state, "members": members, "active": active, "step": run_step,
+                          "compile_s": time.perf_counter() - t0, "times": []}
     position = 1
     for _ in range(args.rounds):
-        for n in sizes:
-            r = runs[n]
+        for key in variants:
+            r = runs[key]
             state = r["state"]
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 b = population_batch(seqs, position, r["members"].seeds, batch_size=cfg.batch_size)
-                state, m = step(state, b, r["active"])
+                state, m = r["step"](state, b, r["active"])
                 position += 1
             jax.block_until_ready(m)
             r["times"].append((time.perf_counter() - t0) / args.steps)
@@ -102,14 +126,16 @@ def main(argv=None) -> int:
           f"{args.batch} x {args.length} steps; {args.steps} steps x {args.rounds} interleaved "
           "rounds, fastest round per size")
     print()
-    print("| P | steps/s | member-steps/s | cost vs P=1 | vs one after another | compile s |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    base = min(runs[sizes[0]]["times"]) / sizes[0] if sizes[0] == 1 else None
-    for n in sizes:
-        t = min(runs[n]["times"])
+    print("| P | devices | steps/s | member-steps/s | cost vs P=1 | vs one after another "
+          "| compile s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    base = min(runs[sizes[0], 1]["times"]) / sizes[0] if sizes[0] == 1 else None
+    for n, n_dev in variants:
+        r = runs[n, n_dev]
+        t = min(r["times"])
         cost = t / base if base else float("nan")
-        print(f"| {n} | {1 / t:.1f} | {n / t:.1f} | {cost:.2f}x | {n / cost:.2f}x faster "
-              f"| {runs[n]['compile_s']:.1f} |")
+        print(f"| {n} | {n_dev} | {1 / t:.1f} | {n / t:.1f} | {cost:.2f}x | {n / cost:.2f}x faster "
+              f"| {r['compile_s']:.1f} |")
     return 0
 
 
