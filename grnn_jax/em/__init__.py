@@ -11,7 +11,8 @@
   mesh; :func:`fit_online` — stepwise EM over mini-batches of a stream.
 * :func:`stats_from_responsibilities`, :func:`step_size`, :func:`blend` — stepwise
   (online) EM on the same statistics (:mod:`grnn_jax.em.stepwise`).
-* :func:`score`, :func:`bic`, :func:`aic`, :func:`select_n_components`.
+* :func:`score`, :func:`bic`, :func:`aic` (all three in one pass: :func:`criteria`),
+  :func:`select_n_components`.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -32,11 +33,21 @@ from grnn_jax.em.fit import FitResult, fit, fit_from
 from grnn_jax.em.init import INIT_METHODS, initialize
 from grnn_jax.em.online import OnlineResult, fit_online
 from grnn_jax.em.sharded import data_mesh, fit_sharded
-from grnn_jax.em.select import Selection, aic, bic, log_likelihood_sum, score, select_n_components
+from grnn_jax.em.select import (
+    Criteria,
+    Selection,
+    aic,
+    bic,
+    criteria,
+    log_likelihood_sum,
+    score,
+    select_n_components,
+)
 from grnn_jax.em.stats import SufficientStats, e_step, m_step_from_stats
 from grnn_jax.em.stepwise import blend, check_step_schedule, stats_from_responsibilities, step_size
 
 __all__ = [
+    "Criteria",
     "FitResult",
     "INIT_METHODS",
     "Selection",
@@ -46,6 +57,7 @@ __all__ = [
     "bic",
     "blend",
     "check_step_schedule",
+    "criteria",
     "default_block_size",
     "e_step",
     "fit",

@@ -55,6 +55,52 @@ def _checked(g: GMM, x, weights):
     return xj, None if w is None else jnp.asarray(w, xj.dtype)
 
 
+class Criteria(NamedTuple):
+    """What :func:`criteria` returns (scalars; lower BIC and AIC are better).
+
+    Attributes:
+      score: mean (weighted) log-likelihood per row.
+      bic: ``-2 sum_i w_i log p(x_i) + p log(sum_i w_i)``.
+      aic: ``-2 sum_i w_i log p(x_i) + 2 p``.
+      log_likelihood: ``sum_i w_i log p(x_i)``.
+    """
+
+    score: jax.Array
+    bic: jax.Array
+    aic: jax.Array
+    log_likelihood: jax.Array
+
+
+@jax.jit
+def _criteria(g: GMM, x: jax.Array, weights: jax.Array | None) -> Criteria:
+    # The arithmetic after the blocked pass is compiled with it: done eagerly, each of its
+    # few operations was a tiny program of its own, compiled anew in every process.
+    ll, total = log_likelihood_sum(g, x, weights)
+    p = n_parameters(g.n_components, g.n_features, g.covariance_type)
+    return Criteria(ll / total, -2.0 * ll + p * jnp.log(total), -2.0 * ll + 2.0 * p, ll)
+
+
+def criteria(g: GMM, x, weights=None) -> Criteria:
+    """The mean log-likelihood, BIC and AIC of ``g`` on ``x`` from one checked pass over the
+    data and one compiled program (:func:`score`, :func:`bic` and :func:`aic` each return
+    one of them).
+
+    Args:
+      g: mixture (no batch dimensions).
+      x: (N, D) observations.
+      weights: optional (N,) non-negative row weights; integer weights act as repeated rows.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from grnn_jax import em, gmm
+      >>> g = gmm.from_covariances(jnp.zeros(1), jnp.zeros((1, 1)), jnp.ones((1, 1)), "diag")
+      >>> c = em.criteria(g, jnp.zeros((4, 1)))
+      >>> round(float(c.score), 4), round(float(c.bic), 2), round(float(c.aic), 2)
+      (-0.9189, 10.12, 11.35)
+    """
+    return _criteria(g, *_checked(g, x, weights))
+
+
 def score(g: GMM, x, weights=None) -> jax.Array:
     """Mean (weighted) log-likelihood per row, as scikit-learn's ``score``.
 
@@ -70,9 +116,7 @@ def score(g: GMM, x, weights=None) -> jax.Array:
       >>> round(float(em.score(g, jnp.zeros((4, 1)))), 4)
       -0.9189
     """
-    xj, w = _checked(g, x, weights)
-    ll, total = log_likelihood_sum(g, xj, w)
-    return ll / total
+    return criteria(g, x, weights).score
 
 
 def bic(g: GMM, x, weights=None) -> jax.Array:
@@ -93,10 +137,7 @@ def bic(g: GMM, x, weights=None) -> jax.Array:
       >>> round(float(em.bic(g, jnp.zeros((4, 1)))), 2)  # 2 * 4 * 0.919 + 2 * log(4)
       10.12
     """
-    xj, w = _checked(g, x, weights)
-    ll, total = log_likelihood_sum(g, xj, w)
-    p = n_parameters(g.n_components, g.n_features, g.covariance_type)
-    return -2.0 * ll + p * jnp.log(total)
+    return criteria(g, x, weights).bic
 
 
 def aic(g: GMM, x, weights=None) -> jax.Array:
@@ -109,10 +150,7 @@ def aic(g: GMM, x, weights=None) -> jax.Array:
       >>> round(float(em.aic(g, jnp.zeros((4, 1)))), 2)
       11.35
     """
-    xj, w = _checked(g, x, weights)
-    ll, _ = log_likelihood_sum(g, xj, w)
-    p = n_parameters(g.n_components, g.n_features, g.covariance_type)
-    return -2.0 * ll + 2.0 * p
+    return criteria(g, x, weights).aic
 
 
 class Selection(NamedTuple):

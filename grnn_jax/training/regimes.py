@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from grnn_jax import em
-from grnn_jax.em import checks as em_checks
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
 from grnn_jax.data import Sequences, Standardiser
@@ -146,9 +145,9 @@ def fit_hidden_gmm(net, variables, seqs: Sequences, *, key: jax.Array,
     hj = jnp.asarray(h)
     table = []
     for k, bic, fit in zip(sel.candidates, sel.scores, sel.fits):
-        table.append({"n_components": int(k),
-                      "log_likelihood": float(em.log_likelihood_sum(fit.gmm, hj)[0]),
-                      "aic": float(em.aic(fit.gmm, hj)), "bic": float(bic)})
+        crit = em.criteria(fit.gmm, h)
+        table.append({"n_components": int(k), "log_likelihood": float(crit.log_likelihood),
+                      "aic": float(crit.aic), "bic": float(bic)})
     g = sel.fits[sel.candidates.index(best)].gmm
     labels = np.asarray(jnp.argmax(gmm_lib.log_responsibilities(g, hj), axis=-1))
     return HiddenGMMFit(labels, int(best), g, table)
@@ -162,19 +161,16 @@ def hidden_gmm_labels(net, variables, aux_state, seqs: Sequences, *,
 
 
 @jax.jit
-def _hidden_gmm_summary(g: gmm_lib.GMM, h: jax.Array):
-    """``(mean log-likelihood per row, BIC, (K,) mean responsibility)`` of states ``h`` (N, H)
-    in one compiled program: the checked ``em.score``/``em.bic`` and an eager mean compile a
-    few dozen tiny programs on every call in a fresh process (every run, every resume)."""
-    ll, n = em.log_likelihood_sum(g, h)
-    p = gmm_lib.n_parameters(g.n_components, g.n_features, g.covariance_type)
-    return ll / n, -2.0 * ll + p * jnp.log(n), jnp.mean(gmm_lib.responsibilities(g, h), axis=0)
+def _occupancy(g: gmm_lib.GMM, h: jax.Array) -> jax.Array:
+    """(K,) mean responsibility of each component over states ``h`` (N, H), compiled once
+    (done eagerly, its few operations were tiny programs compiled anew in every process)."""
+    return jnp.mean(gmm_lib.responsibilities(g, h), axis=0)
 
 
 def hidden_gmm_log(net, variables, aux_state, seqs: Sequences | None,
                    standardiser: Standardiser | None) -> dict:
     """The evaluation record of a run's hidden-state GMM on ``seqs`` (``{}`` without one):
-    mean log-likelihood per observed step (``em.score``), BIC (``em.bic``), component
+    mean log-likelihood per observed step and BIC (``em.criteria``), component
     occupancy (mean responsibility) and the last training batch's mean log-likelihood.
 
     Example:
@@ -195,13 +191,11 @@ def hidden_gmm_log(net, variables, aux_state, seqs: Sequences | None,
         return {}
     g = hidden_gmm(aux_state)
     h = collect_hidden_states(net, variables, seqs, standardiser=standardiser)
-    # The checks em.score makes, on the host: non-finite states or mixtures fail as there.
-    h = em_checks.check_x(h, "hidden states", batched_ok=False)
-    em_checks.check_gmm(g, None, h.shape[1], g.covariance_type, ((),))
-    log_lik, bic, occupancy = jax.device_get(_hidden_gmm_summary(g, jnp.asarray(h)))
+    crit = em.criteria(g, h)
+    occupancy = jax.device_get(_occupancy(g, jnp.asarray(h)))
     return {
-        "hidden_gmm_log_lik": float(log_lik),
-        "hidden_gmm_bic": float(bic),
+        "hidden_gmm_log_lik": float(crit.score),
+        "hidden_gmm_bic": float(crit.bic),
         "hidden_gmm_occupancy": [round(float(o), 4) for o in occupancy],
         "hidden_gmm_batch_log_lik": float(aux_state[HIDDEN_GMM_KEY]["batch_log_lik"]),
     }
