@@ -24,24 +24,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
-
-def _cpu() -> tuple[str, bool]:
-    model, avx512 = platform.processor() or "unknown", False
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    avx512 = "avx512f" in line.split()
-    except OSError:
-        pass
-    return model, avx512
+from machine import cpu_description, load_average
 
 
 def main(argv=None) -> int:
@@ -117,10 +104,9 @@ def main(argv=None) -> int:
             r["times"].append((time.perf_counter() - t0) / args.steps)
             r["state"] = state
 
-    model, avx512 = _cpu()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    model, avx512 = cpu_description()
     print(f"CPU: {model}; AVX-512: {'yes' if avx512 else 'no'}; {os.cpu_count()} cores; "
-          f"load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}; jax {jax.__version__}, "
+          f"load average {load_average()}; jax {jax.__version__}, "
           f"backend {jax.default_backend()}")
     print(f"LSTM hidden {args.hidden}, K={args.components} full, D={args.features}, batch "
           f"{args.batch} x {args.length} steps; {args.steps} steps x {args.rounds} interleaved "

@@ -29,11 +29,12 @@ import argparse
 import functools
 import math
 import os
-import platform
 import sys
 import time
 
 import numpy as np
+
+from machine import cpu_description, load_average
 
 
 def _n_cores() -> int:
@@ -41,33 +42,6 @@ def _n_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def cpu_description() -> tuple[str, bool]:
-    """(CPU model name, whether it has AVX-512F), from /proc/cpuinfo where there is one."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    name = info.get("model name") or platform.processor() or platform.machine()
-    return name, "avx512f" in info.get("flags", "").split()
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{v:.1f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _first_call(step) -> float:
-    t0 = time.perf_counter()
-    step()
-    return time.perf_counter() - t0
 
 
 def _time_round(step, n_steps: int, clock=time.perf_counter) -> float:
@@ -283,7 +257,7 @@ def main(argv=None) -> int:
     import jax
 
     cpu, avx512 = cpu_description()
-    load_before = _load()
+    load_before = load_average()
     variants = [(layers, False) for layers in args.layers]
     if args.pen:
         variants += [(layers, True) for layers in args.layers]
@@ -292,7 +266,7 @@ def main(argv=None) -> int:
         kw = dict(n_layers=layers, hidden=args.hidden, n_components=args.components,
                   n_features=3, batch=args.batch, seq_len=args.seq_len, pen=pen)
         sides = {"jax": jax_step_fn(**kw)}
-        first = _first_call(sides["jax"])
+        first = _time_round(sides["jax"], 1)
         compile_s = first - _time_round(sides["jax"], 1)  # the first call less one step (wall)
         before = {}
         for n in threads:
@@ -304,7 +278,7 @@ def main(argv=None) -> int:
 
     print("\ncommand: python scripts/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(f"CPU: {cpu} ({'AVX-512' if avx512 else 'no AVX-512'}), {cores} cores; "
-          f"load average {load_before} before, {_load()} after; freed memory kept for reuse "
+          f"load average {load_before} before, {load_average()} after; freed memory kept for reuse "
           f"(grnn_jax.allocator): {'yes' if memory_kept else 'no'}")
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch_version}; LSTM hidden {args.hidden}, "
           f"T={args.seq_len}, batch {args.batch}, K={args.components} full covariance; best of "
