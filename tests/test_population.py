@@ -44,12 +44,15 @@ def splits():
     return tr, va
 
 
+def _population_run(cfg, splits, tmp_path_factory, name):
+    tr, va = splits
+    wd = tmp_path_factory.mktemp(name)
+    return train_population(cfg, tr, va, wd, members=MEMBERS, ensemble=2, progress=False), wd
+
+
 @pytest.fixture(scope="module")
 def pop_run(splits, tmp_path_factory):
-    tr, va = splits
-    wd = tmp_path_factory.mktemp("pop")
-    res = train_population(CFG, tr, va, wd, members=MEMBERS, ensemble=2, progress=False)
-    return res, wd
+    return _population_run(CFG, splits, tmp_path_factory, "pop")
 
 
 def _close(a, b):
@@ -193,10 +196,7 @@ def _at(tree, i):
 
 @pytest.fixture(scope="module")
 def em_pop(splits, tmp_path_factory):
-    tr, va = splits
-    wd = tmp_path_factory.mktemp("empop")
-    res = train_population(EM_CFG, tr, va, wd, members=MEMBERS, ensemble=2, progress=False)
-    return res, wd
+    return _population_run(EM_CFG, splits, tmp_path_factory, "empop")
 
 
 def test_em_state_member_equals_independent_run(splits, em_pop, tmp_path):
