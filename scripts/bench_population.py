@@ -8,22 +8,22 @@ minimum is the least disturbed measurement. "cost vs P=1" is the time of one pop
 step over that of a population of one; at most P means the population beats training the
 members one after another.
 
-``--devices N`` also times every P that N divides with its members split over N host
-devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, the ``members`` axis of
-``training.sharding.population_mesh``, as ``grnn train --population P --data-parallel``
-runs them): each host device executes on its own thread, so a population can use cores
-that one small member cannot. "cost vs P=1" stays relative to one member on one device.
+Every P > 1 is also timed with its members split over gcd(P, N) host devices (N =
+``--devices``, by default the cores: what ``grnn train --population P`` does by itself,
+``grnn_jax.host_devices``; the ``members`` axis of ``training.sharding.population_mesh``):
+each host device executes on its own thread, so a population can use cores that one small
+member cannot. "cost vs P=1" stays relative to one member on one device.
 
 Usage:
   .venv/bin/python scripts/bench_population.py                  # hidden 32, P = 1, 2, 4, 8
   .venv/bin/python scripts/bench_population.py --sizes 1,8 --rounds 3
-  .venv/bin/python scripts/bench_population.py --devices 2      # + members over 2 host devices
+  .venv/bin/python scripts/bench_population.py --devices 1      # one device only
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import time
 
 import numpy as np
@@ -41,15 +41,18 @@ def main(argv=None) -> int:
     p.add_argument("--length", type=int, default=60)
     p.add_argument("--steps", type=int, default=20, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--devices", type=int, default=1,
-                   help="also time the sizes it divides with members over this many host devices")
+    p.add_argument("--devices", type=int, default=None,
+                   help="also time every P with its members over gcd(P, N) host devices "
+                        "(default: the cores)")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    if args.devices < 1:
-        p.error(f"--devices must be >= 1; got {args.devices}")
-    if args.devices > 1:  # before jax starts: the host platform's device count is fixed then
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count={args.devices}")
+    from grnn_jax.host_devices import available_cores, request_cpu_devices
+
+    n_devices = available_cores() if args.devices is None else args.devices
+    if n_devices < 1:
+        p.error(f"--devices must be >= 1; got {n_devices}")
+    if n_devices > 1:  # before jax starts: the host platform's device count is fixed then
+        request_cpu_devices(n_devices)
 
     import jax
     import jax.numpy as jnp
@@ -73,8 +76,8 @@ def main(argv=None) -> int:
     net, tx, step = population_program(cfg)
     runs = {}
     variants = [(n, 1) for n in sizes]
-    if args.devices > 1:
-        variants += [(n, args.devices) for n in sizes if n % args.devices == 0]
+    n_devices = min(n_devices, len(jax.devices()))
+    variants += [(n, math.gcd(n, n_devices)) for n in sizes if math.gcd(n, n_devices) > 1]
     for n, n_dev in variants:
         members = Members(tuple(range(n)), (cfg.learning_rate,) * n, (cfg.weight_decay,) * n)
         b = population_batch(seqs, 0, members.seeds, batch_size=cfg.batch_size)
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
             r["state"] = state
 
     model, avx512 = cpu_description()
-    print(f"CPU: {model}; AVX-512: {'yes' if avx512 else 'no'}; {os.cpu_count()} cores; "
+    print(f"CPU: {model}; AVX-512: {'yes' if avx512 else 'no'}; {available_cores()} cores; "
           f"load average {load_average()}; jax {jax.__version__}, "
           f"backend {jax.default_backend()}")
     print(f"LSTM hidden {args.hidden}, K={args.components} full, D={args.features}, batch "

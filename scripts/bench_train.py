@@ -28,20 +28,12 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import os
 import sys
 import time
 
 import numpy as np
 
 from machine import cpu_description, load_average
-
-
-def _n_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _time_round(step, n_steps: int, clock=time.perf_counter) -> float:
@@ -241,9 +233,10 @@ def main(argv=None) -> int:
 
     # Before JAX or torch start their threads; it applies to both sides.
     from grnn_jax.allocator import keep_freed_memory
+    from grnn_jax.host_devices import available_cores
 
     memory_kept = args.keep_freed_memory and keep_freed_memory()
-    cores = _n_cores()
+    cores = available_cores()
     threads = list(dict.fromkeys(args.torch_threads or [cores, 1]))
     try:
         if args.no_torch:

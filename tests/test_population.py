@@ -2,6 +2,12 @@
 parameters, the written run, the ensemble mixture, and the command line."""
 
 import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +16,7 @@ from scipy.special import logsumexp
 
 from grnn_jax import data, model
 from grnn_jax.cli import main
+from grnn_jax.host_devices import available_cores
 from grnn_jax.training import (
     ModelConfig,
     TrainConfig,
@@ -165,6 +172,53 @@ def test_cli_population(splits, tmp_path, capsys):
     code, out, err = _grnn(capsys, "evaluate", "--workdir", wd, "--data", path, "--json")
     assert code == 0, err
     assert np.isfinite(json.loads(out)["nll_per_step"])
+
+
+def test_cli_population_over_host_devices(splits, tmp_path, capsys):
+    """A fresh ``grnn`` process (one host device, as a user has) splits the members over
+    gcd(P, cores) host devices by itself; they train as on one device (``--host-devices 1``,
+    in this process)."""
+    from xla_env import one_device_xla_flags
+
+    tr, _ = splits
+    path = tmp_path / "x.npz"
+    np.savez(path, x=tr.x, lengths=tr.lengths)
+    args = ["train", "--data", str(path), "--population", "2", "--steps", "4", "--hidden", "4",
+            "-k", "2", "--batch-size", "4", "--set", "warmup_steps=1", "--set", "eval_every=2",
+            "--json"]
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=one_device_xla_flags(),
+               PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "grnn_jax.cli", *args, "--workdir",
+                           str(tmp_path / "auto")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    auto = json.loads(proc.stdout)
+    assert auto["devices"] == math.gcd(2, available_cores())
+    code, out, err = _grnn(capsys, *args, "--workdir", tmp_path / "one", "--host-devices", "1")
+    assert code == 0, err
+    one = json.loads(out)
+    assert one["devices"] == 1
+    np.testing.assert_allclose([m["best_val_nll"] for m in auto["members"]],
+                               [m["best_val_nll"] for m in one["members"]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--host-devices", "2"), "--host-devices applies to --population P"),
+    (("--population", "4", "--host-devices", "0"), "--host-devices must be a positive integer; got 0"),
+    (("--population", "4", "--host-devices", "3"), "--host-devices 3 must divide --population 4"),
+    # This process's JAX started with 8 host devices (conftest.py).
+    (("--population", "16", "--host-devices", "16"), "--host-devices 16: JAX has started with 8"),
+])
+def test_cli_host_devices_bad_input(splits, tmp_path, capsys, flags, message):
+    tr, _ = splits
+    path = tmp_path / "x.npz"
+    np.savez(path, x=tr.x, lengths=tr.lengths)
+    wd = tmp_path / "run"
+    code, _, err = _grnn(capsys, "train", "--data", path, "--workdir", wd, "--hidden", "4",
+                         "--batch-size", "4", *flags)
+    assert code == 2 and not wd.exists()
+    assert err.startswith(f"grnn train: error: {message}"), err
 
 
 # A run with both kinds of EM state (an EM head and a hidden-state GMM, stepwise EM in

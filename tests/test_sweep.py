@@ -81,15 +81,19 @@ def test_sweep_rows_resume_and_other_sweep(npz, tmp_path, capsys):
     assert code == 0, err
     assert np.load(tmp_path / "r.npz")["filtering"].shape == (12, 6, 2)
 
-    # An interrupted sweep: the second point never finished. Rerunning redoes only it.
+    # An interrupted sweep: the second point never finished. Rerunning redoes only it, here
+    # with its two members on two host devices, to the same numbers.
     (wd / "points" / "head=em" / "population.json").unlink()
     first = _files(wd / "points" / "head=mdn")
-    code, out, err = _grnn(capsys, "sweep", "--data", npz, "--workdir", wd, *ARGS, "--json")
+    code, out, err = _grnn(capsys, "sweep", "--data", npz, "--workdir", wd, *ARGS, "--json",
+                           "--host-devices", "2")
     assert code == 0, err
     again = json.loads(out)["rows"]
     assert [r["seconds"] == 0 for r in again] == [True, True, False, False]
     assert _files(wd / "points" / "head=mdn") == first
     assert [r["best_val_nll"] for r in again[:2]] == [r["best_val_nll"] for r in rows[:2]]
+    np.testing.assert_allclose([r["best_val_nll"] for r in again[2:]],
+                               [r["best_val_nll"] for r in rows[2:]], rtol=1e-5)
 
     # Another sweep's directory: one line, nothing changed.
     before = _files(wd)
@@ -105,6 +109,8 @@ def test_sweep_rows_resume_and_other_sweep(npz, tmp_path, capsys):
     (("--grid", "hidden_size=4", "--population", "0"), "--population must be a positive integer"),
     (("--grid", "widths=4"), "--grid key 'widths' is not a setting"),
     (("--grid", "hidden_size=4,,8"), "--grid 'hidden_size=4,,8' has an empty value"),
+    (("--grid", "hidden_size=4", "--population", "2", "--host-devices", "3"),
+     "--host-devices 3 must divide --population 2"),
 ])
 def test_sweep_bad_input(npz, tmp_path, capsys, args, message):
     wd = tmp_path / "sw"

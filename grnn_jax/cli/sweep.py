@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from grnn_jax.cli.host_flags import add_host_devices_flag, host_members_mesh, request_host_devices
 from grnn_jax.cli.train import _quiet_checkpoint_logs, load_sequences
 from grnn_jax.training import apply_overrides, split_validation
 from grnn_jax.training.population import check_population
@@ -35,6 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--val-fraction", type=float, default=0.15,
                    help="share of the sequences held out for validation (default 0.15)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
+    add_host_devices_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON object")
     p.set_defaults(func=run_sweep_command)
@@ -44,6 +46,7 @@ def run_sweep_command(args) -> int:
     """``grnn sweep``: every check first (flags, grid, data, the sweep dir), then the grid."""
     _quiet_checkpoint_logs()
     check_population(args.population)
+    host = request_host_devices(args, args.population)  # before anything starts JAX
     grid = parse_grid(args.grid)
     base = apply_overrides({}, args.overrides)
     workdir = Path(args.workdir)
@@ -55,7 +58,8 @@ def run_sweep_command(args) -> int:
     train_seqs, val_seqs = split_validation(seqs, args.val_fraction, seed=args.seed)
     quiet = args.quiet or args.json
     rows = run_sweep(train_seqs, val_seqs, workdir, grid, base=base, population=args.population,
-                     progress=not quiet, log=None if quiet else print)
+                     progress=not quiet, log=None if quiet else print,
+                     mesh=host_members_mesh(host, args.population))
     plot = plot_sweep(rows, workdir / PLOT_FILE)
     if args.json:
         print(json.dumps({"workdir": str(workdir), "rows": rows,

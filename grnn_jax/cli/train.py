@@ -27,6 +27,7 @@ import numpy as np
 import jax
 
 from grnn_jax.atomic import save_npz_atomic
+from grnn_jax.cli.host_flags import add_host_devices_flag, host_members_mesh, request_host_devices
 from grnn_jax.cli.processes import add_process_flags, check_process_flags, join
 from grnn_jax.data import Sequences
 from grnn_jax.validation import check_positive
@@ -160,6 +161,7 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
                           "their number), parameters replicated: one device's training up to float "
                           "rounding; implied by --coordinator. With --population P: gcd(P, devices) "
                           "groups of members, each member's rows over the rest")
+    add_host_devices_flag(par)
     add_process_flags(par)
     p.set_defaults(func=run_train)
     return p
@@ -287,6 +289,7 @@ def run_train(args) -> int:
                          "drop --coordinator")
     if args.population is not None:
         check_population(args.population)
+    host = request_host_devices(args, args.population)  # before anything starts JAX
     if args.ensemble and (args.population is None or not 0 < args.ensemble <= args.population):
         raise ValueError(f"--ensemble must lie in [1, --population]; got {args.ensemble}")
     cfg = load_config_file(args.config) if args.config else {}
@@ -318,7 +321,7 @@ def run_train(args) -> int:
         raise ValueError(_in_flag_words(str(err), given)) from None
     _check_components(config, train_seqs.n_steps)
     if args.population is not None:
-        return _run_population(args, config, train_seqs, val_seqs, workdir)
+        return _run_population(args, config, train_seqs, val_seqs, workdir, host)
     mesh = None
     if multi:
         join(args)
@@ -380,8 +383,8 @@ def run_train(args) -> int:
     return 0
 
 
-def _run_population(args, config, train_seqs, val_seqs, workdir: Path) -> int:
-    mesh = None
+def _run_population(args, config, train_seqs, val_seqs, workdir: Path, host) -> int:
+    mesh = host_members_mesh(host, args.population)
     if args.data_parallel:
         mesh = population_mesh(args.population)
         n = mesh.shape["data"]
@@ -394,7 +397,8 @@ def _run_population(args, config, train_seqs, val_seqs, workdir: Path) -> int:
                            ensemble=args.ensemble, progress=not (args.quiet or args.json), mesh=mesh)
     best = res.rows[res.best]
     record = json.loads((workdir / "population.json").read_text())
-    report = {"workdir": str(workdir), "population": args.population, "best_member": res.best,
+    report = {"workdir": str(workdir), "population": args.population,
+              "devices": 1 if mesh is None else mesh.size, "best_member": res.best,
               "best_val_nll": best["best_val_nll"], "best_step": best["best_step"],
               "members": res.rows, "ensemble": record["ensemble"],
               "config": res.members.config(config, res.best).to_dict()}
@@ -406,7 +410,8 @@ def _run_population(args, config, train_seqs, val_seqs, workdir: Path) -> int:
               f"wd {r['weight_decay']:.3g}  best validation NLL "
               + ("-" if r["best_val_nll"] is None else f"{r['best_val_nll']:.4f}")
               + f" at step {r['best_step']}")
-    print(f"kept member {res.best} as the run in {workdir}")
+    where = "" if mesh is None else f" (trained on {_plural(mesh.size, 'device')})"
+    print(f"kept member {res.best} as the run in {workdir}{where}")
     if record["ensemble"]:
         e = record["ensemble"]
         print(f"ensemble of members {e['members']}: validation NLL {e['val_nll']:.4f} nats/step")

@@ -126,6 +126,7 @@ def run_sweep(
     lr_spread: float = 4.0,
     progress: bool = False,
     log=None,
+    mesh=None,
 ) -> list[dict]:
     """Trains a population at every grid point (skipping finished ones) and writes the results.
 
@@ -140,6 +141,9 @@ def run_sweep(
       lr_spread: the members' learning rates span this factor around the point's.
       progress: tqdm bars.
       log: called with one line per finished point (e.g. ``print``).
+      mesh: every point's members split over this mesh's ``members`` axis
+        (:func:`~grnn_jax.training.sharding.population_mesh`; its ``data`` axis of size 1,
+        since the points' batch sizes may differ); None: one device.
 
     Returns:
       One row per trained member: the point's settings, ``point``, ``member``, ``seed``,
@@ -210,7 +214,8 @@ def run_sweep(
             members, best, seconds = pop["members"], pop["best_member"], 0.0
         else:
             res = train_population(config, train_seqs, val_seqs, pdir, progress=progress,
-                                   members=default_members(config, population, lr_spread=lr_spread))
+                                   members=default_members(config, population, lr_spread=lr_spread),
+                                   mesh=mesh)
             members, best, seconds = res.rows, res.best, time.perf_counter() - t0
         for m in members:
             rows.append({**point, "point": name, **m, "is_best": m["member"] == best,
