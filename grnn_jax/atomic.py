@@ -1,7 +1,10 @@
 """Files written atomically: a temporary file beside the target, then ``os.replace``.
 
 A crash or Ctrl-C while writing leaves either the old file or the new one, never
-half of one, and no temporary file behind.
+half of one, and no temporary file behind. Writers that do their own renaming (Orbax's
+checkpoints) are shielded from Ctrl-C by :func:`interrupts_deferred` instead: an
+interrupt that lands inside one of their steps would leave its temporary directory
+half-renamed and the next save failing on it.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +57,42 @@ def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
     """``np.savez(path, **arrays)``, atomically (``path`` is used as given, no ``.npz`` added)."""
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Holds back Ctrl-C (SIGINT) until the block has finished, then delivers it.
+
+    On the main thread only (the one Python delivers signals to); elsewhere it does
+    nothing. A second Ctrl-C during the block is not lost either: one
+    ``KeyboardInterrupt`` is raised when the block ends, where the previous handler
+    would have raised it.
+
+    Example:
+      >>> import os, signal
+      >>> from grnn_jax.atomic import interrupts_deferred
+      >>> done = []
+      >>> try:
+      ...     with interrupts_deferred():
+      ...         os.kill(os.getpid(), signal.SIGINT)
+      ...         done.append("the block went on")
+      ... except KeyboardInterrupt:
+      ...     done.append("then the interrupt")
+      >>> done
+      ['the block went on', 'then the interrupt']
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(signal.SIGINT, caught[-1])
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
+

@@ -1,6 +1,10 @@
 """The train state's two kinds of state, objectives by name, the typed run progress, and
 checkpoints of non-gradient state."""
 
+import os
+import signal
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,6 +89,34 @@ def test_checkpoints_hold_non_gradient_state(tmp_path):
                                   np.asarray(aux["components"]))
     assert int(restored.aux_state["count"]) == 7
     assert T.RunProgress.from_dict(saved) == prog
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals reach the main thread only")
+def test_ctrl_c_inside_a_save_waits_for_the_save(tmp_path, monkeypatch):
+    """Ctrl-C that lands inside Orbax's save used to leave its temporary directory behind
+    (the next save failed on it, and a stopped run could hang); now the save completes
+    and the interrupt follows."""
+    import orbax.checkpoint as ocp
+
+    state = T.init_state(NET, TX, _batch(), key=jax.random.key(0))
+    original = ocp.CheckpointManager.save
+
+    def interrupted_save(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came now
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", interrupted_save)
+    with T.RunCheckpoints(tmp_path) as ck:
+        with pytest.raises(KeyboardInterrupt):
+            ck.save("last", state, T.RunProgress(step=1).to_dict())
+        assert ck.latest_step("last") == 1
+        monkeypatch.setattr(ocp.CheckpointManager, "save", original)
+        ck.save("last", state, T.RunProgress(step=2).to_dict())  # the next save works
+    with T.RunCheckpoints(tmp_path, read_only=True) as ck:
+        restored, saved = ck.restore("last", jax.eval_shape(lambda: state))
+    assert saved["step"] == 2
+    assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]
 
 
 def test_run_progress_ignores_non_finite_scores():

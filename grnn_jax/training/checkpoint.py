@@ -2,7 +2,8 @@
 ``checkpoints/best`` (the lowest validation NLL so far), each the train state plus a JSON
 record of the loop's progress (best score, patience counter) so a resumed run continues
 exactly. Orbax writes into a temporary directory and renames it when complete, so a crash
-mid-save leaves the previous checkpoint as the one that is found."""
+mid-save leaves the previous checkpoint as the one that is found; Ctrl-C waits until the
+save is complete (:func:`grnn_jax.atomic.interrupts_deferred`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from grnn_jax.atomic import interrupts_deferred
 
 KINDS = ("last", "best")
 
@@ -60,13 +63,14 @@ class RunCheckpoints:
         step = int(progress["step"])
         if step in mngr.all_steps():
             return
-        mngr.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)
-            ),
-        )
-        mngr.wait_until_finished()
+        with interrupts_deferred():
+            mngr.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)
+                ),
+            )
+            mngr.wait_until_finished()
 
     def restore(self, kind: str, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
         """(state, progress) of the latest (or given) checkpoint of ``kind``.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grnn_jax.atomic import write_json_atomic
+from grnn_jax.atomic import interrupts_deferred, write_json_atomic
 from grnn_jax.data import Sequences
 
 CONFIG_FILE = "config.json"
@@ -68,10 +68,11 @@ def fingerprint(seqs: Sequences) -> str:
 
 
 def append_metrics(path: Path, records: list[dict]) -> None:
+    # Whole lines only: Ctrl-C waits for the write, so a resumed run never reads half a record.
     if records:
-        with open(path, "a") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        with interrupts_deferred(), open(path, "a") as f:
+            f.write(text)
 
 
 def truncate_metrics(path: Path, step: int) -> None:
