@@ -203,6 +203,22 @@ def test_cli_population_over_host_devices(splits, tmp_path, capsys):
                                [m["best_val_nll"] for m in one["members"]], rtol=1e-5)
 
 
+def test_cli_population_ctrl_c(splits, tmp_path, capsys, monkeypatch):
+    import grnn_jax.cli.train as cli_train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_train, "train_population", interrupted)
+    tr, _ = splits
+    path = tmp_path / "x.npz"
+    np.savez(path, x=tr.x, lengths=tr.lengths)
+    code, _, err = _grnn(capsys, "train", "--data", path, "--workdir", tmp_path / "run",
+                         "--population", "2", "--hidden", "4")
+    assert code == 130 and not (tmp_path / "run").exists()
+    assert err.strip().startswith("grnn train: interrupted; a population run writes its work dir")
+
+
 @pytest.mark.parametrize("flags, message", [
     (("--host-devices", "2"), "--host-devices applies to --population P"),
     (("--population", "4", "--host-devices", "0"), "--host-devices must be a positive integer; got 0"),

@@ -392,9 +392,14 @@ def _run_population(args, config, train_seqs, val_seqs, workdir: Path, host) -> 
             raise ValueError(f"--batch-size (batch_size) {config.batch_size} must be a multiple of the "
                              f"{_plural(n, 'device')} that share every member's batch ({mesh.size} "
                              f"devices, {mesh.shape['members']} groups of members)")
-    res = train_population(config, train_seqs, val_seqs, workdir,
-                           members=default_members(config, args.population),
-                           ensemble=args.ensemble, progress=not (args.quiet or args.json), mesh=mesh)
+    try:
+        res = train_population(config, train_seqs, val_seqs, workdir,
+                               members=default_members(config, args.population), ensemble=args.ensemble,
+                               progress=not (args.quiet or args.json), mesh=mesh)
+    except KeyboardInterrupt:
+        print("grnn train: interrupted; a population run writes its work dir only once all its "
+              "members have finished (run the command again to start over)", file=sys.stderr)
+        return 130
     best = res.rows[res.best]
     record = json.loads((workdir / "population.json").read_text())
     report = {"workdir": str(workdir), "population": args.population,

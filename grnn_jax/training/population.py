@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from grnn_jax.data import Sequences
 from grnn_jax.training.checkpoint import RunCheckpoints
-from grnn_jax.atomic import write_json_atomic
+from grnn_jax.atomic import interrupts_deferred, write_json_atomic
 from grnn_jax.training.config import TrainConfig
 from grnn_jax.training.em_init import initial_variables
 from grnn_jax.training.em_state import (
@@ -270,8 +270,10 @@ def train_population(
                                                             standardiser=standardiser)}
     result = PopulationResult(state, best_params, members, rows, best, best_aux)
     if workdir is not None:
-        _write_population_run(Path(workdir), cfg, members, result, history[best], standardiser,
-                              train_seqs, ens, top_params if ensemble else None)
+        # The previous run there is replaced: Ctrl-C waits until the new one is whole.
+        with interrupts_deferred():
+            _write_population_run(Path(workdir), cfg, members, result, history[best],
+                                  standardiser, train_seqs, ens, top_params if ensemble else None)
     return result
 
 
