@@ -107,11 +107,15 @@ def test_many_components_on_little_data_warn(run, tmp_path, capsys):
 def test_ctrl_c_checkpoints_and_exits_130(run, tmp_path):
     wd = tmp_path / "long"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    argv = [sys.executable, "-m", "grnn_jax.cli", "train", "--data", str(run["data"]),
-            "--config", TEST_CONFIG, "--set", "num_steps=1000000", "--set", "log_every=1",
-            "--workdir", str(wd), "--quiet"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    args = ["train", "--data", str(run["data"]), "--config", TEST_CONFIG, "--set",
+            "num_steps=1000000", "--set", "log_every=1", "--workdir", str(wd), "--quiet"]
+    # `python -m grnn_jax.cli ARGS` with SIGINT handled as a terminal delivers it, even where
+    # this process inherited it ignored (a job a shell started in the background): Python
+    # installs its Ctrl-C handler only when SIGINT is not ignored at start.
+    child = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             f"sys.argv = ['grnn'] + {args!r}; runpy.run_module('grnn_jax.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
     metrics = wd / "metrics.jsonl"
     deadline = time.time() + 120
     while not (metrics.exists() and metrics.stat().st_size > 0):

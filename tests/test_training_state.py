@@ -91,9 +91,18 @@ def test_checkpoints_hold_non_gradient_state(tmp_path):
     assert T.RunProgress.from_dict(saved) == prog
 
 
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler, whatever this process inherited (a job a shell started in
+    the background ignores SIGINT)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="signals reach the main thread only")
-def test_ctrl_c_inside_a_save_waits_for_the_save(tmp_path, monkeypatch):
+def test_ctrl_c_inside_a_save_waits_for_the_save(tmp_path, monkeypatch, python_ctrl_c):
     """Ctrl-C that lands inside Orbax's save used to leave its temporary directory behind
     (the next save failed on it, and a stopped run could hang); now the save completes
     and the interrupt follows."""
