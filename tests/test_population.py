@@ -189,12 +189,19 @@ def test_cli_population_over_host_devices(splits, tmp_path, capsys):
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=one_device_xla_flags(),
                PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "grnn_jax.cli", *args, "--workdir",
-                           str(tmp_path / "auto")], env=env, capture_output=True, text=True,
+    # Trained, then read back by `grnn evaluate` in another one-device process, as a user does
+    # (a checkpoint that recorded the training devices' layout would not restore there).
+    script = ("import subprocess, sys; cli = [sys.executable, '-m', 'grnn_jax.cli']; "
+              f"subprocess.run(cli + {args!r} + ['--workdir', {str(tmp_path / 'auto')!r}], check=True); "
+              f"subprocess.run(cli + ['evaluate', '--workdir', {str(tmp_path / 'auto')!r}, "
+              f"'--data', {str(path)!r}, '--json'], check=True)")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    auto = json.loads(proc.stdout)
+    trained, evaluated = (json.loads(ln) for ln in proc.stdout.strip().splitlines())
+    auto = trained
     assert auto["devices"] == math.gcd(2, available_cores())
+    assert np.isfinite(evaluated["nll_per_step"])
     code, out, err = _grnn(capsys, *args, "--workdir", tmp_path / "one", "--host-devices", "1")
     assert code == 0, err
     one = json.loads(out)
