@@ -6,7 +6,8 @@ sequence). Every check of the files, the flags and the work dir runs before
 anything is computed or written, so bad input leaves the work dir as it was.
 ``--data-parallel`` shards every batch over all devices; ``--coordinator`` joins a
 multi-process run in which each process feeds its rows of every batch and process 0
-alone writes the work dir and prints.
+alone writes the work dir and prints. ``--population P`` on a CPU splits its members over
+``gcd(P, cores)`` host devices that it asks JAX for first thing (``--host-devices``).
 Ctrl-C checkpoints the step reached and exits with status 130; the same command
 resumes there.
 """
