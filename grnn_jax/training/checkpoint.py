@@ -58,11 +58,19 @@ class RunCheckpoints:
         return self._managers[kind].latest_step()
 
     def save(self, kind: str, state: Any, progress: dict) -> None:
-        """Saves ``state`` (a pytree of arrays) and ``progress`` (JSON) at ``progress['step']``."""
+        """Saves ``state`` (a pytree of arrays) and ``progress`` (JSON) at ``progress['step']``.
+
+        The arrays are written as host arrays: a checkpoint records no device layout, so a
+        state trained on several devices (a population split over host devices, a replicated
+        data-parallel state) restores on whatever devices the reading process has. In a
+        multi-process run, pass this process's copy of a replicated state
+        (:func:`~grnn_jax.training.parallel.saved_form`).
+        """
         mngr = self._managers[kind]
         step = int(progress["step"])
         if step in mngr.all_steps():
             return
+        state = jax.device_get(state)
         with interrupts_deferred():
             mngr.save(
                 step,

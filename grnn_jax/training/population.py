@@ -319,10 +319,8 @@ def _write_population_run(workdir: Path, cfg, members, result, history, standard
     (workdir / METRICS_FILE).unlink(missing_ok=True)
     write_run_config(workdir, member_cfg, standardiser, train_seqs)
     # The member's state in the form a single run saves: its optimiser state is the injected
-    # optimiser's inner state, which has make_optimizer's structure. Saved as host arrays, so
-    # that no device layout of a population split over several devices is recorded (a run
-    # restores on whatever devices the reading process has).
-    last = jax.device_get(_member(result.state, b))
+    # optimiser's inner state, which has make_optimizer's structure.
+    last = _member(result.state, b)
     last = last.replace(opt_state=last.opt_state.inner_state)
     prog = RunProgress(step=int(last.step), stopped_early=True)
     if history:
@@ -331,11 +329,13 @@ def _write_population_run(workdir: Path, cfg, members, result, history, standard
     with RunCheckpoints(workdir) as ckpts:
         ckpts.save("last", last, prog.to_dict())
         if history:
-            best = jax.device_get((_member(result.best_params, b), _member(result.best_aux_state, b)))
-            ckpts.save("best", last.replace(params=best[0], aux_state=best[1]), prog.to_dict())
+            ckpts.save("best", last.replace(params=_member(result.best_params, b),
+                                            aux_state=_member(result.best_aux_state, b)),
+                       prog.to_dict())
     append_metrics(workdir / METRICS_FILE, history)
     if ens_params is not None:
         with ocp.StandardCheckpointer() as ckptr:
+            # Host arrays, as RunCheckpoints writes them: no device layout is recorded.
             ckptr.save((workdir / ENSEMBLE_DIR).resolve(), jax.device_get(ens_params))
     write_json_atomic(workdir / POPULATION_FILE, {
         "population": members.size, "best_member": b, "members": result.rows,
