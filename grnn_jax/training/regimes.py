@@ -190,9 +190,9 @@ def hidden_gmm_log(net, variables, aux_state, seqs: Sequences | None,
     if seqs is None or not (isinstance(aux_state, dict) and HIDDEN_GMM_KEY in aux_state):
         return {}
     g = hidden_gmm(aux_state)
-    h = collect_hidden_states(net, variables, seqs, standardiser=standardiser)
+    h = jnp.asarray(collect_hidden_states(net, variables, seqs, standardiser=standardiser))
     crit = em.criteria(g, h)
-    occupancy = jax.device_get(_occupancy(g, jnp.asarray(h)))
+    occupancy = jax.device_get(_occupancy(g, h))
     return {
         "hidden_gmm_log_lik": float(crit.score),
         "hidden_gmm_bic": float(crit.bic),
