@@ -35,14 +35,9 @@ from experiments import baselines  # noqa: E402
 from grnn_jax import data  # noqa: E402
 from grnn_jax.data import Sequences, Standardiser  # noqa: E402
 from grnn_jax.training import default_config, evaluate, load_trained, train  # noqa: E402
-from machine import cpu_description  # noqa: E402  (scripts/, the directory of this file)
+from machine import cpu_line  # noqa: E402  (scripts/, the directory of this file)
 
 LENGTH = 60
-
-
-def _cpu_line() -> str:
-    name, avx512 = cpu_description()
-    return f"{name}, {'AVX-512' if avx512 else 'no AVX-512'}"
 
 
 def _grnn(train_s: Sequences, val_s: Sequences, test_s: Sequences | None, seed: int,
@@ -157,11 +152,11 @@ def main(argv=None) -> int:
     names = [s for s in a.datasets.split(",") if s]
     seeds = [int(s) for s in a.seeds.split(",") if s]
     if a.compare_heads:
-        header = [f"CPU: {_cpu_line()}; seeds {seeds}; best validation nats per observed step "
+        header = [f"CPU: {cpu_line()}; seeds {seeds}; best validation nats per observed step "
                   "(original units)", ""] + HEADS_HEADER
     else:
         header = [
-            f"CPU: {_cpu_line()}; seeds {seeds}; held-out nats per observed step (original units)",
+            f"CPU: {cpu_line()}; seeds {seeds}; held-out nats per observed step (original units)",
             "",
             "| data | oracle | GRNN defaults (mean ± std) | GRNN − oracle | Gaussian HMM | static GMM "
             "| hidden/K/head | steps run/budget | s per run |",

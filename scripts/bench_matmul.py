@@ -22,7 +22,9 @@ import subprocess
 import sys
 import time
 
-from machine import cpu_description, load_average
+from machine import cpu_line, load_average
+
+from grnn_jax.host_devices import available_cores
 
 
 def shapes(hidden: int, batch: int, seq_len: int, n_features: int = 3, n_components: int = 20):
@@ -51,7 +53,7 @@ def _rates(lib: str, dims, repeats: int = 5, n: int = 20) -> list[float]:
     else:
         import torch
 
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        torch.set_num_threads(available_cores())
 
         def make(m, k, nn):
             a, b = torch.ones(m, k), torch.ones(k, nn)
@@ -93,10 +95,9 @@ def main(argv=None) -> int:
             cols[f"{lib}, all cores"] = _rates(lib, dims)
         except (subprocess.CalledProcessError, ImportError):
             continue  # torch is optional
-    cores = len(os.sched_getaffinity(0))
-    cpu, avx512 = cpu_description()
+    cores = available_cores()
     print(f"\ncommand: python scripts/bench_matmul.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print(f"CPU: {cpu} ({'AVX-512' if avx512 else 'no AVX-512'}), {cores} cores; load average "
+    print(f"CPU: {cpu_line()}, {cores} cores; load average "
           f"{load_average()}; GFLOP/s of a @ b, best of 5 rounds of 20\n")
     print("| matmul | shape | per step | " + " | ".join(cols) + " |")
     print("|---|---|---:|" + "---:|" * len(cols))

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from machine import cpu_description, load_average
+from machine import cpu_line, load_average
 
 
 def main(argv=None) -> int:
@@ -107,8 +107,7 @@ def main(argv=None) -> int:
             r["times"].append((time.perf_counter() - t0) / args.steps)
             r["state"] = state
 
-    model, avx512 = cpu_description()
-    print(f"CPU: {model}; AVX-512: {'yes' if avx512 else 'no'}; {available_cores()} cores; "
+    print(f"CPU: {cpu_line()}; {available_cores()} cores; "
           f"load average {load_average()}; jax {jax.__version__}, "
           f"backend {jax.default_backend()}")
     print(f"LSTM hidden {args.hidden}, K={args.components} full, D={args.features}, batch "

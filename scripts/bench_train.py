@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from machine import cpu_description, load_average
+from machine import cpu_line, load_average
 
 
 def _time_round(step, n_steps: int, clock=time.perf_counter) -> float:
@@ -249,7 +249,6 @@ def main(argv=None) -> int:
         torch_version = "not installed"
     import jax
 
-    cpu, avx512 = cpu_description()
     load_before = load_average()
     variants = [(layers, False) for layers in args.layers]
     if args.pen:
@@ -270,7 +269,7 @@ def main(argv=None) -> int:
         rows.append((layers, pen, rates, compile_s))
 
     print("\ncommand: python scripts/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    print(f"CPU: {cpu} ({'AVX-512' if avx512 else 'no AVX-512'}), {cores} cores; "
+    print(f"CPU: {cpu_line()}, {cores} cores; "
           f"load average {load_before} before, {load_average()} after; freed memory kept for reuse "
           f"(grnn_jax.allocator): {'yes' if memory_kept else 'no'}")
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch_version}; LSTM hidden {args.hidden}, "

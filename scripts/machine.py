@@ -21,6 +21,12 @@ def cpu_description() -> tuple[str, bool]:
     return name, "avx512f" in info.get("flags", "").split()
 
 
+def cpu_line() -> str:
+    """The CPU model and whether it has AVX-512, for a benchmark's header: "AMD EPYC (AVX-512)"."""
+    name, avx512 = cpu_description()
+    return f"{name} ({'AVX-512' if avx512 else 'no AVX-512'})"
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages, or "n/a"."""
     try:
