@@ -191,16 +191,15 @@ def test_cli_population_over_host_devices(splits, tmp_path, capsys):
                PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # Trained, then read back by `grnn evaluate` in another one-device process, as a user does
     # (a checkpoint that recorded the training devices' layout would not restore there).
-    script = ("import subprocess, sys; cli = [sys.executable, '-m', 'grnn_jax.cli']; "
-              f"subprocess.run(cli + {args!r} + ['--workdir', {str(tmp_path / 'auto')!r}], check=True); "
-              f"subprocess.run(cli + ['evaluate', '--workdir', {str(tmp_path / 'auto')!r}, "
-              f"'--data', {str(path)!r}, '--json'], check=True)")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    trained, evaluated = (json.loads(ln) for ln in proc.stdout.strip().splitlines())
-    auto = trained
+    def grnn(*argv):
+        proc = subprocess.run([sys.executable, "-m", "grnn_jax.cli", *argv], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout)
+
+    auto = grnn(*args, "--workdir", str(tmp_path / "auto"))
     assert auto["devices"] == math.gcd(2, available_cores())
+    evaluated = grnn("evaluate", "--workdir", str(tmp_path / "auto"), "--data", str(path), "--json")
     assert np.isfinite(evaluated["nll_per_step"])
     code, out, err = _grnn(capsys, *args, "--workdir", tmp_path / "one", "--host-devices", "1")
     assert code == 0, err
