@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 import sys
 import time
 
@@ -144,8 +145,8 @@ def jax_step_fn(*, n_layers, hidden, n_components, n_features, batch, seq_len, p
 
 
 def torch_step_fn(*, n_layers, hidden, n_components, n_features, batch, seq_len, pen, seed=0,
-                  min_scale=1e-3, max_scale=1e3):
-    """The same model, loss and optimiser in eager PyTorch (fused ``nn.LSTM``)."""
+                  min_scale=1e-3, max_scale=1e3, device="cpu"):
+    """The same model, loss and optimiser in eager PyTorch (fused ``nn.LSTM``; cuDNN on CUDA)."""
     import torch
     from torch import nn
 
@@ -184,13 +185,14 @@ def torch_step_fn(*, n_layers, hidden, n_components, n_features, batch, seq_len,
                     self.pen(h)[..., 0], x[..., -1], reduction="none")
             return -lp.mean()
 
-    net = Net()
+    net = Net().to(device)
+    embed = embed.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, seq_len, n_features)).astype(np.float32)
     if pen:
         x[..., -1] = rng.random((batch, seq_len)) < 0.2
-    x = torch.from_numpy(x)
+    x = torch.from_numpy(x).to(device)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -223,6 +225,9 @@ def main(argv=None) -> int:
                              "instead of wall clock: steadier on a loaded machine")
     parser.add_argument("--torch-threads", type=int, nargs="+", default=None,
                         help="torch intra-op thread counts to compare with (default: the cores, and 1)")
+    parser.add_argument("--lstm-impl", nargs="+", default=["auto"],
+                        choices=["auto", "scan", "fused"],
+                        help="JAX LSTM implementations to time (grnn_jax.nets.lstm_scan)")
     args = parser.parse_args(argv)
     for name in ("layers", "torch_threads"):
         if any(v < 1 for v in getattr(args, name) or []):
@@ -237,33 +242,52 @@ def main(argv=None) -> int:
 
     memory_kept = args.keep_freed_memory and keep_freed_memory()
     cores = available_cores()
-    threads = list(dict.fromkeys(args.torch_threads or [cores, 1]))
-    try:
-        if args.no_torch:
-            raise ImportError
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:
-        torch, threads = None, []
-        torch_version = "not installed"
     import jax
+
+    on_gpu = jax.default_backend() == "gpu"
+    torch, torch_version = None, "not run"
+    if not args.no_torch:
+        try:
+            import torch
+
+            torch_version = torch.__version__
+            if on_gpu and not torch.cuda.is_available():
+                torch, torch_version = None, f"{torch_version} without CUDA (not run)"
+        except ImportError:
+            torch_version = "not installed"
+    # On a GPU torch runs on it (cuDNN's LSTM); on a CPU at each thread count.
+    threads = [] if torch is None else (["cuda"] if on_gpu else
+                                        list(dict.fromkeys(args.torch_threads or [cores, 1])))
 
     load_before = load_average()
     variants = [(layers, False) for layers in args.layers]
     if args.pen:
         variants += [(layers, True) for layers in args.layers]
+    impls = list(dict.fromkeys(args.lstm_impl))
     rows = []
     for layers, pen in variants:
         kw = dict(n_layers=layers, hidden=args.hidden, n_components=args.components,
                   n_features=3, batch=args.batch, seq_len=args.seq_len, pen=pen)
-        sides = {"jax": jax_step_fn(**kw)}
-        first = _time_round(sides["jax"], 1)
-        compile_s = first - _time_round(sides["jax"], 1)  # the first call less one step (wall)
+        sides, compile_s = {}, {}
+        for impl in impls:
+            # The implementation is chosen when the step is traced, at its first call.
+            os.environ["GRNN_LSTM_IMPL"] = impl
+            step = jax_step_fn(**kw)
+            try:
+                first = _time_round(step, 1)
+            except Exception as e:  # noqa: BLE001 - a variant that does not compile is reported
+                print(f"layers {layers}, LSTM {impl}: failed: {type(e).__name__}: {str(e)[:2000]}")
+                continue
+            sides[f"jax-{impl}"] = step
+            compile_s[impl] = first - _time_round(step, 1)  # the first call less one step (wall)
+        os.environ.pop("GRNN_LSTM_IMPL")
         before = {}
         for n in threads:
-            sides[f"torch{n}"] = torch_step_fn(**kw)
-            before[f"torch{n}"] = functools.partial(torch.set_num_threads, n)
+            if n == "cuda":
+                sides["torchcuda"] = torch_step_fn(**kw, device="cuda")
+            else:
+                sides[f"torch{n}"] = torch_step_fn(**kw)
+                before[f"torch{n}"] = functools.partial(torch.set_num_threads, n)
         clock = time.process_time if args.cpu_time else time.perf_counter
         rates = interleaved_rates(sides, args.steps, args.repeats, args.warmup, before, clock)
         rows.append((layers, pen, rates, compile_s))
@@ -272,19 +296,24 @@ def main(argv=None) -> int:
     print(f"CPU: {cpu_line()}, {cores} cores; "
           f"load average {load_before} before, {load_average()} after; freed memory kept for reuse "
           f"(grnn_jax.allocator): {'yes' if memory_kept else 'no'}")
+    if on_gpu:
+        print(f"GPU: {jax.devices()[0].device_kind}" + (
+            f"; torch on CUDA, cuDNN {torch.backends.cudnn.version()}" if torch is not None else ""))
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch_version}; LSTM hidden {args.hidden}, "
           f"T={args.seq_len}, batch {args.batch}, K={args.components} full covariance; best of "
           f"{args.repeats} interleaved rounds of {args.steps} steps"
           + ("; steps per second of process CPU time (all threads summed)\n" if args.cpu_time
              else "\n"))
-    cols = "".join(f" torch steps/s ({n} thr) | ratio |" for n in threads)
-    print(f"| model | layers | grnn_jax steps/s |{cols} jax compile s |")
-    print("|---|---|---|" + "---|---|" * len(threads) + "---|")
+    label = {"cuda": "torch steps/s (CUDA)"}
+    cols = "".join(f" {label.get(n, f'torch steps/s ({n} thr)')} | ratio |" for n in threads)
+    print(f"| model | layers | LSTM | grnn_jax steps/s |{cols} jax compile s |")
+    print("|---|---|---|---|" + "---|---|" * len(threads) + "---|")
     for layers, pen, rates, compile_s in rows:
         name = "2-D mixture + pen" if pen else "3-D mixture"
-        jr = rates["jax"]
-        cells = "".join(f" {rates[f'torch{n}']:.2f} | {jr / rates[f'torch{n}']:.2f}x |" for n in threads)
-        print(f"| {name} | {layers} | {jr:.2f} |{cells} {compile_s:.2f} |")
+        for impl in (i for i in impls if f"jax-{i}" in rates):
+            jr = rates[f"jax-{impl}"]
+            cells = "".join(f" {rates[f'torch{n}']:.2f} | {jr / rates[f'torch{n}']:.2f}x |" for n in threads)
+            print(f"| {name} | {layers} | {impl} | {jr:.2f} |{cells} {compile_s[impl]:.2f} |")
     return 0
 
 
