@@ -9,7 +9,8 @@ interleaved rounds (JAX, then torch at each thread count, then JAX again...),
 so a machine whose load changes during the run slows all of them alike; steps
 per second are those of the fastest round of each, and the ratios compare
 those. PyTorch runs at threads = cores and at one thread; JAX uses its
-default (all cores). The JAX compile time is the first call minus one
+default (all cores). Where JAX's default backend is a GPU, both sides run on
+it: torch on CUDA, its LSTM through cuDNN. The JAX compile time is the first call minus one
 steady-state step. The header names the CPU and whether it has AVX-512, and
 the load average before and after: on a loaded machine, re-run.
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import os
 import sys
 import time
 
@@ -225,9 +225,6 @@ def main(argv=None) -> int:
                              "instead of wall clock: steadier on a loaded machine")
     parser.add_argument("--torch-threads", type=int, nargs="+", default=None,
                         help="torch intra-op thread counts to compare with (default: the cores, and 1)")
-    parser.add_argument("--lstm-impl", nargs="+", default=["auto"],
-                        choices=["auto", "scan", "fused"],
-                        help="JAX LSTM implementations to time (grnn_jax.nets.lstm_scan)")
     args = parser.parse_args(argv)
     for name in ("layers", "torch_threads"):
         if any(v < 1 for v in getattr(args, name) or []):
@@ -263,24 +260,13 @@ def main(argv=None) -> int:
     variants = [(layers, False) for layers in args.layers]
     if args.pen:
         variants += [(layers, True) for layers in args.layers]
-    impls = list(dict.fromkeys(args.lstm_impl))
     rows = []
     for layers, pen in variants:
         kw = dict(n_layers=layers, hidden=args.hidden, n_components=args.components,
                   n_features=3, batch=args.batch, seq_len=args.seq_len, pen=pen)
-        sides, compile_s = {}, {}
-        for impl in impls:
-            # The implementation is chosen when the step is traced, at its first call.
-            os.environ["GRNN_LSTM_IMPL"] = impl
-            step = jax_step_fn(**kw)
-            try:
-                first = _time_round(step, 1)
-            except Exception as e:  # noqa: BLE001 - a variant that does not compile is reported
-                print(f"layers {layers}, LSTM {impl}: failed: {type(e).__name__}: {str(e)[:2000]}")
-                continue
-            sides[f"jax-{impl}"] = step
-            compile_s[impl] = first - _time_round(step, 1)  # the first call less one step (wall)
-        os.environ.pop("GRNN_LSTM_IMPL")
+        sides = {"jax": jax_step_fn(**kw)}
+        first = _time_round(sides["jax"], 1)
+        compile_s = first - _time_round(sides["jax"], 1)  # the first call less one step (wall)
         before = {}
         for n in threads:
             if n == "cuda":
@@ -306,14 +292,13 @@ def main(argv=None) -> int:
              else "\n"))
     label = {"cuda": "torch steps/s (CUDA)"}
     cols = "".join(f" {label.get(n, f'torch steps/s ({n} thr)')} | ratio |" for n in threads)
-    print(f"| model | layers | LSTM | grnn_jax steps/s |{cols} jax compile s |")
-    print("|---|---|---|---|" + "---|---|" * len(threads) + "---|")
+    print(f"| model | layers | grnn_jax steps/s |{cols} jax compile s |")
+    print("|---|---|---|" + "---|---|" * len(threads) + "---|")
     for layers, pen, rates, compile_s in rows:
         name = "2-D mixture + pen" if pen else "3-D mixture"
-        for impl in (i for i in impls if f"jax-{i}" in rates):
-            jr = rates[f"jax-{impl}"]
-            cells = "".join(f" {rates[f'torch{n}']:.2f} | {jr / rates[f'torch{n}']:.2f}x |" for n in threads)
-            print(f"| {name} | {layers} | {impl} | {jr:.2f} |{cells} {compile_s[impl]:.2f} |")
+        jr = rates["jax"]
+        cells = "".join(f" {rates[f'torch{n}']:.2f} | {jr / rates[f'torch{n}']:.2f}x |" for n in threads)
+        print(f"| {name} | {layers} | {jr:.2f} |{cells} {compile_s:.2f} |")
     return 0
 
 

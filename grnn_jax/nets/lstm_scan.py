@@ -24,12 +24,8 @@ step; the outputs ``hs`` and the carried state stay unmasked.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
-
-IMPLEMENTATIONS = ("auto", "scan", "fused")
 
 
 def _forward(w, b, c0, h0, xs, hm):
@@ -49,7 +45,7 @@ def _forward(w, b, c0, h0, xs, hm):
 
 
 def lstm_sequence(w: jax.Array, b: jax.Array, c0: jax.Array, h0: jax.Array, xs: jax.Array,
-                  hmask: jax.Array | None = None, *, impl: str | None = None):
+                  hmask: jax.Array | None = None):
     """Runs an LSTM over a time-major sequence.
 
     Args:
@@ -59,10 +55,6 @@ def lstm_sequence(w: jax.Array, b: jax.Array, c0: jax.Array, h0: jax.Array, xs: 
       xs: (T, B, F) inputs.
       hmask: (B, H) multiplier of the state the recurrent matmul reads, the same at every
         step (variational recurrent dropout; a constant to the gradient), or None.
-      impl: ``"scan"`` (a ``lax.scan`` with the hand-written backward pass), ``"fused"``
-        (the whole recurrence in one GPU kernel, :mod:`grnn_jax.nets.lstm_fused`;
-        interpreted off a GPU) or ``"auto"``: fused where :func:`fused_applies`, else scan.
-        None reads ``GRNN_LSTM_IMPL`` (default ``"auto"``). Chosen when traced.
 
     Returns:
       ``((c_T, h_T), hs)`` with hs (T, B, H) the hidden states.
@@ -75,42 +67,9 @@ def lstm_sequence(w: jax.Array, b: jax.Array, c0: jax.Array, h0: jax.Array, xs: 
       >>> hs.shape, bool(jnp.allclose(hs[-1], h))
       ((5, 3, 4), True)
     """
-    impl = impl or os.environ.get("GRNN_LSTM_IMPL") or "auto"
-    if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"LSTM implementation must be one of {IMPLEMENTATIONS}; got {impl!r}")
-    if impl == "auto":
-        impl = "fused" if fused_applies(c0.shape[-1], w.dtype) else "scan"
-    if impl == "fused":
-        from grnn_jax.nets.lstm_fused import fused_lstm_sequence
-
-        return fused_lstm_sequence(w, b, c0, h0, xs, hmask, interpret=not _on_cuda())
     if hmask is not None:
         hmask = jax.lax.stop_gradient(hmask)
     return _lstm(w, b, c0, h0, xs, hmask)
-
-
-def _on_cuda() -> bool:
-    """Whether the default backend is an NVIDIA GPU (where the kernel compiles through Triton)."""
-    if jax.default_backend() != "gpu":
-        return False
-    device = jax.devices()[0]
-    return "NVIDIA" in device.device_kind or "cuda" in device.client.platform_version.lower()
-
-
-def fused_applies(hidden: int, dtype) -> bool:
-    """Whether ``impl="auto"`` takes the fused kernel: on an NVIDIA GPU, float32, and a
-    hidden size the kernel supports (:func:`grnn_jax.nets.lstm_fused.state_piece`).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> fused_applies(256, jnp.float32) == (jax.default_backend() == "gpu")
-      True
-    """
-    if jnp.dtype(dtype) != jnp.float32 or not _on_cuda():
-        return False
-    from grnn_jax.nets.lstm_fused import state_piece
-
-    return state_piece(hidden) is not None
 
 
 @jax.custom_vjp
