@@ -69,6 +69,21 @@ def test_e_step_then_m_step_equals_gmm_m_step(x64, ctype, d, weighted):
     _close(ll_sum, jnp.sum(lp if w is None else lp * w), 1e-10)
 
 
+def test_accelerator_block_sizes_are_larger_and_give_the_same_statistics(x64):
+    # CPU sizes are calibrated for caches; a GPU or TPU takes up to 65,536 rows per block.
+    assert em.default_block_size(64, 32, "full", "cpu") == 256
+    assert em.default_block_size(64, 32, "full", "gpu") == 32768
+    assert em.default_block_size(16, 32, "full", "tpu") == em.default_block_size(2, 4, "diag", "gpu") == 65536
+    assert em.default_block_size(2, 4, "diag", "cpu") == 16384
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(70_001, 16)))  # two accelerator blocks, the last shifted back
+    g = _random_gmm(rng, np.asarray(x[:500]), 4, "full")
+    small, ll_small = em.e_step(g, x, block_size=em.default_block_size(16, 4, "full", "cpu"))
+    large, ll_large = em.e_step(g, x, block_size=em.default_block_size(16, 4, "full", "gpu"))
+    _close(ll_large, ll_small, 1e-12)
+    jax.tree.map(lambda a, b: _close(a, b, 1e-10, 1e-8), large, small)
+
+
 def test_e_step_stats_add_over_chunks_and_ignore_masked_rows(x64):
     rng = np.random.default_rng(1)
     x = jnp.asarray(_blobs(rng, n=60))

@@ -24,26 +24,44 @@ from jax import lax
 from grnn_jax.em.features import uses_packed_moments
 from grnn_jax.standardise import Standardiser
 
-_TARGET_BLOCK_FLOATS = 2**20
-_MIN_BLOCK, _MAX_BLOCK = 256, 16384
+# Floats per block buffer and the block-size bounds: a CPU's caches (2-core EPYC) or an
+# accelerator's memory and parallelism (H200: bigger blocks were 4.7-6.2x faster).
+_TARGET_BLOCK_FLOATS = {"cpu": 2**20, "accelerator": 2**27}
+_MIN_BLOCK = 256
+_MAX_BLOCK = {"cpu": 16384, "accelerator": 65536}
 
 
-def default_block_size(n_features: int, n_components: int, covariance_type: str) -> int:
-    """Rows per block for the E-step: the per-block buffers stay near 4 MB.
+def default_block_size(n_features: int, n_components: int, covariance_type: str,
+                       platform: str | None = None) -> int:
+    """Rows per block for the E-step, sized for the platform the fit runs on.
 
     A block of R rows holds its features (``(D+1)(D+2)/2`` rows of R for full
     covariance with packed moments, see :mod:`grnn_jax.em.features`) and its
     ``(K, R)`` log-densities; without packed moments, the ``(K*D, R)``
-    projections and responsibility-weighted rows instead. Sizes that keep
-    these in the 2 MB L2 / 32 MB L3 caches of a 2-core EPYC while the matmuls
-    stay large were best when calibrated there (256 rows at D=64, K=32; 4,096
-    at D=16, K=32; other sizes cost up to 1.5x).
+    projections and responsibility-weighted rows instead.
+
+    * On a CPU the per-block buffers stay near 4 MB, so they keep in the 2 MB
+      L2 / 32 MB L3 caches of a 2-core EPYC while the matmuls stay large: the
+      best sizes when calibrated there (256 rows at D=64, K=32; 4,096 at D=16,
+      K=32; other sizes cost up to 1.5x).
+    * On a GPU or TPU a block may hold up to 2**27 floats (512 MB), at most
+      65,536 rows: one E-step is then a few large launches. On an H200 at
+      N=1e6, K=32, full covariance, the CPU sizes took 6.3 ms (D=16, 4,096 rows)
+      and 117 ms (D=64, 256 rows) per iteration; 65,536 rows took 1.35 and 19.0 ms
+      (``scripts/bench_gpu.sh``, README).
+
+    Args:
+      n_features, n_components, covariance_type: the mixture's D, K and covariance type.
+      platform: ``"cpu"``, ``"gpu"``, ``"tpu"``...; None: JAX's default backend.
 
     Example:
       >>> from grnn_jax import em
-      >>> em.default_block_size(64, 32, "full"), em.default_block_size(16, 32, "full")
+      >>> em.default_block_size(64, 32, "full", "cpu"), em.default_block_size(16, 32, "full", "cpu")
       (256, 4096)
+      >>> em.default_block_size(64, 32, "full", "gpu"), em.default_block_size(16, 32, "full", "gpu")
+      (32768, 65536)
     """
+    kind = "cpu" if (platform or jax.default_backend()) == "cpu" else "accelerator"
     d, k = int(n_features), int(n_components)
     if covariance_type == "full":
         per_row = (d + 1) * (d + 2) // 2 + k if uses_packed_moments(d, k) else d + 1 + 2 * k * d
@@ -51,9 +69,9 @@ def default_block_size(n_features: int, n_components: int, covariance_type: str)
         per_row = 3 * d + k
     else:
         per_row = 2 * d + 2 * k
-    rows = max(_TARGET_BLOCK_FLOATS // max(per_row, 1), 1)
+    rows = max(_TARGET_BLOCK_FLOATS[kind] // max(per_row, 1), 1)
     rows = 1 << (rows.bit_length() - 1)  # a power of two
-    return int(min(max(rows, _MIN_BLOCK), _MAX_BLOCK))
+    return int(min(max(rows, _MIN_BLOCK), _MAX_BLOCK[kind]))
 
 
 BlockFn = Callable  # (carry, xb (R, D) or (D', R), wb (R,), start) -> (carry, y | None)
