@@ -72,7 +72,7 @@ def test_e_step_then_m_step_equals_gmm_m_step(x64, ctype, d, weighted):
 def test_accelerator_block_sizes_are_larger_and_give_the_same_statistics(x64):
     # CPU sizes are calibrated for caches; a GPU or TPU takes up to 65,536 rows per block.
     assert em.default_block_size(64, 32, "full", "cpu") == 256
-    assert em.default_block_size(64, 32, "full", "gpu") == 32768
+    assert em.default_block_size(64, 32, "full", "gpu") == 16384
     assert em.default_block_size(16, 32, "full", "tpu") == em.default_block_size(2, 4, "diag", "gpu") == 65536
     assert em.default_block_size(2, 4, "diag", "cpu") == 16384
     rng = np.random.default_rng(3)

@@ -25,8 +25,8 @@ from grnn_jax.em.features import uses_packed_moments
 from grnn_jax.standardise import Standardiser
 
 # Floats per block buffer and the block-size bounds: a CPU's caches (2-core EPYC) or an
-# accelerator's memory and parallelism (H200: bigger blocks were 4.7-6.2x faster).
-_TARGET_BLOCK_FLOATS = {"cpu": 2**20, "accelerator": 2**27}
+# accelerator's memory and parallelism (H200: bigger blocks were 4.7-5.6x faster).
+_TARGET_BLOCK_FLOATS = {"cpu": 2**20, "accelerator": 2**26}
 _MIN_BLOCK = 256
 _MAX_BLOCK = {"cpu": 16384, "accelerator": 65536}
 
@@ -44,11 +44,12 @@ def default_block_size(n_features: int, n_components: int, covariance_type: str,
       L2 / 32 MB L3 caches of a 2-core EPYC while the matmuls stay large: the
       best sizes when calibrated there (256 rows at D=64, K=32; 4,096 at D=16,
       K=32; other sizes cost up to 1.5x).
-    * On a GPU or TPU a block may hold up to 2**27 floats (512 MB), at most
-      65,536 rows: one E-step is then a few large launches. On an H200 at
-      N=1e6, K=32, full covariance, the CPU sizes took 6.3 ms (D=16, 4,096 rows)
-      and 117 ms (D=64, 256 rows) per iteration; 65,536 rows took 1.35 and 19.0 ms
-      (``scripts/bench_gpu.sh``, README).
+    * On a GPU or TPU a block may hold up to 2**26 floats (256 MB per restart:
+      restarts run vmapped), at most 65,536 rows: one E-step is then a few large
+      launches. On an H200 at N=1e6, K=32, full covariance, the CPU sizes took
+      6.3 ms (D=16, 4,096 rows) and 117 ms (D=64, 256 rows) per iteration; the
+      sizes chosen here, 65,536 and 16,384 rows, took 1.35 and 20.8 ms
+      (``scripts/bench_gpu.sh``, README; 65,536 rows at D=64: 19.0 ms).
 
     Args:
       n_features, n_components, covariance_type: the mixture's D, K and covariance type.
@@ -59,7 +60,7 @@ def default_block_size(n_features: int, n_components: int, covariance_type: str,
       >>> em.default_block_size(64, 32, "full", "cpu"), em.default_block_size(16, 32, "full", "cpu")
       (256, 4096)
       >>> em.default_block_size(64, 32, "full", "gpu"), em.default_block_size(16, 32, "full", "gpu")
-      (32768, 65536)
+      (16384, 65536)
     """
     kind = "cpu" if (platform or jax.default_backend()) == "cpu" else "accelerator"
     d, k = int(n_features), int(n_components)
