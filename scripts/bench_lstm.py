@@ -10,6 +10,7 @@ over torch.
 
 Usage:
   python scripts/bench_lstm.py --batch 64 1024 --layers 1 2
+  taskset -c 0 python scripts/bench_lstm.py --batch 64 --layers 1 2 --keep-freed-memory   # one core
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ def jax_fn(*, layers, hidden, batch, seq_len, n_in, seed=0):
 def torch_fn(*, layers, hidden, batch, seq_len, n_in, seed=0):
     import torch
 
+    from grnn_jax.host_devices import available_cores
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(available_cores())  # the cores this process may run on (taskset)
     torch.manual_seed(seed)
     lstm = torch.nn.LSTM(n_in, hidden, layers).to(device)
     xs = torch.randn(seq_len, batch, n_in, device=device)
@@ -77,10 +82,15 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="glibc keeps freed memory for reuse (grnn_jax.allocator), for both sides")
     args = p.parse_args(argv)
     for name in ("batch", "layers"):
         if any(v < 1 for v in getattr(args, name)):
             p.error(f"--{name} values must be >= 1")
+    from grnn_jax.allocator import keep_freed_memory
+
+    memory_kept = args.keep_freed_memory and keep_freed_memory()  # before JAX and torch start
     import jax
 
     rows = []
@@ -94,7 +104,8 @@ def main(argv=None) -> int:
     print("\ncommand: python scripts/bench_lstm.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     device = jax.devices()[0].device_kind if jax.default_backend() == "gpu" else cpu_line()
     print(f"device: {device}; jax {jax.__version__}; hidden {args.hidden}, T={args.seq_len}; forward + "
-          f"backward of every weight; best of {args.repeats} interleaved rounds of {args.steps}\n")
+          f"backward of every weight; best of {args.repeats} interleaved rounds of {args.steps}; "
+          f"freed memory kept: {'yes' if memory_kept else 'no'}\n")
     print("| batch | layers | grnn_jax grads/s | torch grads/s | ratio |")
     print("|---:|---:|---:|---:|---:|")
     for batch, layers, rates in rows:
