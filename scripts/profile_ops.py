@@ -26,8 +26,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 from machine import cpu_line, load_average
 
 CONTAINERS = ("ThunkExecutor", "while", "$", "PjitFunction", "CommonPjRt", "PjRt")
@@ -58,29 +56,6 @@ def op_times(program, n_calls: int) -> dict[str, tuple[float, int]]:
     return {k: (total[k] / n_calls, count[k] // n_calls) for k in total}
 
 
-def lstm_program(*, layers, hidden, batch, seq_len, n_in):
-    import jax
-    import jax.numpy as jnp
-
-    from grnn_jax.nets.lstm_scan import lstm_sequence
-
-    rng = np.random.default_rng(0)
-    ws = [(jnp.asarray(rng.normal(0, 0.1, ((n_in if i == 0 else hidden) + hidden, 4 * hidden)), jnp.float32),
-           jnp.zeros(4 * hidden)) for i in range(layers)]
-    xs = jnp.asarray(rng.standard_normal((seq_len, batch, n_in)), jnp.float32)
-    r = jnp.asarray(rng.standard_normal((seq_len, batch, hidden)), jnp.float32)
-    z = jnp.zeros((batch, hidden))
-
-    def loss(ws):
-        h = xs
-        for w, b in ws:
-            _, h = lstm_sequence(w, b, z, z, h)
-        return jnp.sum(h * r)
-
-    grad = jax.jit(jax.grad(loss))
-    return lambda: jax.block_until_ready(grad(ws))
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--what", choices=["lstm", "step"], default="step")
@@ -104,8 +79,10 @@ def main(argv=None) -> int:
     import jax
 
     if args.what == "lstm":
-        program = lstm_program(layers=args.layers, hidden=args.hidden, batch=args.batch,
-                               seq_len=args.seq_len, n_in=args.input)
+        from bench_lstm import jax_fn
+
+        program = jax_fn(layers=args.layers, hidden=args.hidden, batch=args.batch,
+                         seq_len=args.seq_len, n_in=args.input)
     else:
         from bench_train import jax_step_fn
 
