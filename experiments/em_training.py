@@ -162,10 +162,13 @@ def run(cfg: dict, out: str | Path, *, progress: bool = True) -> dict:
                 spec.get("learning_rate"), dict) else spec.get("learning_rate", 3e-3)
             base = TrainConfig(model, num_steps=spec["num_steps"], batch_size=spec["batch_size"],
                                learning_rate=lr, warmup_steps=spec.get("warmup_steps", 10),
-                               objective=obj, em_init=(init == "em"), patience=0).validate()
+                               objective=obj, em_init=(init == "em"), patience=0,
+                               optimizer=spec.get("optimizer", "adamw"),
+                               momentum=spec.get("momentum", 0.9)).validate()
             tx = make_optimizer(learning_rate=lr, num_steps=base.num_steps,
                                 warmup_steps=base.warmup_steps, weight_decay=base.weight_decay,
-                                clip_norm=base.clip_norm, end_lr_fraction=base.end_lr_fraction)
+                                clip_norm=base.clip_norm, end_lr_fraction=base.end_lr_fraction,
+                                optimizer=base.optimizer, momentum=base.momentum)
             key = (obj, lr, head)
             if key not in compiled:  # default and EM init share the compiled step
                 compiled[key] = (tx, make_train_step(

@@ -352,3 +352,19 @@ def test_noisy_member_equals_independent_run(splits, tmp_path):
     i = 1
     state, _ = train(MEMBERS.config(cfg, i), tr, None, tmp_path / "one", progress=False)
     jax.tree.map(_close, jax.tree.map(lambda a: a[i], res.state.params), state.params)
+
+
+def test_sgd_member_equals_independent_run(splits, tmp_path):
+    tr, va = splits
+    cfg = CFG.replace(optimizer="sgd", momentum=0.7).validate()
+    members = Members(seeds=(3, 4), learning_rates=(3e-2, 1e-1), weight_decays=(0.0, 1e-2))
+    res = train_population(cfg, tr, va, tmp_path / "pop", members=members, progress=False)
+    i = 1
+    state, _ = train(members.config(cfg, i), tr, None, tmp_path / "one", progress=False)
+    jax.tree.map(_close, jax.tree.map(lambda a: a[i], res.state.params), state.params)
+    # SGD moved the parameters (not a no-op that trivially agrees).
+    first, _ = train(members.config(cfg.replace(num_steps=1), i), tr, None, tmp_path / "first",
+                     progress=False)
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
+                                         state.params, first.params))
+    assert max(moved) > 1e-4

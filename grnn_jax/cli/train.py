@@ -36,6 +36,7 @@ from grnn_jax.training import (
     CONFIG_FILE,
     HEADS,
     OBJECTIVES,
+    OPTIMIZERS,
     NonFiniteTrainingError,
     RunConfigMismatch,
     TrainingInterrupted,
@@ -65,6 +66,7 @@ _FLAG_KEYS = {
     "steps": "num_steps",
     "batch_size": "batch_size",
     "lr": "learning_rate",
+    "optimizer": "optimizer",
     "seed": "seed",
     "val_fraction": "val_fraction",
     "objective": "objective",
@@ -109,6 +111,9 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="optimiser steps")
     p.add_argument("--batch-size", type=int, help="sequences per batch")
     p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="adamw (default) or sgd with momentum (--set momentum=0.9; weight decay "
+                        "decoupled in both)")
     p.add_argument("--seed", type=int, help="seed of initialisation, shuffling and the validation split")
     p.add_argument("--objective", choices=tuple(OBJECTIVES),
                    help="training objective: " + "; ".join(

@@ -19,7 +19,13 @@ from grnn_jax.training.em_init import (
     head_params_from_gmm,
     initial_variables,
 )
-from grnn_jax.training.em_objectives import gem_loss, make_ngem_loss, natural_steps, ngem_loss
+from grnn_jax.training.em_objectives import (
+    gem_loss,
+    make_ngem_loss,
+    natural_steps,
+    ngem_loss,
+    ngem_surrogate,
+)
 from grnn_jax.training.em_state import (
     aux_settings,
     hidden_gmm,
@@ -60,10 +66,15 @@ from grnn_jax.training.step import (
     TrainState,
     evaluate,
     init_state,
-    make_optimizer,
-    make_schedule,
     make_train_step,
     noise_key,
+)
+from grnn_jax.training.optimizer import (
+    OPTIMIZERS,
+    check_optimizer,
+    make_optimizer,
+    make_schedule,
+    optimizer_chain,
 )
 from grnn_jax.nets.regularise import Regulariser
 
@@ -77,6 +88,7 @@ __all__ = [
     "ModelConfig",
     "NonFiniteTrainingError",
     "OBJECTIVES",
+    "OPTIMIZERS",
     "Objective",
     "RunCheckpoints",
     "RunConfigMismatch",
@@ -90,6 +102,7 @@ __all__ = [
     "batch_loss",
     "check_em_init",
     "check_head",
+    "check_optimizer",
     "collect_hidden_states",
     "config_diff",
     "config_splits",
@@ -118,7 +131,9 @@ __all__ = [
     "model_variables",
     "natural_steps",
     "ngem_loss",
+    "ngem_surrogate",
     "noise_key",
+    "optimizer_chain",
     "read_metrics",
     "read_run_config",
     "regime_probabilities",

@@ -12,6 +12,7 @@ from grnn_jax.em import check_step_schedule
 from grnn_jax.heads_em import check_em_head_covariance_type
 from grnn_jax.nets.regularise import Regulariser, check_regulariser
 from grnn_jax.training.objectives import get_objective
+from grnn_jax.training.optimizer import check_optimizer
 from grnn_jax.dtypes import default_float
 
 
@@ -60,8 +61,11 @@ class TrainConfig:
       learning_rate: peak learning rate of the warm-up + cosine schedule.
       warmup_steps: linear warm-up from 0 to ``learning_rate``.
       end_lr_fraction: the cosine decays to ``learning_rate * end_lr_fraction``.
-      weight_decay: AdamW decoupled weight decay.
+      weight_decay: decoupled weight decay (both optimisers).
       clip_norm: global gradient-norm clip.
+      optimizer: ``"adamw"`` or ``"sgd"`` (heavy-ball momentum); see
+        :func:`grnn_jax.training.optimizer_chain`.
+      momentum: SGD's momentum in [0, 1) (0: plain SGD); unused by AdamW.
       eval_every: steps between validation evaluations (and "last" checkpoints).
       patience: stop after this many evaluations without a better (smoothed) validation NLL
         (0: never stop early; the best checkpoint is kept either way).
@@ -105,6 +109,8 @@ class TrainConfig:
     end_lr_fraction: float = 0.01
     weight_decay: float = 1e-4
     clip_norm: float = 1.0
+    optimizer: str = "adamw"
+    momentum: float = 0.9
     eval_every: int = 50
     patience: int = 0
     stop_from_fraction: float = 0.0
@@ -186,6 +192,7 @@ class TrainConfig:
         check_step_schedule(self.em_step_exponent, self.em_step_offset,
                             names=("em_step_exponent", "em_step_offset"))
         check_regulariser(self.regulariser, Regulariser._fields)
+        check_optimizer(self.optimizer, self.momentum)
         return self
 
     def to_dict(self) -> dict:

@@ -55,11 +55,10 @@ from grnn_jax.training.step import (
     TrainState,
     evaluate,
     init_state,
-    make_optimizer,
-    make_schedule,
     make_train_step,
     noise_key,
 )
+from grnn_jax.training.optimizer import make_optimizer, make_schedule
 from grnn_jax.dtypes import default_float
 
 
@@ -103,6 +102,7 @@ def _optimizer_settings(cfg: TrainConfig) -> dict:
     return dict(
         learning_rate=cfg.learning_rate, num_steps=cfg.num_steps, warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm, end_lr_fraction=cfg.end_lr_fraction,
+        optimizer=cfg.optimizer, momentum=cfg.momentum,
     )
 
 
@@ -123,7 +123,8 @@ def _compiled_cached(model_cfg, opt_items: tuple, objective: str, aux: tuple, re
     opt = dict(opt_items)
     net = model_cfg.build()
     tx = make_optimizer(**opt)
-    opt.pop("weight_decay"), opt.pop("clip_norm")
+    for name in ("weight_decay", "clip_norm", "optimizer", "momentum"):
+        opt.pop(name)
     schedule = jax.jit(make_schedule(**opt))
     step = make_train_step(net, tx, objective=objective, aux_update=make_aux_update(*aux),
                            regulariser=regulariser)

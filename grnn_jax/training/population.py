@@ -285,17 +285,19 @@ def population_program(config: TrainConfig):
     any members in one process compile the step once."""
     c = config
     return _population_program(c.model, c.num_steps, c.warmup_steps, c.clip_norm,
-                               c.end_lr_fraction, c.objective, aux_settings(c), c.regulariser,
+                               c.end_lr_fraction, c.optimizer, c.momentum, c.objective,
+                               aux_settings(c), c.regulariser,
                                bool(default_float() == jnp.float64))
 
 
 @functools.lru_cache(maxsize=8)
 def _population_program(model_cfg, num_steps, warmup_steps, clip_norm, end_lr_fraction,
-                        objective, aux, regulariser, x64):
+                        optimizer, momentum, objective, aux, regulariser, x64):
     del x64  # only a cache key: every dtype follows it
     net = model_cfg.build()
     tx = make_population_optimizer(num_steps=num_steps, warmup_steps=warmup_steps,
-                                   clip_norm=clip_norm, end_lr_fraction=end_lr_fraction)
+                                   clip_norm=clip_norm, end_lr_fraction=end_lr_fraction,
+                                   optimizer=optimizer, momentum=momentum)
     return net, tx, make_population_step(net, tx, objective=objective, regulariser=regulariser,
                                          aux_update=make_aux_update(*aux))
 

@@ -17,7 +17,8 @@ import optax
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch, Sequences, Standardiser, batch_at
 from grnn_jax.training.config import TrainConfig
-from grnn_jax.training.step import TrainState, heldout_sum, make_schedule, make_train_step
+from grnn_jax.training.optimizer import make_schedule, optimizer_chain
+from grnn_jax.training.step import TrainState, heldout_sum, make_train_step
 from grnn_jax.dtypes import default_float
 
 
@@ -93,12 +94,14 @@ def check_members(members: Members) -> Members:
 
 
 def make_population_optimizer(
-    *, num_steps: int, warmup_steps: int, clip_norm: float, end_lr_fraction: float = 0.01
+    *, num_steps: int, warmup_steps: int, clip_norm: float, end_lr_fraction: float = 0.01,
+    optimizer: str = "adamw", momentum: float = 0.9,
 ) -> optax.GradientTransformation:
     """:func:`~grnn_jax.training.make_optimizer` with ``learning_rate`` and ``weight_decay``
     as state (``opt_state.hyperparams``), so that each member of a population has its own.
 
-    The schedule is ``learning_rate * s(t)`` with ``s`` the unit warm-up + cosine schedule, the
+    ``optimizer`` and ``momentum`` are shared by all members (see
+    :func:`~grnn_jax.training.optimizer_chain`). The schedule is ``learning_rate * s(t)`` with ``s`` the unit warm-up + cosine schedule, the
     same values as ``make_schedule(learning_rate=...)``. ``opt_state.inner_state`` has the
     structure of ``make_optimizer``'s state.
 
@@ -113,10 +116,9 @@ def make_population_optimizer(
                          end_lr_fraction=end_lr_fraction)
 
     def factory(learning_rate, weight_decay):
-        return optax.chain(
-            optax.clip_by_global_norm(clip_norm),
-            optax.adamw(lambda count: learning_rate * unit(count), weight_decay=weight_decay),
-        )
+        return optimizer_chain(lambda count: learning_rate * unit(count),
+                               weight_decay=weight_decay, clip_norm=clip_norm,
+                               optimizer=optimizer, momentum=momentum)
 
     return optax.inject_hyperparams(factory)(learning_rate=1.0, weight_decay=0.0)
 

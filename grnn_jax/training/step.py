@@ -1,4 +1,4 @@
-"""The optimiser, the train state, the jitted train step (skipping non-finite updates), and
+"""The train state, the jitted train step (skipping non-finite updates), and
 evaluation.
 
 The train state keeps two kinds of state apart: ``params``, the gradient-trained network
@@ -50,48 +50,6 @@ class TrainState:
     opt_state: Any
     n_skipped: jax.Array
     n_consecutive_skipped: jax.Array
-
-
-def make_schedule(
-    *, learning_rate: float, num_steps: int, warmup_steps: int, end_lr_fraction: float = 0.01
-) -> optax.Schedule:
-    """Linear warm-up from 0 to ``learning_rate``, then cosine decay to
-    ``learning_rate * end_lr_fraction`` at ``num_steps``.
-
-    Example:
-      >>> from grnn_jax.training import make_schedule
-      >>> f = make_schedule(learning_rate=1.0, num_steps=10, warmup_steps=2)
-      >>> [round(float(f(i)), 3) for i in (0, 1, 2, 10)]
-      [0.0, 0.5, 1.0, 0.01]
-    """
-    warmup = int(min(warmup_steps, max(num_steps - 1, 0)))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=learning_rate, warmup_steps=warmup,
-        decay_steps=max(num_steps, warmup + 1), end_value=learning_rate * end_lr_fraction,
-    )
-
-
-def make_optimizer(
-    *, learning_rate: float, num_steps: int, warmup_steps: int, weight_decay: float,
-    clip_norm: float, end_lr_fraction: float = 0.01,
-) -> optax.GradientTransformation:
-    """``clip_by_global_norm`` then AdamW on :func:`make_schedule`'s schedule.
-
-    Example:
-      >>> from grnn_jax.training import make_optimizer
-      >>> tx = make_optimizer(learning_rate=1e-3, num_steps=100, warmup_steps=10,
-      ...                     weight_decay=1e-4, clip_norm=1.0)
-      >>> callable(tx.update)
-      True
-    """
-    schedule = make_schedule(
-        learning_rate=learning_rate, num_steps=num_steps, warmup_steps=warmup_steps,
-        end_lr_fraction=end_lr_fraction,
-    )
-    return optax.chain(
-        optax.clip_by_global_norm(clip_norm),
-        optax.adamw(schedule, weight_decay=weight_decay),
-    )
 
 
 def init_state(
