@@ -12,8 +12,11 @@ Constraints that keep training stable:
   log-determinant, so the density cannot run away to infinity on a repeated
   point; the lower bound keeps every conditional standard deviation below
   ``max_scale``, so the log-density stays finite for any hidden state;
-* off-diagonal entries (``full``) are unconstrained: they can only lower the
+* off-diagonal entries (``full``, ``tied``) are unconstrained: they can only lower the
   density, never raise the log-determinant.
+
+``tied``: one precision-Cholesky factor per step, shared by the K components (and still a
+function of the hidden state, so the noise level may change over time).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 
 from grnn_jax import gmm as gmm_lib
 
-HEAD_COVARIANCE_TYPES = ("full", "diag", "spherical")
+HEAD_COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 
 
 def check_head_covariance_type(covariance_type: str) -> str:
@@ -42,21 +45,28 @@ def check_head_covariance_type(covariance_type: str) -> str:
 
 
 def n_scale_params(n_features: int, covariance_type: str) -> int:
-    """Raw scale parameters per component: D(D+1)/2 (full), D (diag) or 1 (spherical)."""
+    """Raw scale parameters per scale block: D(D+1)/2 (full, tied), D (diag) or 1
+    (spherical)."""
     d = n_features
-    return {"full": d * (d + 1) // 2, "diag": d, "spherical": 1}[
+    return {"full": d * (d + 1) // 2, "diag": d, "spherical": 1, "tied": d * (d + 1) // 2}[
         check_head_covariance_type(covariance_type)
     ]
 
 
+def n_scale_blocks(n_components: int, covariance_type: str) -> int:
+    """Scale blocks per step: one per component, or one shared (tied)."""
+    return 1 if check_head_covariance_type(covariance_type) == "tied" else n_components
+
+
 def n_head_outputs(n_components: int, n_features: int, covariance_type: str) -> int:
-    """Width of the head's linear layer: K logits + K*D means + K scale blocks.
+    """Width of the head's linear layer: K logits + K*D means + the scale blocks.
 
     Example:
-      >>> n_head_outputs(20, 3, "full")
-      200
+      >>> n_head_outputs(20, 3, "full"), n_head_outputs(20, 3, "tied")
+      (200, 86)
     """
-    return n_components * (1 + n_features + n_scale_params(n_features, covariance_type))
+    return n_components * (1 + n_features) + n_scale_blocks(
+        n_components, covariance_type) * n_scale_params(n_features, covariance_type)
 
 
 def _inverse_softplus(y: float) -> float:
@@ -113,11 +123,11 @@ def head_bias_from_gmm(g: gmm_lib.GMM, *, min_scale: float = 1e-3, max_scale: fl
     (standard deviations below ``min_scale`` or above ``max_scale``) are clipped.
 
     Args:
-      g: a mixture without batch dimensions, type "full", "diag" or "spherical".
+      g: a mixture without batch dimensions, of a head's covariance type.
       min_scale, max_scale: those of the head.
 
     Returns:
-      (K * (1 + D + S),) bias, S the scale parameters per component.
+      (:func:`n_head_outputs`,) bias.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -141,11 +151,12 @@ def head_bias_from_gmm(g: gmm_lib.GMM, *, min_scale: float = 1e-3, max_scale: fl
         scale = inverse_precision_diagonal(g.prec_chol, min_scale, max_scale)[:, None]
     elif ctype == "diag":
         scale = inverse_precision_diagonal(g.prec_chol, min_scale, max_scale)
-    else:
+    else:  # full (K, D, D) or tied (D, D): [diagonal, strict upper triangle] per factor
         diag = jnp.diagonal(g.prec_chol, axis1=-2, axis2=-1)
         iu, ju = np.triu_indices(d, k=1)
         scale = jnp.concatenate(
-            [inverse_precision_diagonal(diag, min_scale, max_scale), g.prec_chol[:, iu, ju]], axis=-1
+            [inverse_precision_diagonal(diag, min_scale, max_scale), g.prec_chol[..., iu, ju]],
+            axis=-1,
         )
     return jnp.concatenate([logits, g.means.reshape(k * d), scale.reshape(-1)])
 
@@ -167,7 +178,8 @@ class MixtureHead(nn.Module):
     Attributes:
       n_components: K.
       n_features: D.
-      covariance_type: "full", "diag" or "spherical".
+      covariance_type: "full", "diag", "spherical" or "tied" (one factor per step shared by
+        the components).
       min_scale: lower bound (approximately) on every conditional standard deviation.
       max_scale: upper bound on every conditional standard deviation.
       kernel_scale: standard deviation multiplier of the initial kernel, relative
@@ -215,13 +227,14 @@ class MixtureHead(nn.Module):
     def _bias_init(self, key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32):
         k, d = self.n_components, self.n_features
         n_s = n_scale_params(d, self.covariance_type)
+        n_b = n_scale_blocks(k, self.covariance_type)
         logits = jnp.zeros((k,), dtype)
         means = _spread_means(key, (k, d), dtype).reshape(-1)
         # Unit precision diagonal: 1 / (min_scale + softplus(r)) + 1 / max_scale = 1.
         target = 1.0 / (1.0 - 1.0 / self.max_scale) - self.min_scale
         n_diag = 1 if self.covariance_type == "spherical" else d
-        diag = jnp.full((k, n_diag), _inverse_softplus(target), dtype)
-        off = jnp.zeros((k, n_s - n_diag), dtype)
+        diag = jnp.full((n_b, n_diag), _inverse_softplus(target), dtype)
+        off = jnp.zeros((n_b, n_s - n_diag), dtype)
         return jnp.concatenate([logits, means, jnp.concatenate([diag, off], -1).reshape(-1)])
 
     @nn.compact
@@ -229,6 +242,7 @@ class MixtureHead(nn.Module):
         self._check()
         k, d, ctype = self.n_components, self.n_features, self.covariance_type
         n_s = n_scale_params(d, ctype)
+        n_b = n_scale_blocks(k, ctype)
         out = nn.Dense(
             n_head_outputs(k, d, ctype),
             kernel_init=nn.initializers.variance_scaling(
@@ -245,16 +259,17 @@ class MixtureHead(nn.Module):
         # makes XLA:CPU emit scalar loops, several times slower than this vectorised one.
         n_diag = 1 if ctype == "spherical" else d
         is_diag = np.zeros(n_head_outputs(k, d, ctype), bool)
-        is_diag[k + k * d :] = np.tile(np.arange(n_s) < n_diag, k)
+        is_diag[k + k * d :] = np.tile(np.arange(n_s) < n_diag, n_b)
         out = jnp.where(is_diag, precision_diagonal(out, self.min_scale, self.max_scale), out)
         logits = out[..., :k]
         means = out[..., k : k + k * d].reshape(lead + (k, d))
-        scale = out[..., k + k * d :].reshape(lead + (k, n_s))
+        scale = out[..., k + k * d :].reshape(lead + (n_b, n_s))
         if ctype == "spherical":
             prec_chol = scale[..., 0]
         elif ctype == "diag":
             prec_chol = scale
-        else:
+        else:  # full: (K, D, D); tied: one (D, D)
             embed = jnp.asarray(_triangular_embedding(d), scale.dtype)
-            prec_chol = (scale @ embed).reshape(lead + (k, d, d))
+            shape = (k, d, d) if ctype == "full" else (d, d)
+            prec_chol = (scale @ embed).reshape(lead + shape)
         return gmm_lib.GMM(logits, means, prec_chol, ctype)

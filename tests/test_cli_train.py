@@ -15,6 +15,7 @@ from grnn_jax.training import (
     load_config_file,
     load_trained,
     read_metrics,
+    read_run_config,
     resolve_train_config,
     split_validation,
 )
@@ -192,6 +193,8 @@ def test_missing_workdir_and_bad_flags(run, tmp_path, capsys):
         (["sample", "--workdir", wd, "--num", 1, "--steps", 2, "--out", tmp_path / "o.txt"], ".npz"),
         (["train", "--data", run["data"], "--workdir", wd, "--set", "nonsense=1"], "unknown config key"),
         (["train", "--data", run["data"], "--workdir", wd, "--lr", -1], "learning_rate"),
+        (["train", "--data", run["data"], "--workdir", wd, "--head", "em", "--covariance-type",
+          "tied"], "does not support --covariance-type (model.covariance_type) 'tied'"),
         (["train", "--workdir", wd], "--data"),
     ):
         code, _, err = _grnn(argv, capsys)
@@ -208,3 +211,15 @@ def test_config_overrides_lay_over_the_defaults():
     assert resolve_train_config({}, seqs).model.hidden_size == 32  # default_config's choice
     with pytest.raises(ValueError, match="unknown model settings"):
         resolve_train_config({"model": {"width": 3}}, seqs)
+
+
+def test_train_and_evaluate_a_tied_head(run, tmp_path, capsys):
+    wd = tmp_path / "tied"
+    code, _, err = _grnn(["train", "--data", run["data"], "--workdir", wd, "--steps", 3,
+                          "--hidden", 4, "--covariance-type", "tied", "--quiet"], capsys)
+    assert code == 0, err
+    assert read_run_config(wd)["train_config"]["model"]["covariance_type"] == "tied"
+    code, out, err = _grnn(["evaluate", "--workdir", wd, "--data", run["test"], "--json"], capsys)
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["n_steps"] == 17 and np.isfinite(rep["log_likelihood"])

@@ -1,8 +1,6 @@
 """EM initialisation: the untrained model predicts the EM-fitted GMM at every step; bad input
 fails before anything is written."""
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,7 +39,7 @@ def test_initial_heldout_nll_equals_the_static_gmm(tmp_path, x64, head):
                                         if r["kind"] == "eval")
 
 
-@pytest.mark.parametrize("ctype", ["diag", "spherical"])
+@pytest.mark.parametrize("ctype", ["diag", "spherical", "tied"])
 def test_em_init_params_give_the_gmm_at_every_step(x64, ctype):
     proc = data.default_switching_ar(2)
     tr, _ = data.sample_switching_ar(proc, seed=0, n_sequences=4, length=15)

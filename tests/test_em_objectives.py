@@ -27,10 +27,14 @@ def _head_gmm(raw, ctype, d=D):
 
 
 def _blocks(ctype, d=D):
-    n_s = {"full": d * (d + 1) // 2, "diag": d, "spherical": 1}[ctype]
+    """(logit indices, each component's own indices, the shared scale's indices or None)."""
+    n_s = {"full": d * (d + 1) // 2, "diag": d, "spherical": 1, "tied": d * (d + 1) // 2}[ctype]
+    if ctype == "tied":
+        comp = [K + k * d + np.arange(d) for k in range(K)]
+        return np.arange(K), comp, K + K * d + np.arange(n_s)
     comp = [np.concatenate([K + k * d + np.arange(d), K + K * d + k * n_s + np.arange(n_s)])
             for k in range(K)]
-    return np.arange(K), comp
+    return np.arange(K), comp, None
 
 
 def _oracle_step(raw, x, ctype, fisher):
@@ -39,7 +43,7 @@ def _oracle_step(raw, x, ctype, fisher):
     g0 = _head_gmm(raw, ctype)
     gamma = jnp.exp(gmm.log_responsibilities(g0, x))
     pi = np.asarray(jnp.exp(gmm.log_weights(g0)))
-    logit_idx, comp_idx = _blocks(ctype)
+    logit_idx, comp_idx, shared_idx = _blocks(ctype)
     out = np.zeros(raw.shape[0])
 
     def q(r):
@@ -52,15 +56,17 @@ def _oracle_step(raw, x, ctype, fisher):
     cov = np.asarray(gmm.covariances(g0))
     pts = []
     for k in range(K):
-        c = cov[k] if ctype == "full" else np.diag(np.broadcast_to(cov[k], (D,)))
+        c = {"full": lambda: cov[k], "tied": lambda: cov}.get(
+            ctype, lambda: np.diag(np.broadcast_to(cov[k], (D,))))()
         ell = np.linalg.cholesky(c)
         mu = np.asarray(g0.means[k])
         pts.append([mu + s * np.sqrt(D) * ell[:, i] for i in range(D) for s in (1.0, -1.0)])
     pts = jnp.asarray(np.array(pts))  # (K, 2D, D)
 
     def expected_log_n(r):
-        # Component k's log-density depends on its own raw outputs only, so the Hessian of
-        # the sum is block-diagonal with component k's expected Hessian as block k.
+        # Component k's log-density depends on its own raw outputs (and the shared scale)
+        # only, so the Hessian of the sum is block-diagonal with component k's expected
+        # Hessian as block k; a shared (tied) scale block sums K equal Fishers.
         lp = gmm.component_log_prob(_head_gmm(r, ctype), pts.transpose(1, 0, 2))  # (2D, K, K)
         return jnp.sum(jnp.mean(jnp.diagonal(lp, axis1=-2, axis2=-1), axis=0))
 
@@ -70,10 +76,13 @@ def _oracle_step(raw, x, ctype, fisher):
         if fisher == "complete":
             fisher_k = float(pi[k]) * fisher_k
         out[idx] = np.linalg.solve(fisher_k, grad_q[idx])
+    if shared_idx is not None:  # Σ_k π_k F_N = F_N under either weighting
+        fisher_s = -hess[np.ix_(shared_idx, shared_idx)] / K
+        out[shared_idx] = np.linalg.solve(fisher_s, grad_q[shared_idx])
     return out
 
 
-@pytest.mark.parametrize("ctype", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("ctype", ["full", "diag", "spherical", "tied"])
 def test_ngem_gradient_is_the_natural_step_on_raw_outputs(x64, ctype):
     rng = np.random.default_rng(1)
     n_out = n_head_outputs(K, D, ctype)

@@ -15,7 +15,7 @@ from grnn_jax.heads import (
     precision_diagonal,
 )
 
-CTYPES = ("full", "diag", "spherical")
+CTYPES = ("full", "diag", "spherical", "tied")
 
 
 def _random_covariances(rng, k, d, ctype):
@@ -24,6 +24,9 @@ def _random_covariances(rng, k, d, ctype):
         return a @ np.swapaxes(a, -1, -2) + 0.3 * np.eye(d)
     if ctype == "diag":
         return rng.uniform(0.2, 3.0, (k, d))
+    if ctype == "tied":
+        a = rng.standard_normal((d, d))
+        return a @ a.T + 0.3 * np.eye(d)
     return rng.uniform(0.2, 3.0, k)
 
 
@@ -32,6 +35,8 @@ def _dense_cov(cov, d, ctype):
         return cov
     if ctype == "diag":
         return np.stack([np.diag(c) for c in cov])
+    if ctype == "tied":
+        return cov
     return np.stack([c * np.eye(d) for c in cov])
 
 
@@ -49,12 +54,12 @@ def test_shapes(ctype):
     params = head.init(jax.random.key(0), jnp.zeros((h,)))
     assert params["params"]["out"]["kernel"].shape == (h, n_head_outputs(k, d, ctype))
     g = head.apply(params, jnp.ones((2, 5, h)))
-    chol_shape = {"full": (k, d, d), "diag": (k, d), "spherical": (k,)}[ctype]
+    chol_shape = {"full": (k, d, d), "diag": (k, d), "spherical": (k,), "tied": (d, d)}[ctype]
     assert g.covariance_type == ctype
     assert g.logits.shape == (2, 5, k)
     assert g.means.shape == (2, 5, k, d)
     assert g.prec_chol.shape == (2, 5) + chol_shape
-    if ctype == "full":  # upper triangular with a positive diagonal
+    if ctype in ("full", "tied"):  # upper triangular with a positive diagonal
         p = np.asarray(g.prec_chol)
         assert np.all(np.tril(p, -1) == 0)
         assert np.all(np.diagonal(p, axis1=-2, axis2=-1) > 0)
@@ -72,7 +77,7 @@ def test_log_prob_matches_scipy_for_hand_set_head(ctype):
     params = _hand_set(head, g0, 5)
     g = head.apply(params, jnp.asarray(rng.standard_normal((7, 5))))
     x = rng.standard_normal((7, d)) * 2
-    dense = _dense_cov(cov, d, ctype)
+    dense = np.broadcast_to(_dense_cov(cov, d, ctype), (k, d, d))
     expected = logsumexp(
         [np.log(w[j]) + multivariate_normal.logpdf(x, means[j], dense[j]) for j in range(k)], axis=0
     )
@@ -92,13 +97,15 @@ def test_random_head_matches_its_formula(ctype):
     h = rng.standard_normal(hd)
     out = h @ kernel + bias
     logits, means = out[:k], out[k : k + k * d].reshape(k, d)
-    raw = out[k + k * d :].reshape(k, -1)
+    # One scale block per component, or one shared by all (tied).
+    raw = out[k + k * d :].reshape(1 if ctype == "tied" else k, -1)
     diag = 1 / (0.05 + np.log1p(np.exp(raw[:, : (1 if ctype == "spherical" else d)]))) + 1 / 50.0
     prec_chol = np.zeros((k, d, d))
     for j in range(k):
-        prec_chol[j][np.diag_indices(d)] = diag[j] if ctype != "spherical" else diag[j, 0]
-        if ctype == "full":
-            prec_chol[j][np.triu_indices(d, 1)] = raw[j, d:]
+        b = 0 if ctype == "tied" else j
+        prec_chol[j][np.diag_indices(d)] = diag[b] if ctype != "spherical" else diag[b, 0]
+        if ctype in ("full", "tied"):
+            prec_chol[j][np.triu_indices(d, 1)] = raw[b, d:]
     x = rng.standard_normal((6, d))
     comps = [
         multivariate_normal.logpdf(x, means[j], np.linalg.inv(prec_chol[j] @ prec_chol[j].T)) for j in range(k)
@@ -162,6 +169,6 @@ def test_float64(x64):
 
 def test_bad_configuration_raises():
     with pytest.raises(ValueError, match="covariance_type"):
-        MixtureHead(n_components=2, n_features=2, covariance_type="tied").init(jax.random.key(0), jnp.zeros(3))
+        MixtureHead(n_components=2, n_features=2, covariance_type="bogus").init(jax.random.key(0), jnp.zeros(3))
     with pytest.raises(ValueError, match="min_scale"):
         MixtureHead(n_components=2, n_features=2, min_scale=0.0).init(jax.random.key(0), jnp.zeros(3))

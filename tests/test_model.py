@@ -48,7 +48,7 @@ def _step_by_step(net, params, x, u=None):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "ln_lstm"])
-@pytest.mark.parametrize("ctype", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("ctype", ["full", "diag", "spherical", "tied"])
 @pytest.mark.parametrize("n_layers", [1, 2])
 def test_shapes(cell, ctype, n_layers):
     net = model.GRNN(n_features=D, n_components=K, covariance_type=ctype, cell=cell, hidden_size=H,
@@ -56,7 +56,7 @@ def test_shapes(cell, ctype, n_layers):
     x = jnp.zeros((2, 4, D))
     params = jax.eval_shape(net.init, jax.random.key(0), x)  # shapes only: nothing compiles
     g = jax.eval_shape(net.apply, params, x)
-    chol = {"full": (K, D, D), "diag": (K, D), "spherical": (K,)}[ctype]
+    chol = {"full": (K, D, D), "diag": (K, D), "spherical": (K,), "tied": (D, D)}[ctype]
     assert g.logits.shape == (2, 4, K) and g.means.shape == (2, 4, K, D)
     assert g.prec_chol.shape == (2, 4) + chol
     assert sorted(params["params"]) == [f"cells_{i}" for i in range(n_layers)] + ["head"]
@@ -194,8 +194,9 @@ def test_priming_conditions_samples_as_teacher_forcing_does(n_covariates):
     assert not np.allclose(outs[0], outs[1], atol=1e-2)
 
 
-def test_forecast():
-    net, params, x, _ = _make("gru", "spherical")
+@pytest.mark.parametrize("cell, ctype", [("gru", "spherical"), ("lstm", "tied")])
+def test_forecast(cell, ctype):
+    net, params, x, _ = _make(cell, ctype)
     out = model.forecast(jax.random.key(0), net, params, x[0], 5, n_paths=64, quantiles=(0.1, 0.5, 0.9))
     assert out["paths"].shape == (64, 5, D)
     assert out["quantiles"].shape == (3, 5, D) and out["mean"].shape == (5, D)

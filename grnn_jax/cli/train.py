@@ -31,6 +31,7 @@ from grnn_jax.atomic import save_npz_atomic
 from grnn_jax.cli.host_flags import add_host_devices_flag, host_members_mesh, request_host_devices
 from grnn_jax.cli.processes import add_process_flags, check_process_flags, join
 from grnn_jax.data import Sequences
+from grnn_jax.heads import HEAD_COVARIANCE_TYPES
 from grnn_jax.validation import check_positive
 from grnn_jax.training import (
     CONFIG_FILE,
@@ -103,8 +104,9 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config entry, e.g. num_steps=200 or model.hidden_size=64 (repeatable)")
     p.add_argument("--components", "-k", type=int, help="mixture components per step")
-    p.add_argument("--covariance-type", choices=("full", "diag", "spherical"),
-                   help="covariance of each component (default full up to 8 features, else diag)")
+    p.add_argument("--covariance-type", choices=HEAD_COVARIANCE_TYPES,
+                   help="covariance of each component; tied: one per step shared by the "
+                        "components (default full up to 8 features, else diag)")
     p.add_argument("--cell", choices=("lstm", "gru", "ln_lstm"), help="recurrent cell (default lstm)")
     p.add_argument("--hidden", type=int, help="hidden units per layer")
     p.add_argument("--layers", type=int, help="recurrent layers")

@@ -43,7 +43,7 @@ class GRNN(nn.Module):
     Attributes:
       n_features: D, the observation dimension.
       n_components: K, mixture components per step.
-      covariance_type: "full", "diag" or "spherical".
+      covariance_type: "full", "diag", "spherical" or "tied" (see :mod:`grnn_jax.heads`).
       cell: "lstm", "gru" or "ln_lstm" (layer-normalised LSTM).
       hidden_size: H, units per layer.
       n_layers: stacked recurrent layers.

@@ -217,19 +217,28 @@ def natural_steps(
         y2 = jnp.sum(e * e, axis=-1) * p * p
         dp = weight * p * (1.0 - y2 / d) / 2
         diag = p
+    elif ctype == "tied":
+        # One factor for all components: the Fisher on Σ is F_N's (Σ_k π_k = 1) and ∇Q sums
+        # γ_k ∇ log N_k, so the step is Σ_k γ_k ñ_k under either weighting.
+        y = jnp.einsum("...kd,...de->...ke", e, p)
+        eye = jnp.eye(d, dtype=e.dtype)
+        s = eye - jnp.einsum("...k,...kd,...ke->...de", gamma, y, y)
+        phi = jnp.triu(s, 1) + 0.5 * eye * s
+        dp = p @ phi
+        diag = jnp.diagonal(p, axis1=-2, axis2=-1)
     else:
         raise ValueError(f"natural steps need a head covariance type; got {ctype!r}")
     # g'(r) of the bounded diagonal, read off P: softplus(r) = 1/(P − 1/max) − min.
     excess = diag - lo
     sp = 1.0 / excess - min_scale
     dg = -(-jnp.expm1(-sp)) * excess * excess
-    dp_diag = jnp.diagonal(dp, axis1=-2, axis2=-1) if ctype == "full" else dp
+    dp_diag = jnp.diagonal(dp, axis1=-2, axis2=-1) if ctype in ("full", "tied") else dp
     if damping > 0:
         f = 2.0 / (diag * diag)
         diag_cot = dp_diag * f / (dg * dg * f + damping)
     else:
         diag_cot = dp_diag / (dg * dg)
-    if ctype == "full":
+    if ctype in ("full", "tied"):
         eye = jnp.eye(d, dtype=dp.dtype)
         prec_cot = jnp.triu(dp, 1) + eye * diag_cot[..., None, :]
     else:
@@ -252,8 +261,8 @@ def ngem_surrogate(
     lead = tuple(range(-1, 0))
     total = jnp.sum(steps.logits * g.logits, axis=lead)
     total += jnp.sum(steps.means * g.means, axis=(-2, -1))
-    prec_axes = (-3, -2, -1) if g.covariance_type == "full" else (
-        (-2, -1) if g.covariance_type == "diag" else (-1,))
+    prec_axes = {"full": (-3, -2, -1), "tied": (-2, -1), "diag": (-2, -1),
+                 "spherical": (-1,)}[g.covariance_type]
     total += jnp.sum(steps.prec_chol * g.prec_chol, axis=prec_axes)
     return -total
 
