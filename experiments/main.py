@@ -35,6 +35,7 @@ from grnn_jax.training import (
     TrainConfig,
     apply_overrides,
     config_splits,
+    ensemble_gmm,
     load_config_file,
     resolve_train_config,
     load_trained,
@@ -71,9 +72,6 @@ EXPERIMENT_DEFAULTS = {
 GRNN, SINGLE, STATIC, HMM = "GRNN", "single-Gaussian RNN (K=1)", "static GMM", "Gaussian HMM"
 ORACLE = "generating process (oracle)"
 BASELINES = (SINGLE, STATIC, HMM)
-_K_AXIS = {"full": -3, "diag": -2, "spherical": -1}  # the component axis of prec_chol
-
-
 def _train_or_resume(config: TrainConfig, train_seqs, val_seqs, workdir: Path, progress: bool):
     """Resumes a finished or interrupted run with the same settings; starts over otherwise."""
     resume = False
@@ -118,16 +116,16 @@ def _nll(g, z: Sequences, log_jacobian: float) -> float:
 
 
 def _score_ensemble(runs: list[dict], seqs: Sequences):
-    """The equal-weight mixture of the runs' predictive mixtures (one GMM with N*K components);
-    every run shares the standardiser of the common training split."""
-    parts = [_predict(r, seqs) for r in runs]
-    gs = [p[0] for p in parts]
-    log_n = np.log(len(gs))
-    g = gmm.GMM(jnp.concatenate([jax.nn.log_softmax(x.logits, axis=-1) - log_n for x in gs], -1),
-                jnp.concatenate([x.means for x in gs], -2),
-                jnp.concatenate([x.prec_chol for x in gs], _K_AXIS[gs[0].covariance_type]),
-                gs[0].covariance_type)
-    return g, _nll(g, parts[0][1], runs[0]["st"].log_det)
+    """The equal-weight mixture of the runs' predictive mixtures (``ensemble_gmm``: one GMM
+    with N*K components) and its NLL; every run shares the standardiser of the common
+    training split."""
+    z = runs[0]["st"].transform(seqs)
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[r["params"] for r in runs])
+    g = _ensemble(runs[0]["net"], stacked, jnp.asarray(z.x, default_float()))
+    return g, _nll(g, z, runs[0]["st"].log_det)
+
+
+_ensemble = jax.jit(ensemble_gmm, static_argnums=0)
 
 
 @jax.jit

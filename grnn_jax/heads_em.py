@@ -26,24 +26,16 @@ from grnn_jax import gmm as gmm_lib
 from grnn_jax.heads import check_head_covariance_type
 
 EM_COLLECTION = "em"
-EM_HEAD_COVARIANCE_TYPES = ("full", "diag", "spherical")
-
-
-def check_em_head_covariance_type(covariance_type: str) -> str:
-    """Returns ``covariance_type`` or raises a ValueError naming the ones the EM head supports."""
-    if covariance_type not in EM_HEAD_COVARIANCE_TYPES:
-        raise ValueError(
-            f"--head em (model.head='em') does not support covariance_type {covariance_type!r}; "
-            f"use one of {', '.join(EM_HEAD_COVARIANCE_TYPES)}"
-        )
-    return check_head_covariance_type(covariance_type)
 
 
 def unit_prec_chol(n_components: int, n_features: int, covariance_type: str, dtype=jnp.float32):
-    """Precision-Cholesky factors of K unit covariances, shaped by covariance type."""
+    """Precision-Cholesky factors of K unit covariances, shaped by covariance type (tied: one
+    (D, D) factor)."""
     k, d = n_components, n_features
     if covariance_type == "full":
         return jnp.broadcast_to(jnp.eye(d, dtype=dtype), (k, d, d))
+    if covariance_type == "tied":
+        return jnp.eye(d, dtype=dtype)
     if covariance_type == "diag":
         return jnp.ones((k, d), dtype)
     return jnp.ones((k,), dtype)
@@ -60,7 +52,7 @@ class EMMixtureHead(nn.Module):
     Attributes:
       n_components: K.
       n_features: D.
-      covariance_type: "full", "diag" or "spherical".
+      covariance_type: "full", "diag", "spherical" or "tied" (one covariance for all K).
       kernel_scale: standard deviation multiplier of the initial kernel (LeCun-normal).
       dtype: computation dtype (``None``: that of the input).
       param_dtype: parameter dtype.
@@ -91,7 +83,7 @@ class EMMixtureHead(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> gmm_lib.GMM:
-        check_em_head_covariance_type(self.covariance_type)
+        check_head_covariance_type(self.covariance_type)
         k, d, ctype = self.n_components, self.n_features, self.covariance_type
         logits = nn.Dense(
             k,

@@ -193,8 +193,8 @@ def test_missing_workdir_and_bad_flags(run, tmp_path, capsys):
         (["sample", "--workdir", wd, "--num", 1, "--steps", 2, "--out", tmp_path / "o.txt"], ".npz"),
         (["train", "--data", run["data"], "--workdir", wd, "--set", "nonsense=1"], "unknown config key"),
         (["train", "--data", run["data"], "--workdir", wd, "--lr", -1], "learning_rate"),
-        (["train", "--data", run["data"], "--workdir", wd, "--head", "em", "--covariance-type",
-          "tied"], "does not support --covariance-type (model.covariance_type) 'tied'"),
+        (["train", "--data", run["data"], "--workdir", wd, "--set", "model.covariance_type=bogus"],
+         "unknown covariance_type 'bogus' for a mixture head"),
         (["train", "--workdir", wd], "--data"),
     ):
         code, _, err = _grnn(argv, capsys)

@@ -2,6 +2,7 @@
 E-step and M-step, monotone pure M-steps, recovery of known regimes, the checkpoint, the
 ``grnn regimes`` / ``evaluate`` / ``sample`` commands and bad input."""
 
+import functools
 import json
 
 import jax
@@ -79,17 +80,23 @@ def test_step_size_schedule_and_bad_settings():
 PROC = default_gaussian_regimes()
 
 
-@pytest.fixture(scope="module")
-def net_and_batch():
+@functools.lru_cache(maxsize=None)
+def _net_and_batch(ctype: str):
     # The shapes of the trained run below, so the seeding's compiled programs are shared.
     seqs, _ = sample_gaussian_regimes(PROC, seed=3, n_sequences=16, length=30)
     lengths = np.where(np.arange(16) % 3 == 0, 30, np.arange(16) + 5)
     seqs = Sequences(seqs.x / 2.0, lengths=lengths)
-    cfg = TrainConfig(ModelConfig(n_features=2, n_components=3, hidden_size=12, head="em"))
+    cfg = TrainConfig(ModelConfig(n_features=2, n_components=3, hidden_size=12, head="em",
+                                  covariance_type=ctype))
     net = cfg.model.build()
     batch = batch_at(seqs, 0, batch_size=16, seed=0)
     params, aux = initial_params_and_aux(cfg, net, batch, key=jax.random.key(0))
     return net, batch, params, aux
+
+
+@pytest.fixture(scope="module")
+def net_and_batch():
+    return _net_and_batch("full")
 
 
 def test_params_hold_no_components(net_and_batch):
@@ -100,8 +107,9 @@ def test_params_hold_no_components(net_and_batch):
     assert means.shape == (3, 2)
 
 
-def test_pure_m_steps_never_decrease_the_expected_complete_data_log_likelihood(net_and_batch):
-    net, batch, params, aux = net_and_batch
+@pytest.mark.parametrize("ctype", ["full", "tied"])
+def test_pure_m_steps_never_decrease_the_expected_complete_data_log_likelihood(ctype):
+    net, batch, params, aux = _net_and_batch(ctype)
     x = jnp.asarray(batch.x)
     mask = jnp.asarray(np.arange(x.shape[1])[None, :] < batch.lengths[:, None])
 
@@ -158,12 +166,17 @@ def _match(est, true):
     return np.argmin(d, axis=0)
 
 
+def _learned_components(net, variables, st):
+    """The trained EM head's means (K, D) and covariances (shaped by type), original units."""
+    g = net.apply(variables, np.zeros((1, 1, 2), np.float32))
+    g = gmm.GMM(g.logits[0, 0], g.means[0, 0], g.prec_chol[0, 0], g.covariance_type)
+    means = st.inverse(np.asarray(g.means, np.float64))
+    return means, np.asarray(gmm.covariances(g)) * np.outer(st.scale, st.scale)
+
+
 def test_recovers_regimes_and_nears_the_oracle_nll(run):
     net, variables, st, _ = load_trained(run["workdir"])
-    g = net.apply(variables, np.zeros((1, 1, 2), np.float32))
-    means = st.inverse(np.asarray(g.means[0, 0], np.float64))
-    cov = np.asarray(gmm.covariances(gmm.GMM(g.logits[0, 0], g.means[0, 0], g.prec_chol[0, 0],
-                                             "full"))) * np.outer(st.scale, st.scale)
+    means, cov = _learned_components(net, variables, st)
     order = _match(means, PROC.means)
     assert len(set(order.tolist())) == 3
     np.testing.assert_allclose(means[order], PROC.means, atol=MEAN_TOL)
@@ -218,12 +231,11 @@ def test_cli_evaluate_sample_and_regimes_from_the_checkpoint(run, capsys):
 
 
 def test_bad_input_one_line_nothing_touched(run, capsys, tmp_path):
-    tmp = run["tmp"]
     np.savez(tmp_path / "d.npz", x=run["val"].x)
     wd = tmp_path / "w"
     code, _, err = _grnn(["train", "--data", tmp_path / "d.npz", "--workdir", wd, "--head", "em",
-                          "--set", "model.covariance_type=tied", "--quiet"], capsys)
-    assert code == 2 and "--head em" in err and "tied" in err and len(err.strip().splitlines()) == 1
+                          "--set", "model.covariance_type=bogus", "--quiet"], capsys)
+    assert code == 2 and "'bogus'" in err and len(err.strip().splitlines()) == 1
     assert not wd.exists()
     with pytest.raises(SystemExit):
         main(["train", "--data", str(tmp_path / "d.npz"), "--workdir", str(wd), "--head", "nope"])
@@ -255,3 +267,26 @@ def test_resume_of_an_em_head_run_with_a_hidden_gmm_is_exact(tmp_path):
     for a, b in zip(jax.tree.leaves((whole.params, whole.aux_state, whole.opt_state)),
                     jax.tree.leaves((resumed.params, resumed.aux_state, resumed.opt_state))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_tied_em_head_recovers_a_shared_covariance_and_nears_the_oracle(tmp_path):
+    # The default regimes with one covariance shared by all three: the tied head is well
+    # specified, and its single covariance must match the shared one.
+    shared = np.array([[0.45, 0.15], [0.15, 0.35]])
+    proc = PROC._replace(covariances=np.stack([shared] * 3))
+    tr, _ = sample_gaussian_regimes(proc, seed=0, n_sequences=48, length=30)
+    va, _ = sample_gaussian_regimes(proc, seed=1, n_sequences=32, length=30)
+    cfg = TrainConfig(ModelConfig(n_features=2, n_components=3, hidden_size=12, head="em",
+                                  covariance_type="tied"),
+                      num_steps=160, batch_size=16, learning_rate=1e-2, warmup_steps=10,
+                      eval_every=80, log_every=40)
+    train(cfg, tr, va, tmp_path, progress=False)
+    net, variables, st, _ = load_trained(tmp_path)
+    means, cov = _learned_components(net, variables, st)
+    assert net.covariance_type == "tied" and cov.shape == (2, 2)
+    order = _match(means, proc.means)
+    assert len(set(order.tolist())) == 3
+    np.testing.assert_allclose(means[order], proc.means, atol=MEAN_TOL)
+    np.testing.assert_allclose(cov, shared, atol=COV_TOL)
+    oracle = -step_log_probs(proc, va).sum() / va.n_steps
+    assert evaluate(net, variables, va, standardiser=st).nll < oracle + ORACLE_MARGIN

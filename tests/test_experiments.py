@@ -2,7 +2,6 @@
 and its baselines against their oracles."""
 
 import json
-import math
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -215,3 +214,19 @@ def test_report_states_when_the_grnn_loses():
     assert "cannot be told apart from the Gaussian HMM" in text
     assert "beats" not in text
     assert "converged in every fold: NO (iterations 200)" in text
+
+
+def test_covariance_types_comparison_smoke(tmp_path, capsys):
+    from experiments import covariance_types
+
+    cfg = str(Path(covariance_types.CONFIGS) / "test.py")
+    assert covariance_types.main(["--configs", cfg, "--types", "full", "tied", "--out",
+                                  str(tmp_path), "--quiet"]) == 0
+    (res,) = json.loads((tmp_path / "results.json").read_text())["results"]
+    full, tied = res["rows"]["full"], res["rows"]["tied"]
+    assert (full["head_outputs"], tied["head_outputs"]) == (2 * (1 + 2 + 3), 2 * (1 + 2) + 3)
+    assert len(tied["test_nll"]) == 2 and all(np.isfinite(tied["test_nll"]))
+    # The paired difference is the difference of the two best seeds' test NLLs.
+    assert tied["vs_full"][0] == pytest.approx(full["best_test_nll"] - tied["best_test_nll"],
+                                               abs=1e-6)
+    assert "| geyser | tied | 9 |" in capsys.readouterr().out

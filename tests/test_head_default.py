@@ -82,9 +82,11 @@ def test_default_head_follows_predictability_and_an_explicit_head_wins():
     assert resolve_train_config({"head": "em"}, ar).model.head == "em"
 
 
-def test_a_given_covariance_type_the_em_head_lacks_keeps_the_mdn_head():
+def test_a_given_covariance_type_keeps_the_head_chosen_from_the_data():
     iid = Sequences(np.random.default_rng(7).normal(size=(10, 60, 2)))
-    assert resolve_train_config({"covariance_type": "tied"}, iid).model.head == "mdn"
-    assert resolve_train_config({"model": {"covariance_type": "diag"}}, iid).model.head == "em"
-    with pytest.raises(ValueError, match="does not support covariance_type 'tied'"):
-        resolve_train_config({"covariance_type": "tied", "head": "em"}, iid)
+    for ctype in ("tied", "diag"):
+        assert resolve_train_config({"covariance_type": ctype}, iid).model.head == "em"
+    assert resolve_train_config({"model": {"covariance_type": "tied", "head": "mdn"}},
+                                iid).model.head == "mdn"
+    with pytest.raises(ValueError, match="unknown covariance_type 'bogus'"):
+        resolve_train_config({"covariance_type": "bogus", "head": "em"}, iid)

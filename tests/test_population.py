@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from grnn_jax import data, model
+from grnn_jax import data, gmm, model
 from grnn_jax.cli import main
 from grnn_jax.host_devices import available_cores
 from grnn_jax.training import (
@@ -105,8 +105,6 @@ def test_ensemble_is_member_average(splits, pop_run):
     per = np.stack([np.asarray(model.step_log_probs(net, jax.tree.map(lambda a: a[m], params), x))
                     for m in range(2)])
     want = logsumexp(per, axis=0) - np.log(2)
-    from grnn_jax import gmm
-
     got = np.asarray(gmm.log_prob(ensemble_gmm(net, params, x), x))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     mask = np.asarray(model.mask_from_lengths(z.lengths, z.x.shape[1]))
@@ -368,3 +366,16 @@ def test_sgd_member_equals_independent_run(splits, tmp_path):
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
                                          state.params, first.params))
     assert max(moved) > 1e-4
+
+
+def test_ensemble_of_tied_members_is_their_average_as_a_full_mixture():
+    # Tied members share a covariance each, not one between them: the ensemble is full.
+    net = ModelConfig(n_features=2, n_components=2, hidden_size=4, covariance_type="tied").build()
+    x = jax.random.normal(jax.random.key(5), (3, 6, 2))
+    params = jax.vmap(lambda k: net.init(k, x))(jax.random.split(jax.random.key(0), 3))
+    g = ensemble_gmm(net, params, x)
+    assert g.covariance_type == "full" and g.prec_chol.shape == (3, 6, 6, 2, 2)
+    per = np.stack([np.asarray(model.step_log_probs(net, jax.tree.map(lambda a: a[m], params), x))
+                    for m in range(3)])
+    np.testing.assert_allclose(np.asarray(gmm.log_prob(g, x)), logsumexp(per, axis=0) - np.log(3),
+                               rtol=1e-5, atol=1e-5)

@@ -127,7 +127,7 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--head", choices=HEADS,
                    help="mixture head: mdn (every parameter per step, trained by gradient) "
                         "or em (global components updated by stepwise EM, the network emits the "
-                        "mixing weights; covariance full, diag or spherical); default: em when "
+                        "mixing weights; any covariance type); default: em when "
                         f"the last step linearly predicts the next one by less than "
                         f"{EM_HEAD_MAX_PREDICTABILITY} nats (returns-like series), else mdn")
     p.add_argument("--hidden-gmm", type=int, metavar="K",

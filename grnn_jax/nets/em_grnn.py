@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from grnn_jax.heads_em import EMMixtureHead, check_em_head_covariance_type
+from grnn_jax.heads import check_head_covariance_type
+from grnn_jax.heads_em import EMMixtureHead
 from grnn_jax.nets.grnn import GRNN
 
 _HEAD = "head"  # the attribute GRNN.setup assigns the head to, hence its variables' scope
@@ -34,7 +35,7 @@ class EMGRNN(GRNN):
     """
 
     def make_head(self) -> nn.Module:
-        check_em_head_covariance_type(self.covariance_type)
+        check_head_covariance_type(self.covariance_type)
         return EMMixtureHead(
             n_components=self.n_components,
             n_features=self.n_features,

@@ -60,6 +60,7 @@ from grnn_jax.training.regimes import (
     regime_probabilities,
     steps_of,
 )
+from grnn_jax.training.ensemble import ensemble_gmm, evaluate_ensemble, load_ensemble
 from grnn_jax.training.rundir import CONFIG_FILE, METRICS_FILE, read_metrics, read_run_config
 from grnn_jax.training.step import (
     EvalResult,
@@ -109,7 +110,9 @@ __all__ = [
     "default_config",
     "em_init_params",
     "em_init_params_and_aux",
+    "ensemble_gmm",
     "evaluate",
+    "evaluate_ensemble",
     "fit_hidden_gmm",
     "fit_observation_gmm",
     "gem_loss",
@@ -121,6 +124,7 @@ __all__ = [
     "initial_params_and_aux",
     "initial_variables",
     "load_config_file",
+    "load_ensemble",
     "load_train_state",
     "load_trained",
     "make_optimizer",

@@ -9,7 +9,7 @@ import numbers
 
 from grnn_jax.data import Sequences, linear_predictability, step_change_ratio
 from grnn_jax.em import check_step_schedule
-from grnn_jax.heads_em import check_em_head_covariance_type
+from grnn_jax.heads import check_head_covariance_type
 from grnn_jax.nets.regularise import Regulariser, check_regulariser
 from grnn_jax.training.objectives import get_objective
 from grnn_jax.training.optimizer import check_optimizer
@@ -179,8 +179,7 @@ class TrainConfig:
         if not isinstance(self.em_init, bool):
             raise ValueError(f"em_init must be true or false; got {self.em_init!r}")
         check_head(m.head)
-        if m.head == "em":
-            check_em_head_covariance_type(m.covariance_type)
+        check_head_covariance_type(m.covariance_type)
         if int(self.hidden_gmm) != self.hidden_gmm or self.hidden_gmm < 0:
             raise ValueError(f"hidden_gmm (--hidden-gmm) must be an integer >= 0; got {self.hidden_gmm!r}")
         w = self.hidden_gmm_weight

@@ -43,7 +43,7 @@ def fit_observation_gmm(
     Args:
       seqs: sequences in the units the model sees (standardised).
       n_components: K.
-      covariance_type: "full", "diag" or "spherical".
+      covariance_type: "full", "diag", "spherical" or "tied".
       key: PRNG key of the EM initialisation.
       n_init: EM restarts; the best log-likelihood is kept.
       max_iter: EM iterations per restart.

@@ -28,7 +28,8 @@ def ensemble_gmm(net, params, x, u=None) -> gmm_lib.GMM:
     """The equal-weight mixture of M members' step mixtures as one GMM per step.
 
     Each step's GMM has the M * K components of the members, concatenated, with log-weights
-    ``log_softmax(member logits) - log M``.
+    ``log_softmax(member logits) - log M``. Members with a tied covariance differ in the
+    covariance they share, so their ensemble is a full-covariance mixture.
 
     Args:
       net: the network (all members share it).
@@ -51,6 +52,8 @@ def ensemble_gmm(net, params, x, u=None) -> gmm_lib.GMM:
       (1, 3, 4)
     """
     gs = jax.vmap(lambda p: net.apply(p, x, u))(params)
+    if gs.covariance_type == "tied":
+        gs = gmm_lib.as_full(gs)
     m = jax.tree.leaves(params)[0].shape[0]
     logw = jax.nn.log_softmax(gs.logits, axis=-1) - jnp.log(m)
 

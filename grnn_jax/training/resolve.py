@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from grnn_jax.data import Sequences, dataset_splits
-from grnn_jax.heads_em import EM_HEAD_COVARIANCE_TYPES
 from grnn_jax.training.config import ModelConfig, TrainConfig, default_config
 
 # Keys of an experiment config that describe the data or the experiment rather than training.
@@ -151,12 +150,6 @@ def resolve_train_config(cfg: dict, train_seqs: Sequences) -> TrainConfig:
             raise ValueError(
                 f"unknown config key {key!r}; known: {list(_TRAIN_FIELDS)}, model.*, "
                 f"{list(DATA_KEYS)}, {EXPERIMENT_KEY!r}")
-    # The head default_config chose from the data yields to a covariance type the user gave
-    # that only the per-step head supports; an explicit head is checked as given.
-    head_given = "head" in cfg or (isinstance(cfg.get("model"), dict) and "head" in cfg["model"])
-    if (not head_given and base["model"]["head"] == "em"
-            and base["model"]["covariance_type"] not in EM_HEAD_COVARIANCE_TYPES):
-        base["model"]["head"] = "mdn"
     if base["model"]["n_features"] != train_seqs.n_features:
         raise ValueError(f"the config's model.n_features is {base['model']['n_features']}; the data "
                          f"have {train_seqs.n_features} features")
