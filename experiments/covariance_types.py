@@ -23,7 +23,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.main import _train_seeds, paired_difference
+from experiments.main import paired_difference, train_seeds
 from grnn_jax import model
 from grnn_jax.heads import HEAD_COVARIANCE_TYPES, n_head_outputs
 from grnn_jax.training import (
@@ -55,7 +55,7 @@ def compare(config_path: Path, types, out: Path, progress: bool) -> dict:
     for ctype in types:
         typed = apply_overrides(cfg, [f"model.covariance_type={ctype}"])
         config = resolve_train_config(typed, train_seqs)
-        runs = _train_seeds(config, seeds, train_seqs, val_seqs, out / ctype, "grnn", progress)
+        runs = train_seeds(config, seeds, train_seqs, val_seqs, out / ctype, "grnn", progress)
         test_nll = [evaluate(r["net"], r["params"], test_seqs, standardiser=r["st"]).nll
                     for r in runs]
         best = min(runs, key=lambda r: r["val_nll"])

@@ -89,7 +89,7 @@ def _apply(net, params, x):
     return net.apply(params, x)
 
 
-def _train_seeds(config: TrainConfig, seeds, train_seqs, val_seqs, workdir: Path, prefix: str,
+def train_seeds(config: TrainConfig, seeds, train_seqs, val_seqs, workdir: Path, prefix: str,
                  progress: bool) -> list[dict]:
     """One run per seed in ``workdir/{prefix}_seed{s}``, each with its best-validation parameters."""
     runs = []
@@ -160,10 +160,10 @@ def _run_fold(cfg: dict, exp: dict, splits, workdir: Path, progress: bool) -> di
     timings = {}
     seeds = [int(v) for v in exp["seeds"]] or [config.seed]
     t = time.perf_counter()
-    grnn_runs = _train_seeds(config, seeds, train_seqs, val_seqs, workdir, "grnn", progress)
+    grnn_runs = train_seeds(config, seeds, train_seqs, val_seqs, workdir, "grnn", progress)
     timings["grnn"] = time.perf_counter() - t
     t = time.perf_counter()
-    k1_runs = _train_seeds(config.replace(model={"n_components": 1}), seeds, train_seqs, val_seqs,
+    k1_runs = train_seeds(config.replace(model={"n_components": 1}), seeds, train_seqs, val_seqs,
                            workdir, "grnn_k1", progress)
     timings["single_gaussian_rnn"] = time.perf_counter() - t
     best, best1 = (min(r, key=lambda run: run["val_nll"]) for r in (grnn_runs, k1_runs))
