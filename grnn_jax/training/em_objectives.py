@@ -42,6 +42,9 @@ component k):
 * **diag.** The same with diagonal P: ``dP_i = P_i (1 − y_i²) / 2``.
 * **spherical.** One precision p: ``∂ log N / ∂p = (D − ‖y‖²)/p``, ``F = 2D/p²``:
   ``dp = p (1 − ‖y‖²/D) / 2``.
+* **tied.** One factor P shared by the components: the complete-data Fisher on it is
+  ``Σ_k π_k F_N = F_N`` and ``∇Q`` sums ``γ_k ∇ log N_k``, so the step is
+  ``dP = P Φ(I − Σ_k γ_k y_k y_kᵀ)`` under either weighting below.
 * **The head's raw outputs.** Off-diagonal entries of P are raw outputs; every diagonal
   entry is ``P_ii = g(r_i) = 1/(min_scale + softplus(r_i)) + 1/max_scale`` (the bounded
   diagonal). The Jacobian J from raw outputs to P is diagonal, so
@@ -159,7 +162,7 @@ def natural_steps(
     natural step. Everything is stop-gradient.
 
     Args:
-      g: the head's mixtures, batch shape ``S``, type "full", "diag" or "spherical".
+      g: the head's mixtures, batch shape ``S``, type "full", "diag", "spherical" or "tied".
       x: (*S, D) observations.
       min_scale, max_scale: those of the head (its bounded precision diagonal).
       fisher: "component" (each Gaussian's own Fisher, plain logit gradient) or

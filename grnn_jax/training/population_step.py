@@ -101,9 +101,10 @@ def make_population_optimizer(
     as state (``opt_state.hyperparams``), so that each member of a population has its own.
 
     ``optimizer`` and ``momentum`` are shared by all members (see
-    :func:`~grnn_jax.training.optimizer_chain`). The schedule is ``learning_rate * s(t)`` with ``s`` the unit warm-up + cosine schedule, the
-    same values as ``make_schedule(learning_rate=...)``. ``opt_state.inner_state`` has the
-    structure of ``make_optimizer``'s state.
+    :func:`~grnn_jax.training.optimizer_chain`). The schedule is ``learning_rate * s(t)``
+    with ``s`` the unit warm-up + cosine schedule, the same values as
+    ``make_schedule(learning_rate=...)``. ``opt_state.inner_state`` has the structure of
+    ``make_optimizer``'s state.
 
     Example:
       >>> import jax.numpy as jnp
