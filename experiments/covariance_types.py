@@ -29,7 +29,6 @@ from grnn_jax.heads import HEAD_COVARIANCE_TYPES, n_head_outputs
 from grnn_jax.training import (
     apply_overrides,
     config_splits,
-    evaluate,
     load_config_file,
     resolve_train_config,
 )
@@ -56,15 +55,14 @@ def compare(config_path: Path, types, out: Path, progress: bool) -> dict:
         typed = apply_overrides(cfg, [f"model.covariance_type={ctype}"])
         config = resolve_train_config(typed, train_seqs)
         runs = train_seeds(config, seeds, train_seqs, val_seqs, out / ctype, "grnn", progress)
-        test_nll = [evaluate(r["net"], r["params"], test_seqs, standardiser=r["st"]).nll
-                    for r in runs]
-        best = min(runs, key=lambda r: r["val_nll"])
-        step_lp[ctype] = _test_step_log_probs(best, test_seqs)
+        lps = [_test_step_log_probs(r, test_seqs) for r in runs]  # each run scored once
+        best = min(range(len(runs)), key=lambda i: runs[i]["val_nll"])
+        step_lp[ctype] = lps[best]
         m = config.model
         rows[ctype] = {
             "head_outputs": n_head_outputs(m.n_components, m.n_features, ctype),
-            "test_nll": test_nll, "best_seed": best["seed"],
-            "best_test_nll": float(-step_lp[ctype].mean()),
+            "test_nll": [float(-lp.mean()) for lp in lps], "best_seed": runs[best]["seed"],
+            "best_test_nll": float(-lps[best].mean()),
         }
     for ctype in types:
         if "full" in step_lp and ctype != "full":

@@ -89,8 +89,11 @@ def _apply(net, params, x):
     return net.apply(params, x)
 
 
+_ensemble = jax.jit(ensemble_gmm, static_argnums=0)
+
+
 def train_seeds(config: TrainConfig, seeds, train_seqs, val_seqs, workdir: Path, prefix: str,
-                 progress: bool) -> list[dict]:
+                progress: bool) -> list[dict]:
     """One run per seed in ``workdir/{prefix}_seed{s}``, each with its best-validation parameters."""
     runs = []
     for seed in seeds:
@@ -123,9 +126,6 @@ def _score_ensemble(runs: list[dict], seqs: Sequences):
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *[r["params"] for r in runs])
     g = _ensemble(runs[0]["net"], stacked, jnp.asarray(z.x, default_float()))
     return g, _nll(g, z, runs[0]["st"].log_det)
-
-
-_ensemble = jax.jit(ensemble_gmm, static_argnums=0)
 
 
 @jax.jit
@@ -164,7 +164,7 @@ def _run_fold(cfg: dict, exp: dict, splits, workdir: Path, progress: bool) -> di
     timings["grnn"] = time.perf_counter() - t
     t = time.perf_counter()
     k1_runs = train_seeds(config.replace(model={"n_components": 1}), seeds, train_seqs, val_seqs,
-                           workdir, "grnn_k1", progress)
+                          workdir, "grnn_k1", progress)
     timings["single_gaussian_rnn"] = time.perf_counter() - t
     best, best1 = (min(r, key=lambda run: run["val_nll"]) for r in (grnn_runs, k1_runs))
 

@@ -27,10 +27,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from grnn_jax import em, gmm
 from grnn_jax.heads import MixtureHead
-from grnn_jax.training import make_optimizer, ngem_surrogate
+from grnn_jax.training import make_schedule, ngem_surrogate, optimizer_chain
 
 METHODS = ("nll", "ngem")
 OPTIMIZERS = {"adamw": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), "sgd": (1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)}
@@ -51,15 +52,14 @@ def draw(n: int, seed: int) -> jax.Array:
     return (x - x.mean(0)) / x.std(0)  # standardised, as training standardises
 
 
-def run_one(x, method: str, optimizer: str, lr: float, seed: int, steps: int,
-            n_components: int) -> np.ndarray:
-    """NLL per step (before each update) of one full-batch run."""
+def curves(x, method: str, optimizer: str, lrs, seeds: int, steps: int,
+           n_components: int) -> np.ndarray:
+    """(L, S, steps) NLL per step (before each update) of full-batch runs at every peak
+    learning rate of ``lrs`` and initialisation seed ``0..seeds-1``: one compiled program,
+    vmapped over both (the learning rate is an argument, not a constant)."""
     head = MixtureHead(n_components=n_components, n_features=x.shape[-1],
                        covariance_type="full")
     h = jnp.zeros((x.shape[0], 1), x.dtype)
-    params = head.init(jax.random.key(seed), h)
-    tx = make_optimizer(learning_rate=lr, num_steps=steps, warmup_steps=steps // 20,
-                        weight_decay=0.0, clip_norm=1.0, optimizer=optimizer, momentum=0.9)
 
     def loss(p):
         g = head.apply(p, h)
@@ -69,15 +69,26 @@ def run_one(x, method: str, optimizer: str, lr: float, seed: int, steps: int,
         sur = jnp.mean(ngem_surrogate(g, x, min_scale=head.min_scale, max_scale=head.max_scale))
         return sur, jax.lax.stop_gradient(nll)
 
-    def body(carry, _):
-        p, s = carry
-        grads, nll = jax.grad(loss, has_aux=True)(p)
-        updates, s = tx.update(grads, s, p)
-        p = jax.tree.map(lambda a, u: a + u, p, updates)
-        return (p, s), nll
+    # The training schedule at peak 1, scaled by the (traced) peak learning rate, as a
+    # population's members scale it.
+    unit = make_schedule(learning_rate=1.0, num_steps=steps, warmup_steps=steps // 20)
 
-    _, curve = jax.jit(lambda p: jax.lax.scan(body, (p, tx.init(p)), None, length=steps))(params)
-    return np.asarray(curve)
+    def one(lr, key):
+        tx = optimizer_chain(lambda count: lr * unit(count), weight_decay=0.0, clip_norm=1.0,
+                             optimizer=optimizer, momentum=0.9)
+
+        def body(carry, _):
+            p, s = carry
+            grads, nll = jax.grad(loss, has_aux=True)(p)
+            updates, s = tx.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), nll
+
+        params = head.init(key, h)
+        return jax.lax.scan(body, (params, tx.init(params)), None, length=steps)[1]
+
+    keys = jax.vmap(jax.random.key)(jnp.arange(seeds))  # seed s: jax.random.key(s)
+    grid = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))
+    return np.asarray(grid(jnp.asarray(lrs, x.dtype), keys))
 
 
 def first_within(curve: np.ndarray, target: float) -> int | None:
@@ -106,10 +117,9 @@ def run(out: Path, *, n: int, steps: int, seeds: int, tol: float,
     for opt, lrs in (grids or OPTIMIZERS).items():
         for method in METHODS:
             by_lr = []
-            for lr in lrs:
-                curves = [run_one(x, method, opt, lr, s, steps, k) for s in range(seeds)]
-                final = [float(np.min(c[-steps // 10:])) - opt_nll for c in curves]
-                hits = [first_within(c, opt_nll + tol) for c in curves]
+            for lr, runs in zip(lrs, curves(x, method, opt, lrs, seeds, steps, k)):
+                final = [float(np.min(c[-steps // 10:])) - opt_nll for c in runs]
+                hits = [first_within(c, opt_nll + tol) for c in runs]
                 by_lr.append({"lr": lr, "final_gap": final, "steps_to_tol": hits})
             best = min(by_lr, key=_rank)
             rows.append({"optimizer": opt, "method": method, "best": best, "all": by_lr})
