@@ -18,11 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
-import jax
-
-from grnn_jax.host_devices import population_host_devices, request_cpu_devices
 from grnn_jax.training import apply_overrides, config_splits, load_config_file
-from grnn_jax.training.sharding import population_mesh
+from grnn_jax.training.host_mesh import host_members_mesh, request_host_devices
 from grnn_jax.training.sweep import PLOT_FILE, parse_grid, plot_sweep, run_sweep
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "geyser.py"
@@ -55,16 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # First, before anything starts JAX: each point's members over the CPU's cores, as
     # ``grnn sweep`` splits them (nothing changes where JAX has started already).
-    n_host = population_host_devices(args.population) if args.population >= 1 else 1
-    split = n_host > 1 and request_cpu_devices(n_host) and jax.default_backend() == "cpu"
+    host = request_host_devices(args.population if args.population >= 1 else None)
     logging.getLogger("absl").setLevel(logging.ERROR)
     cfg = apply_overrides(load_config_file(args.config), args.overrides)
     grid = parse_grid(args.grid or ["model.hidden_size=8,16,32", "model.n_components=2,3,4"])
     splits = config_splits(cfg)
     # The config's data keys ride along in the sweep's record; training ignores them.
-    mesh = population_mesh(args.population, jax.devices()[:n_host]) if split else None
     rows = run_sweep(splits.train, splits.val, args.workdir, grid, base=cfg,
-                     population=args.population, lr_spread=args.lr_spread, log=print, mesh=mesh)
+                     population=args.population, lr_spread=args.lr_spread, log=print,
+                     mesh=host_members_mesh(host, args.population))
     out = Path(args.workdir)
     (out / "sweep.md").write_text(render_table(rows, str(cfg.get("dataset"))))
     plot_sweep(rows, out / PLOT_FILE)

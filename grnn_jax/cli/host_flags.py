@@ -1,27 +1,7 @@
 """``--host-devices``, shared by ``grnn train`` and ``grnn sweep``: a population's members
-split over the CPU's cores as host devices (:mod:`grnn_jax.host_devices`).
-
-By default a command that starts JAX itself asks for ``gcd(P, cores)`` host devices and
-puts whole members on each; ``--host-devices 1`` keeps one device. On a GPU or TPU the
-default device is not a host device and nothing changes.
-"""
+split over the CPU's cores as host devices (:mod:`grnn_jax.training.host_mesh`)."""
 
 from __future__ import annotations
-
-import math
-from typing import NamedTuple
-
-import jax
-
-from grnn_jax.host_devices import cpu_device_count_fixed, population_host_devices, request_cpu_devices
-from grnn_jax.training.sharding import population_mesh
-
-
-class HostDevices(NamedTuple):
-    """How many host devices a population asked for, and whether the user said so."""
-
-    count: int
-    explicit: bool
 
 
 def add_host_devices_flag(group) -> None:
@@ -30,53 +10,3 @@ def add_host_devices_flag(group) -> None:
                        help="with --population P on a CPU: split the cores into N JAX devices and "
                             "the members over them, each device on its own thread (default "
                             "gcd(P, cores) when the command starts JAX; 1: one device)")
-
-
-def request_host_devices(args, population: int | None) -> HostDevices | None:
-    """Checks ``--host-devices`` and asks JAX for the host devices; call it first, before
-    anything starts JAX. None: the members stay on one device (or on the devices that
-    ``--data-parallel`` names).
-
-    Raises:
-      ValueError: ``--host-devices`` without ``--population``, not positive, or not a
-        divisor of the population.
-    """
-    n = getattr(args, "host_devices", None)
-    if n is not None and population is None:
-        raise ValueError("--host-devices applies to --population P")
-    if n is not None and n < 1:
-        raise ValueError(f"--host-devices must be a positive integer; got {n}")
-    if population is None:
-        return None
-    if n is not None and population % n:
-        raise ValueError(f"--host-devices {n} must divide --population {population} (whole members "
-                         "on every device)")
-    if n is None and cpu_device_count_fixed():
-        return None  # JAX already runs (a notebook, a test): its devices stay as they are
-    want = n if n is not None else population_host_devices(population)
-    if want > 1:
-        request_cpu_devices(want)
-    return HostDevices(want, n is not None)
-
-
-def host_members_mesh(host: HostDevices | None, population: int):
-    """The ``("members", "data")`` mesh of :func:`request_host_devices`'s host devices, or
-    None (one device, or the default device is not a CPU).
-
-    Raises:
-      ValueError: ``--host-devices N`` asked for more host devices than JAX has (it had
-        started with fewer).
-    """
-    if host is None or host.count == 1 or jax.default_backend() != "cpu":
-        return None
-    devices = jax.devices()
-    count = host.count
-    if len(devices) < count:
-        if host.explicit:
-            raise ValueError(f"--host-devices {count}: JAX has started with {len(devices)} host "
-                             "device(s); the count is fixed when JAX starts (XLA_FLAGS="
-                             "--xla_force_host_platform_device_count sets it too)")
-        count = math.gcd(count, len(devices))
-        if count == 1:
-            return None
-    return population_mesh(population, devices[:count])

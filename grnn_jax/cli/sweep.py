@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grnn_jax.cli.host_flags import add_host_devices_flag, host_members_mesh, request_host_devices
+from grnn_jax.cli.host_flags import add_host_devices_flag
 from grnn_jax.cli.train import _quiet_checkpoint_logs, load_sequences
 from grnn_jax.training import apply_overrides, split_validation
+from grnn_jax.training.host_mesh import host_members_mesh, request_host_devices
 from grnn_jax.training.population import check_population
 from grnn_jax.training.sweep import PLOT_FILE, RESULTS_CSV, RESULTS_JSONL, parse_grid, plot_sweep, run_sweep
 
@@ -46,7 +47,7 @@ def run_sweep_command(args) -> int:
     """``grnn sweep``: every check first (flags, grid, data, the sweep dir), then the grid."""
     _quiet_checkpoint_logs()
     check_population(args.population)
-    host = request_host_devices(args, args.population)  # before anything starts JAX
+    host = request_host_devices(args.population, args.host_devices)  # before JAX starts
     grid = parse_grid(args.grid)
     base = apply_overrides({}, args.overrides)
     workdir = Path(args.workdir)

@@ -28,7 +28,7 @@ import numpy as np
 import jax
 
 from grnn_jax.atomic import save_npz_atomic
-from grnn_jax.cli.host_flags import add_host_devices_flag, host_members_mesh, request_host_devices
+from grnn_jax.cli.host_flags import add_host_devices_flag
 from grnn_jax.cli.processes import add_process_flags, check_process_flags, join
 from grnn_jax.data import Sequences
 from grnn_jax.heads import HEAD_COVARIANCE_TYPES
@@ -53,6 +53,7 @@ from grnn_jax.training import (
     train,
 )
 from grnn_jax.training.config import EM_HEAD_MAX_PREDICTABILITY
+from grnn_jax.training.host_mesh import host_members_mesh, request_host_devices
 from grnn_jax.training.parallel import is_writer
 from grnn_jax.training.population import check_population, default_members, train_population
 from grnn_jax.training.sharding import make_mesh, population_mesh
@@ -297,7 +298,7 @@ def run_train(args) -> int:
                          "drop --coordinator")
     if args.population is not None:
         check_population(args.population)
-    host = request_host_devices(args, args.population)  # before anything starts JAX
+    host = request_host_devices(args.population, args.host_devices)  # before JAX starts
     if args.ensemble and (args.population is None or not 0 < args.ensemble <= args.population):
         raise ValueError(f"--ensemble must lie in [1, --population]; got {args.ensemble}")
     cfg = load_config_file(args.config) if args.config else {}
