@@ -25,8 +25,8 @@ import numpy as np
 
 from experiments.main import paired_difference, train_seeds
 from grnn_jax import model
-from grnn_jax.heads import HEAD_COVARIANCE_TYPES, n_head_outputs
-from grnn_jax.training import (
+from grnn_jax.model.heads import HEAD_COVARIANCE_TYPES, n_head_outputs
+from grnn_jax.train import (
     apply_overrides,
     config_splits,
     load_config_file,

@@ -35,8 +35,8 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
 from grnn_jax.data import default_switching_ar, sample_switching_ar, synthetic  # noqa: E402
-from grnn_jax.data import regimes as gauss  # noqa: E402
-from grnn_jax.training import (  # noqa: E402
+from grnn_jax.data import regime_process as gauss  # noqa: E402
+from grnn_jax.train import (  # noqa: E402
     ModelConfig,
     TrainConfig,
     evaluate,

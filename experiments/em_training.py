@@ -39,7 +39,7 @@ from grnn_jax.data import (
     iterate_batches,
     sample_switching_ar,
 )
-from grnn_jax.training import (
+from grnn_jax.train import (
     ModelConfig,
     TrainConfig,
     apply_overrides,
@@ -55,7 +55,7 @@ from grnn_jax.training import (
     make_train_step,
     model_variables,
 )
-from grnn_jax.dtypes import default_float
+from grnn_jax.runtime import default_float
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "em_training.py"
 

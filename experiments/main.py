@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import baselines, plots
-from grnn_jax import calibration, gmm, model
+from grnn_jax import gmm, model
+from grnn_jax.gmm import calibration
 from grnn_jax.data import DATASETS, Sequences
 from grnn_jax.data.real import rolling_origin_splits
-from grnn_jax.training import (
+from grnn_jax.train import (
     TrainConfig,
     apply_overrides,
     config_splits,
@@ -44,7 +45,7 @@ from grnn_jax.training import (
     train,
     write_json_atomic,
 )
-from grnn_jax.dtypes import default_float
+from grnn_jax.runtime import default_float
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "geyser.py"
 FEATURE_NAMES = {

@@ -30,8 +30,8 @@ import numpy as np
 import optax
 
 from grnn_jax import em, gmm
-from grnn_jax.heads import MixtureHead
-from grnn_jax.training import make_schedule, ngem_surrogate, optimizer_chain
+from grnn_jax.model.heads import MixtureHead
+from grnn_jax.train import make_schedule, ngem_surrogate, optimizer_chain
 
 METHODS = ("nll", "ngem")
 OPTIMIZERS = {"adamw": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), "sgd": (1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)}

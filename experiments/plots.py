@@ -18,8 +18,9 @@ import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from grnn_jax import calibration, gmm  # noqa: E402
-from grnn_jax.standardise import Standardiser  # noqa: E402
+from grnn_jax import gmm  # noqa: E402
+from grnn_jax.gmm import calibration  # noqa: E402
+from grnn_jax.gmm import Standardiser  # noqa: E402
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 

@@ -1,5 +1,5 @@
 """Sweep of the GRNN on a config's dataset, judged on validation only: a thin wrapper of
-:func:`grnn_jax.training.sweep.run_sweep` (what ``grnn sweep`` runs) on the train and
+:func:`grnn_jax.train.populations.sweep_grid.run_sweep` (what ``grnn sweep`` runs) on the train and
 validation splits a config names; the test split is never loaded into a choice.
 
 Every grid point is a population of ``--population`` members (seeds ``seed``,
@@ -18,9 +18,9 @@ import logging
 import sys
 from pathlib import Path
 
-from grnn_jax.training import apply_overrides, config_splits, load_config_file
-from grnn_jax.training.host_mesh import host_members_mesh, request_host_devices
-from grnn_jax.training.sweep import PLOT_FILE, parse_grid, plot_sweep, run_sweep
+from grnn_jax.train import apply_overrides, config_splits, load_config_file
+from grnn_jax.train.distributed.member_devices import host_members_mesh, request_host_devices
+from grnn_jax.train.populations.sweep_grid import PLOT_FILE, parse_grid, plot_sweep, run_sweep
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "geyser.py"
 

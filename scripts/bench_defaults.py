@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import baselines  # noqa: E402
 from grnn_jax import data  # noqa: E402
 from grnn_jax.data import Sequences, Standardiser  # noqa: E402
-from grnn_jax.training import default_config, evaluate, load_trained, train  # noqa: E402
+from grnn_jax.train import default_config, evaluate, load_trained, train  # noqa: E402
 from machine import cpu_line  # noqa: E402  (scripts/, the directory of this file)
 
 LENGTH = 60

@@ -28,7 +28,7 @@ def jax_fn(*, layers, hidden, batch, seq_len, n_in, seed=0):
     import jax
     import jax.numpy as jnp
 
-    from grnn_jax.nets.lstm_scan import lstm_sequence
+    from grnn_jax.model.lstm_scan import lstm_sequence
 
     rng = np.random.default_rng(seed)
     ws = [(jnp.asarray(rng.normal(0, 0.1, ((n_in if i == 0 else hidden) + hidden, 4 * hidden)), jnp.float32),
@@ -54,7 +54,7 @@ def jax_fn(*, layers, hidden, batch, seq_len, n_in, seed=0):
 def torch_fn(*, layers, hidden, batch, seq_len, n_in, seed=0):
     import torch
 
-    from grnn_jax.host_devices import available_cores
+    from grnn_jax.runtime import available_cores
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
@@ -83,12 +83,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--keep-freed-memory", action="store_true",
-                   help="glibc keeps freed memory for reuse (grnn_jax.allocator), for both sides")
+                   help="glibc keeps freed memory for reuse (grnn_jax.runtime), for both sides")
     args = p.parse_args(argv)
     for name in ("batch", "layers"):
         if any(v < 1 for v in getattr(args, name)):
             p.error(f"--{name} values must be >= 1")
-    from grnn_jax.allocator import keep_freed_memory
+    from grnn_jax.runtime import keep_freed_memory
 
     memory_kept = args.keep_freed_memory and keep_freed_memory()  # before JAX and torch start
     import jax

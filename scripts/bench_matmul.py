@@ -24,7 +24,7 @@ import time
 
 from machine import cpu_line, load_average
 
-from grnn_jax.host_devices import available_cores
+from grnn_jax.runtime import available_cores
 
 
 def shapes(hidden: int, batch: int, seq_len: int, n_features: int = 3, n_components: int = 20):

@@ -10,7 +10,7 @@ members one after another.
 
 Every P > 1 is also timed with its members split over gcd(P, N) host devices (N =
 ``--devices``, by default the cores: what ``grnn train --population P`` does by itself,
-``grnn_jax.host_devices``; the ``members`` axis of ``training.sharding.population_mesh``):
+``grnn_jax.runtime``; the ``members`` axis of ``training.sharding.population_mesh``):
 each host device executes on its own thread, so a population can use cores that one small
 member cannot. "cost vs P=1" stays relative to one member on one device.
 
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
                         "(default: the cores)")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    from grnn_jax.host_devices import available_cores, request_cpu_devices
+    from grnn_jax.runtime import available_cores, request_cpu_devices
 
     n_devices = available_cores() if args.devices is None else args.devices
     if n_devices < 1:
@@ -59,14 +59,14 @@ def main(argv=None) -> int:
     from jax.sharding import NamedSharding, PartitionSpec
 
     from grnn_jax.data import Sequences
-    from grnn_jax.training import ModelConfig, TrainConfig
-    from grnn_jax.training.population import (
+    from grnn_jax.train import ModelConfig, TrainConfig
+    from grnn_jax.train.populations.population import (
         Members,
         init_population,
         population_batch,
         population_program,
     )
-    from grnn_jax.training.sharding import make_population_parallel_step, population_mesh
+    from grnn_jax.train.distributed.sharding import make_population_parallel_step, population_mesh
 
     cfg = TrainConfig(ModelConfig(n_features=args.features, n_components=args.components,
                                   hidden_size=args.hidden), num_steps=10_000,

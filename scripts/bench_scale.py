@@ -172,7 +172,7 @@ def worker_train(args) -> None:
 
     from grnn_jax.data import Sequences, batch_at
     from grnn_jax.train import TrainConfig, train
-    from grnn_jax.training import ModelConfig, init_state, make_optimizer, make_train_step, sharding
+    from grnn_jax.train import ModelConfig, init_state, make_optimizer, make_train_step, sharding
 
     net = ModelConfig(n_features=3, n_components=8, hidden_size=args.hidden).build()
     tx = make_optimizer(learning_rate=1e-3, num_steps=args.steps + 2, warmup_steps=0, weight_decay=0.0,

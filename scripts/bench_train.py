@@ -3,7 +3,7 @@
 Both sides train the same model: an LSTM (hidden 256 by default) over
 sequences of 3-D observations, a linear mixture head with K full-covariance
 components (precision-Cholesky parametrisation, the same constraints as
-``grnn_jax.heads.MixtureHead``) and the mixture negative log-likelihood, with
+``grnn_jax.model.heads.MixtureHead``) and the mixture negative log-likelihood, with
 Adam and global-norm gradient clipping. The two sides are timed in
 interleaved rounds (JAX, then torch at each thread count, then JAX again...),
 so a machine whose load changes during the run slows all of them alike; steps
@@ -21,7 +21,7 @@ Usage:
   .venv/bin/python scripts/bench_train.py --layers 1 --repeats 3 --steps 5
   .venv/bin/python scripts/bench_train.py --pen            # + 2-D mixture with a Bernoulli pen
   .venv/bin/python scripts/bench_train.py --cpu-time --torch-threads 1   # CPU work, loaded machine
-  .venv/bin/python scripts/bench_train.py --keep-freed-memory     # grnn_jax.allocator on
+  .venv/bin/python scripts/bench_train.py --keep-freed-memory     # grnn_jax.runtime on
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pen", action="store_true", help="also the 2-D mixture + Bernoulli pen model")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="glibc keeps freed memory for reuse (grnn_jax.allocator), for both "
+                        help="glibc keeps freed memory for reuse (grnn_jax.runtime), for both "
                              "sides, as GRNN_KEEP_FREED_MEMORY=1 makes the grnn command do")
     parser.add_argument("--cpu-time", action="store_true",
                         help="rate steps per second of process CPU time (all threads summed) "
@@ -234,8 +234,8 @@ def main(argv=None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
     # Before JAX or torch start their threads; it applies to both sides.
-    from grnn_jax.allocator import keep_freed_memory
-    from grnn_jax.host_devices import available_cores
+    from grnn_jax.runtime import keep_freed_memory
+    from grnn_jax.runtime import available_cores
 
     memory_kept = args.keep_freed_memory and keep_freed_memory()
     cores = available_cores()
@@ -281,7 +281,7 @@ def main(argv=None) -> int:
     print("\ncommand: python scripts/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(f"CPU: {cpu_line()}, {cores} cores; "
           f"load average {load_before} before, {load_average()} after; freed memory kept for reuse "
-          f"(grnn_jax.allocator): {'yes' if memory_kept else 'no'}")
+          f"(grnn_jax.runtime): {'yes' if memory_kept else 'no'}")
     if on_gpu:
         print(f"GPU: {jax.devices()[0].device_kind}" + (
             f"; torch on CUDA, cuDNN {torch.backends.cudnn.version()}" if torch is not None else ""))

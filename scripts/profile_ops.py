@@ -7,7 +7,7 @@ call of the program, with their share of its wall time. Matmuls are the ops name
 containers whose ops are listed on their own. The programs:
 
 * ``lstm``: the gradient of ``sum(hs * r)`` with respect to every weight of an LSTM
-  (``grnn_jax.nets.lstm_scan.lstm_sequence``), as ``scripts/bench_lstm.py`` times it;
+  (``grnn_jax.model.lstm_scan.lstm_sequence``), as ``scripts/bench_lstm.py`` times it;
 * ``step``: the whole train step of ``scripts/bench_train.py`` (LSTM, mixture head, Adam).
 
 Usage:
@@ -66,14 +66,14 @@ def main(argv=None) -> int:
     p.add_argument("--input", type=int, default=3, help="input width of the first layer (lstm only)")
     p.add_argument("--calls", type=int, default=3, help="traced calls (after 3 untraced)")
     p.add_argument("--top", type=int, default=20)
-    p.add_argument("--keep-freed-memory", action="store_true", help="grnn_jax.allocator, as bench_train's")
+    p.add_argument("--keep-freed-memory", action="store_true", help="grnn_jax.runtime, as bench_train's")
     args = p.parse_args(argv)
     for name in ("layers", "hidden", "batch", "seq_len", "input", "calls", "top"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
-    from grnn_jax.allocator import keep_freed_memory
-    from grnn_jax.host_devices import available_cores
+    from grnn_jax.runtime import keep_freed_memory
+    from grnn_jax.runtime import available_cores
 
     memory_kept = args.keep_freed_memory and keep_freed_memory()
     import jax

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from grnn_jax.allocator import ENV_SWITCH
+from grnn_jax._util.allocator import ENV_SWITCH
 
 # A jitted step whose 3000 x 3000 float32 intermediate (36 MB, above glibc's largest mmap
 # threshold; the input of a second matmul, so it cannot be fused away) is an XLA temporary
 # buffer, allocated and freed at every call.
 _STEP = """
 import resource
-from grnn_jax.allocator import keep_freed_memory_if_asked
+from grnn_jax._util.allocator import keep_freed_memory_if_asked
 applied = keep_freed_memory_if_asked()
 import jax, jax.numpy as jnp
 step = jax.jit(lambda a: jnp.sum(jnp.tanh(a @ a.T) @ a))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from grnn_jax import calibration, gmm
+from grnn_jax import gmm
+from grnn_jax.gmm import calibration
 
 K, D = 3, 2
 

@@ -12,7 +12,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from grnn_jax.cli import main
-from grnn_jax.estimator import GaussianMixture
+from grnn_jax.em.estimator import GaussianMixture
 
 K, D = 3, 2
 

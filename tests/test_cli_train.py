@@ -10,7 +10,7 @@ import pytest
 from grnn_jax import model
 from grnn_jax.cli import main
 from grnn_jax.data import Sequences, default_switching_ar, sample_switching_ar
-from grnn_jax.training import (
+from grnn_jax.train import (
     apply_overrides,
     load_config_file,
     load_trained,

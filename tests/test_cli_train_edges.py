@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from grnn_jax.cli import main
-from grnn_jax.training import RunCheckpoints
+from grnn_jax.train import RunCheckpoints
 
 from dirstate import tree_hash
 

@@ -13,8 +13,8 @@ import pytest
 from grnn_jax import em, gmm, model
 from grnn_jax.cli import main
 from grnn_jax.data import Sequences, batch_at
-from grnn_jax.data.regimes import default_gaussian_regimes, sample_gaussian_regimes, step_log_probs
-from grnn_jax.training import (
+from grnn_jax.data.regime_process import default_gaussian_regimes, sample_gaussian_regimes, step_log_probs
+from grnn_jax.train import (
     ModelConfig,
     TrainConfig,
     evaluate,
@@ -23,7 +23,7 @@ from grnn_jax.training import (
     regime_probabilities,
     train,
 )
-from grnn_jax.training.em_state import (
+from grnn_jax.train.em_training.em_state import (
     EM_HEAD_KEY,
     em_head_update,
     initial_params_and_aux,

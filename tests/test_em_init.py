@@ -9,7 +9,7 @@ import pytest
 from grnn_jax import data, gmm
 from grnn_jax import train as T
 from grnn_jax.cli import main
-from grnn_jax.training.em_init import fit_observation_gmm
+from grnn_jax.train.em_training.em_init import fit_observation_gmm
 
 from dirstate import tree_hash
 

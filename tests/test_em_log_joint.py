@@ -10,7 +10,7 @@ from grnn_jax import em, gmm
 from grnn_jax.em import features
 from grnn_jax.em import log_joint as lj
 from grnn_jax.em.blocks import data_columns, default_block_size
-from grnn_jax.standardise import Standardiser
+from grnn_jax.gmm.standardise import Standardiser
 
 QUAD_TYPES = ["full", "diag", "spherical"]
 

@@ -10,8 +10,8 @@ import pytest
 from grnn_jax import data, gmm
 from grnn_jax import train as T
 from grnn_jax.data import Sequences
-from grnn_jax.heads import MixtureHead, n_head_outputs
-from grnn_jax.training import em_objectives as E
+from grnn_jax.model.heads import MixtureHead, n_head_outputs
+from grnn_jax.train.em_training import em_objectives as E
 
 K, D, H = 3, 2, 4
 
@@ -170,7 +170,7 @@ def test_natural_steps_reject_an_unknown_weighting():
 
 def test_em_training_experiment_smoke(tmp_path):
     from experiments import em_training
-    from grnn_jax.training import load_config_file
+    from grnn_jax.train import load_config_file
 
     cfg = load_config_file(em_training.DEFAULT_CONFIG.parent / "em_training_tiny.py")
     res = em_training.run(cfg, tmp_path, progress=False)
@@ -194,7 +194,7 @@ def test_em_training_experiment_datasets_flag(capsys):
 
 def test_em_training_experiment_runs_under_sgd(tmp_path):
     from experiments import em_training
-    from grnn_jax.training import load_config_file
+    from grnn_jax.train import load_config_file
 
     cfg = load_config_file(em_training.DEFAULT_CONFIG.parent / "em_training_tiny.py")
     cfg.update(heads=["mdn"], inits=["default"])

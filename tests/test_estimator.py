@@ -4,7 +4,6 @@ import io
 import contextlib
 import warnings
 
-import jax
 import numpy as np
 import pytest
 from sklearn import mixture
@@ -12,7 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import check_estimator
 
 from grnn_jax import gmm
-from grnn_jax.estimator import GaussianMixture, _bucket, _log_prob_and_resp
+from grnn_jax.em.estimator import GaussianMixture, _bucket, _log_prob_and_resp
 
 CTYPES = ("full", "diag", "spherical", "tied")
 K, D = 3, 2

@@ -8,7 +8,7 @@ from sklearn import mixture
 from sklearn.exceptions import ConvergenceWarning
 
 import grnn_jax
-from grnn_jax import estimator
+from grnn_jax.em import estimator
 
 K, D = 3, 2
 

@@ -11,7 +11,8 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 from experiments import baselines, main, plots
-from grnn_jax import calibration, gmm
+from grnn_jax import gmm
+from grnn_jax.gmm import calibration
 from grnn_jax.data import (
     Sequences,
     Standardiser,
@@ -20,7 +21,7 @@ from grnn_jax.data import (
     sample_switching_ar,
 )
 from grnn_jax.data.real import rolling_origin_splits
-from grnn_jax.training import evaluate, load_config_file, load_trained
+from grnn_jax.train import evaluate, load_config_file, load_trained
 
 ROOT = Path(__file__).resolve().parents[1]
 

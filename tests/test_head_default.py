@@ -6,9 +6,9 @@ import pytest
 from scipy.linalg import solve_discrete_lyapunov
 
 from grnn_jax.data import Sequences, linear_predictability
-from grnn_jax.training import default_config
-from grnn_jax.training.config import EM_HEAD_MAX_PREDICTABILITY
-from grnn_jax.training.resolve import resolve_train_config
+from grnn_jax.train import default_config
+from grnn_jax.train.config import EM_HEAD_MAX_PREDICTABILITY
+from grnn_jax.train.resolve import resolve_train_config
 
 
 def _var1(a, cov, *, n_sequences, length, seed):

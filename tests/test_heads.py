@@ -8,7 +8,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from grnn_jax import gmm
-from grnn_jax.heads import (
+from grnn_jax.model.heads import (
     MixtureHead,
     head_bias_from_gmm,
     n_head_outputs,

@@ -10,8 +10,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from grnn_jax import em, gmm, model
 from grnn_jax.data import Sequences, batch_at
-from grnn_jax.data.regimes import default_gaussian_regimes, sample_gaussian_regimes
-from grnn_jax.training import (
+from grnn_jax.data.regime_process import default_gaussian_regimes, sample_gaussian_regimes
+from grnn_jax.train import (
     ModelConfig,
     TrainConfig,
     collect_hidden_states,
@@ -24,8 +24,8 @@ from grnn_jax.training import (
     steps_of,
     train,
 )
-from grnn_jax.training.em_state import HIDDEN_GMM_KEY, initial_params_and_aux
-from grnn_jax.training.objectives import nll_loss
+from grnn_jax.train.em_training.em_state import HIDDEN_GMM_KEY, initial_params_and_aux
+from grnn_jax.train.objectives import nll_loss
 
 PROC = default_gaussian_regimes()
 

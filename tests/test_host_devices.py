@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from grnn_jax.host_devices import population_host_devices, request_cpu_devices
+from grnn_jax._util.cpu_devices import population_host_devices, request_cpu_devices
 from xla_env import one_device_xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBE = ("import jax; from grnn_jax.host_devices import request_cpu_devices; "
+PROBE = ("import jax; from grnn_jax._util.cpu_devices import request_cpu_devices; "
          "print(request_cpu_devices(3), len(jax.devices('cpu')))")
 
 

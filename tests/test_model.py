@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from grnn_jax import gmm, model
-from grnn_jax.calibration import marginal_quantile, marginal_std
-from grnn_jax.heads import head_bias_from_gmm
-from grnn_jax.nets.generate import _generate_jit
+from grnn_jax.gmm.calibration import marginal_quantile, marginal_std
+from grnn_jax.model.heads import head_bias_from_gmm
+from grnn_jax.model.generate import _generate_jit
 
 D, K, H = 2, 3, 5
 

@@ -1,6 +1,5 @@
 """The notebooks in notebooks/ run top to bottom (each within a minute on a 2-core CPU)."""
 
-import os
 import time
 from pathlib import Path
 

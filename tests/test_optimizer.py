@@ -9,7 +9,7 @@ import pytest
 
 from grnn_jax import data
 from grnn_jax.cli import main
-from grnn_jax.training import (
+from grnn_jax.train import (
     ModelConfig,
     TrainConfig,
     make_optimizer,

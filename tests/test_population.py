@@ -16,8 +16,8 @@ from scipy.special import logsumexp
 
 from grnn_jax import data, gmm, model
 from grnn_jax.cli import main
-from grnn_jax.host_devices import available_cores
-from grnn_jax.training import (
+from grnn_jax._util.cpu_devices import available_cores
+from grnn_jax.train import (
     ModelConfig,
     TrainConfig,
     evaluate,
@@ -26,8 +26,8 @@ from grnn_jax.training import (
     read_metrics,
     train,
 )
-from grnn_jax.training.ensemble import ensemble_gmm, evaluate_ensemble, load_ensemble
-from grnn_jax.training.population import (
+from grnn_jax.train.populations.ensemble import ensemble_gmm, evaluate_ensemble, load_ensemble
+from grnn_jax.train.populations.population import (
     Members,
     default_members,
     evaluate_population,
@@ -208,7 +208,7 @@ def test_cli_population_over_host_devices(splits, tmp_path, capsys):
 
 
 def test_cli_population_ctrl_c(splits, tmp_path, capsys, monkeypatch):
-    import grnn_jax.cli.train as cli_train
+    import grnn_jax.cli.train_cmd as cli_train
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -323,7 +323,7 @@ def test_em_state_written_run_ensemble_and_frozen_member(splits, em_pop, capsys,
 def test_population_on_a_mesh_equals_one_device(splits, pop_run):
     from jax.sharding import PartitionSpec
 
-    from grnn_jax.training import sharding
+    from grnn_jax.train.distributed import sharding
 
     tr, va = splits
     res, _ = pop_run

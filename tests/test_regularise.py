@@ -9,9 +9,9 @@ import pytest
 
 from grnn_jax import data, gmm, model
 from grnn_jax.cli import main
-from grnn_jax.nets import regularise as R
-from grnn_jax.nets.cells import LSTMCell, _Cell
-from grnn_jax.training import (
+from grnn_jax.model import regularise as R
+from grnn_jax.model.cells import LSTMCell, _Cell
+from grnn_jax.train import (
     ModelConfig,
     Regulariser,
     TrainConfig,
@@ -127,7 +127,7 @@ def test_the_train_step_draws_noise_from_its_key_and_step():
 
 
 def test_default_recurrent_dropout_follows_data_size_and_smoothness():
-    from grnn_jax.training import default_config
+    from grnn_jax.train import default_config
 
     rng = np.random.default_rng(0)
     for shape, rate in (((100, 60, 2), 0.45), ((1000, 60, 2), 0.3), ((9000, 60, 1), 0.15)):

@@ -9,7 +9,7 @@ import pytest
 
 from grnn_jax import data
 from grnn_jax.cli import main
-from grnn_jax.training.sweep import parse_grid
+from grnn_jax.train.populations.sweep_grid import parse_grid
 
 
 @pytest.mark.parametrize("items, message", [
@@ -120,7 +120,7 @@ def test_sweep_bad_input(npz, tmp_path, capsys, args, message):
 
 
 def test_plot_and_its_absence(tmp_path, monkeypatch):
-    from grnn_jax.training.sweep import plot_sweep
+    from grnn_jax.train.populations.sweep_grid import plot_sweep
 
     rows = [{"model.hidden_size": h, "model.n_components": k, "point": f"{h},{k}", "member": 0,
              "learning_rate": 1e-3, "best_val_nll": 1.0 / k + h / 100, "is_best": True}

@@ -13,7 +13,7 @@ import pytest
 from grnn_jax import data, gmm, model
 from grnn_jax import train as T
 from grnn_jax.data import Sequences, synthetic
-from grnn_jax.training import loop as loop_mod
+from grnn_jax.train import loop as loop_mod
 
 PROC = data.default_switching_ar(2)
 

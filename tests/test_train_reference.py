@@ -16,7 +16,7 @@ from jax.test_util import check_grads
 from grnn_jax import gmm, model
 from grnn_jax import train as T
 from grnn_jax.data import Batch
-from grnn_jax.nets.lstm_scan import lstm_sequence
+from grnn_jax.model.lstm_scan import lstm_sequence
 
 B, STEPS, D, K, H = 3, 7, 2, 3, 6
 MIN_SCALE, MAX_SCALE = 1e-3, 1e3

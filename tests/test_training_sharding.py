@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from grnn_jax.data import Sequences, batch_at
-from grnn_jax.training import ModelConfig, init_state, make_optimizer, make_train_step
-from grnn_jax.training import sharding
+from grnn_jax.train import ModelConfig, init_state, make_optimizer, make_train_step
+from grnn_jax.train.distributed import sharding
 
 
 def test_loss_trajectory_equals_one_device():

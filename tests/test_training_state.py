@@ -163,7 +163,7 @@ def test_a_given_budget_brings_its_own_schedule_and_evaluation_grid():
 
 
 def test_early_stopping_waits_for_the_stated_share_of_the_run(tmp_path, monkeypatch):
-    from grnn_jax.training import loop as loop_mod
+    from grnn_jax.train import loop as loop_mod
 
     tr = Sequences(np.random.default_rng(1).normal(size=(8, 6, 1)))
     scores = iter([1.0] + [2.0] * 50)  # never better after the first evaluation

@@ -4,7 +4,7 @@ eustock and storms (same sizes, budgets and seeds as ``em_training.py``)."""
 
 from pathlib import Path
 
-from grnn_jax.training import load_config_file
+from grnn_jax.train import load_config_file
 
 
 def get_config() -> dict:

@@ -7,7 +7,7 @@ best one."""
 
 from pathlib import Path
 
-from grnn_jax.training import load_config_file
+from grnn_jax.train import load_config_file
 
 LEARNING_RATES = (0.03, 0.1, 0.3, 1.0)
 

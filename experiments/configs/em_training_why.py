@@ -4,7 +4,7 @@ diagonal components (no off-diagonal Cholesky entries)."""
 
 from pathlib import Path
 
-from grnn_jax.training import load_config_file
+from grnn_jax.train import load_config_file
 
 
 def get_config() -> dict:

@@ -1,4 +1,4 @@
-"""The ``grnn`` command: one sub-command per module in this package."""
+"""The ``grnn`` command: one sub-command per ``*_cmd`` module in this package."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from grnn_jax.allocator import keep_freed_memory_if_asked
-from grnn_jax.cli import fit_gmm, regimes, sweep, train
+from grnn_jax._util.allocator import keep_freed_memory_if_asked
+from grnn_jax.cli import fit_gmm_cmd, regimes_cmd, sweep_cmd, train_cmd
 
 # What a shell reports for a process ended by SIGPIPE (128 + 13).
 EXIT_BROKEN_PIPE = 141
@@ -16,7 +16,7 @@ EXIT_BROKEN_PIPE = 141
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (fit_gmm, train, regimes, sweep):
+    for module in (fit_gmm_cmd, train_cmd, regimes_cmd, sweep_cmd):
         module.add_parser(sub)
     return parser
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> int:
     """The ``grnn`` executable: :func:`main`, first keeping freed memory for reuse when
-    ``GRNN_KEEP_FREED_MEMORY=1`` (:func:`grnn_jax.allocator.keep_freed_memory`: faster
+    ``GRNN_KEEP_FREED_MEMORY=1`` (:func:`grnn_jax._util.allocator.keep_freed_memory`: faster
     steps for large models), before JAX starts its threads."""
     keep_freed_memory_if_asked()
     return main()

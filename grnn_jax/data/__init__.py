@@ -18,10 +18,11 @@ from grnn_jax.data.real import (
     load_geyser,
     load_storms,
 )
+from grnn_jax.data.masks import mask_from_lengths
 from grnn_jax.data.sequences import Sequences
 from grnn_jax.data.splits import Splits, chunk_series, split_indices, split_sequences, split_series
 from grnn_jax.data.smoothness import linear_predictability, step_change_ratio
-from grnn_jax.standardise import Standardiser
+from grnn_jax.gmm.standardise import Standardiser
 from grnn_jax.data.synthetic import SwitchingAR, default_switching_ar, sample_switching_ar
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "load_eustock",
     "load_geyser",
     "load_storms",
+    "mask_from_lengths",
     "sample_switching_ar",
     "split_indices",
     "split_sequences",

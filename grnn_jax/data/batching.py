@@ -12,7 +12,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from grnn_jax.data.sequences import Sequences
-from grnn_jax.nets.grnn import mask_from_lengths
+from grnn_jax.data.masks import mask_from_lengths
 
 
 class Batch(NamedTuple):

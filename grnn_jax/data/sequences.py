@@ -8,8 +8,8 @@ from typing import Sequence as _Seq
 
 import numpy as np
 
-from grnn_jax.nets.grnn import mask_from_lengths
-from grnn_jax.validation import check_finite_steps
+from grnn_jax.data.masks import mask_from_lengths
+from grnn_jax._util.validation import check_finite_steps
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from grnn_jax.data.sequences import Sequences
-from grnn_jax.validation import check_data
+from grnn_jax._util.validation import check_data
 
 
 class Splits(NamedTuple):

@@ -27,7 +27,7 @@ Example:
 """
 
 from grnn_jax.em.blocks import default_block_size
-from grnn_jax.standardise import Standardiser
+from grnn_jax.gmm.standardise import Standardiser
 from grnn_jax.em.chunked import fit_chunked, log_likelihood_chunked
 from grnn_jax.em.fit import FitResult, fit, fit_from
 from grnn_jax.em.init import INIT_METHODS, initialize

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from grnn_jax.em.features import uses_packed_moments
-from grnn_jax.standardise import Standardiser
+from grnn_jax.gmm.standardise import Standardiser
 
 # Floats per block buffer and the block-size bounds: a CPU's caches (2-core EPYC) or an
 # accelerator's memory and parallelism (H200: bigger blocks were 4.7-5.6x faster).
@@ -143,7 +143,7 @@ def block_columns(xb: jax.Array, wb: jax.Array | None, std: Standardiser) -> jax
     Example:
       >>> import jax.numpy as jnp
       >>> from grnn_jax.em.blocks import block_columns
-      >>> from grnn_jax.standardise import Standardiser
+      >>> from grnn_jax.gmm.standardise import Standardiser
       >>> std = Standardiser(jnp.array([1.0, 0.0]), jnp.array([2.0, 1.0]))
       >>> block_columns(jnp.array([[5.0, 2.0]]), jnp.ones(1), std)[:, 0].tolist()
       [2.0, 2.0, 1.0]

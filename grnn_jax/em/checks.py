@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grnn_jax.gmm import GMM, check_covariance_type
-from grnn_jax.validation import check_data, check_finite, check_int, check_positive
+from grnn_jax._util.validation import check_data, check_finite, check_int, check_positive
 
 
 def check_key(key) -> jax.Array:

@@ -37,8 +37,8 @@ from grnn_jax.em.init import INIT_METHODS, init_std
 from grnn_jax.em.rows import RowSource
 from grnn_jax.em.select import log_likelihood_sum
 from grnn_jax.em.stats import e_step_std, m_step_std
-from grnn_jax.validation import check_int
-from grnn_jax.dtypes import default_float
+from grnn_jax._util.validation import check_int
+from grnn_jax._util.dtypes import default_float
 
 DEFAULT_INIT_SAMPLE = 100_000
 

@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from grnn_jax.validation import check_int
+from grnn_jax._util.validation import check_int
 
 
 def parse_coordinator(address: str) -> tuple[str, int]:

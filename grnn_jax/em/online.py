@@ -41,7 +41,7 @@ from grnn_jax.em.stepwise import blend, check_step_schedule, step_size
 # eta_t = (t + 2)^-alpha: the first blended batch gets eta_0 = 2^-alpha < 1, so the
 # initialisation sample's statistics are never forgotten at once.
 _OFFSET = 2.0
-from grnn_jax.validation import check_int
+from grnn_jax._util.validation import check_int
 
 
 class OnlineResult(NamedTuple):

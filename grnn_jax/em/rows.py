@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from grnn_jax.validation import check_finite, check_int
+from grnn_jax._util.validation import check_finite, check_int
 
 
 def open_npy(path) -> tuple[Path, int, tuple[int, int], np.dtype]:

@@ -28,7 +28,7 @@ from grnn_jax.em.blocks import block_columns, data_columns, default_block_size, 
 from grnn_jax.em.chunked import DEFAULT_INIT_SAMPLE
 from grnn_jax.em.fit import FitResult, _em_loop
 from grnn_jax.em.init import INIT_METHODS, init_std
-from grnn_jax.validation import check_int
+from grnn_jax._util.validation import check_int
 
 
 def data_mesh(devices=None, axis: str = "data") -> Mesh:

@@ -25,7 +25,7 @@ from jax import lax
 
 from grnn_jax.gmm import GMM, check_covariance_type, log_weights, precision_cholesky
 from grnn_jax.em.blocks import data_columns, default_block_size, map_reduce
-from grnn_jax.standardise import Standardiser
+from grnn_jax.gmm.standardise import Standardiser
 from grnn_jax.em.features import n_stat_features, split_sums, stat_features, uses_packed_moments
 from grnn_jax.em.log_joint import (
     HIGHEST,

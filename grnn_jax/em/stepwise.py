@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from grnn_jax.gmm import check_covariance_type
 from grnn_jax.em.stats import SufficientStats
-from grnn_jax.dtypes import default_float
+from grnn_jax._util.dtypes import default_float
 
 
 def stats_from_responsibilities(

@@ -27,8 +27,9 @@ from grnn_jax.gmm.density import (
     log_responsibilities,
     responsibilities,
 )
-from grnn_jax.gmm.mstep import m_step
+from grnn_jax.gmm.maximise import m_step
 from grnn_jax.gmm.sampling import sample, sample_with_labels
+from grnn_jax.gmm.standardise import Standardiser
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -51,6 +52,7 @@ __all__ = [
     "responsibilities",
     "sample",
     "sample_with_labels",
+    "Standardiser",
     "weights",
     "with_temperature",
 ]
