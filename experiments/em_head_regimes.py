@@ -97,7 +97,7 @@ def run_one(process: str, method: str, seed: int, args, out: Path) -> dict:
                ari_post_hoc=_ari_after(steps_of(post.labels, te), zte),
                post_hoc_k=post.n_components, bic_table=post.table)
     if head == "em":
-        filt, pred = regime_probabilities(net, best, te, standardiser=st)
+        filt, pred, _ = regime_probabilities(net, best, te, standardiser=st)
         rec["ari_filtering"] = float(adjusted_rand_score(zte.ravel(), filt.argmax(-1).ravel()))
         if seed == 0:
             _plot(out / f"{process}-em-regimes.png", te, zte, filt, pred, during,

@@ -14,8 +14,13 @@ best VALIDATION NLL beside the training data's one-step linear predictability
 (``data.linear_predictability``), the table the default head's rule was chosen from; no
 test data are read.
 
+``--race`` times ``grnn train --race`` (the head and lags chosen on validation by successive
+halving, :func:`grnn_jax.train.race`) against one default run on the same data, in the same
+process, and scores both on the test split.
+
 Usage:
   python scripts/bench_defaults.py                        # everything (long on 2 cores)
+  python scripts/bench_defaults.py --race --sizes 100 --datasets geyser,eustock --seeds 0
   python scripts/bench_defaults.py --sizes 100 --datasets geyser --seeds 0
   python scripts/bench_defaults.py --compare-heads --sizes 100 --datasets eustock
 """
@@ -34,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import baselines  # noqa: E402
 from grnn_jax import data  # noqa: E402
 from grnn_jax.data import Sequences, Standardiser  # noqa: E402
-from grnn_jax.train import default_config, evaluate, load_trained, train  # noqa: E402
+from grnn_jax.train import default_config, evaluate, load_trained, race, train  # noqa: E402
 from machine import cpu_line  # noqa: E402  (scripts/, the directory of this file)
 
 LENGTH = 60
@@ -69,6 +74,43 @@ def _baselines(train_s, val_s, test_s) -> dict:
     g = baselines.static_gmm_baseline(tr, va, log_jacobian=st.log_det)
     out["gmm"] = g.nll(te, st.log_det)
     return out
+
+
+RACE_HEADER = [
+    "| data | default head | default test NLL | race winner | race test NLL | race − default "
+    "| s default | s race | race / default time |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def race_row(name: str, train_s: Sequences, val_s: Sequences, test_s: Sequences, seed: int) -> str:
+    """One default run and one race on the same data: test NLL and wall time of each."""
+    single = _grnn(train_s, val_s, test_s, seed)
+    with tempfile.TemporaryDirectory() as wd:
+        t0 = time.perf_counter()
+        res = race(train_s, val_s, wd, base=default_config(train_s).replace(seed=seed))
+        net, params, st, _ = load_trained(wd)
+        nll = evaluate(net, params, test_s, standardiser=st).nll
+        seconds = time.perf_counter() - t0
+    row = (f"| {name} | {single['head']} | {single['nll']:.3f} | {res.winner} | {nll:.3f} | "
+           f"{nll - single['nll']:+.3f} | {single['seconds']:.0f} | {seconds:.0f} | "
+           f"{seconds / single['seconds']:.2f} |")
+    print(row, flush=True)
+    return row
+
+
+def race_rows(sizes, names, seeds) -> list[str]:
+    proc = data.default_switching_ar(2)
+    sets = []
+    for s in sizes:
+        tr, _ = data.sample_switching_ar(proc, seed=1, n_sequences=s, length=LENGTH)
+        va, _ = data.sample_switching_ar(proc, seed=2, n_sequences=max(20, s // 4), length=LENGTH)
+        te, _ = data.sample_switching_ar(proc, seed=10_000, n_sequences=400, length=LENGTH)
+        sets.append((f"switching AR, {s} x {LENGTH}", tr, va, te))
+    for name in names:
+        sp = data.dataset_splits(name)
+        sets.append((name, sp.train, sp.val, sp.test))
+    return [race_row(n, tr, va, te, seed) for n, tr, va, te in sets for seed in seeds]
 
 
 HEADS_HEADER = [
@@ -147,10 +189,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="also write the table (markdown) here")
     p.add_argument("--compare-heads", action="store_true",
                    help="validation NLL of the defaults with each mixture head, no test data")
+    p.add_argument("--race", action="store_true",
+                   help="time and score the validation race against one default run")
     a = p.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",") if s]
     names = [s for s in a.datasets.split(",") if s]
     seeds = [int(s) for s in a.seeds.split(",") if s]
+    if a.race:
+        header = [f"CPU: {cpu_line()}; seeds {seeds}; held-out nats per observed step "
+                  "(original units), one row per seed", ""] + RACE_HEADER
+        print("\n".join(header), flush=True)
+        rows = race_rows(sizes, names, seeds)
+        if a.out:
+            Path(a.out).write_text("\n".join([f"`python {' '.join(sys.argv)}`", ""] + header + rows) + "\n")
+        return 0
     if a.compare_heads:
         header = [f"CPU: {cpu_line()}; seeds {seeds}; best validation nats per observed step "
                   "(original units)", ""] + HEADS_HEADER

@@ -258,7 +258,7 @@ def _fmt(v, spec):
     return "—" if v is None else format(v, spec)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1e5,1e6", help="comma-separated N")
     p.add_argument("--dims", default="2,16,64", help="comma-separated D")
@@ -276,19 +276,12 @@ def main(argv=None) -> int:
         help="for every implementation (1e-6 makes scikit-learn's float32 Cholesky fail at D=64)",
     )
     p.add_argument("--worker", nargs=5, metavar=("IMPL", "N", "D", "K", "CTYPE"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
 
-    if args.worker:
-        impl, n, d, k, ctype = args.worker
-        res = _WORKERS[impl](
-            int(float(n)), int(d), int(k), ctype, args.iters, args.repeats, args.budget, args.block_size, args.reg_covar
-        )
-        print(json.dumps(res))
-        return 0
 
-    if args.quick:
-        args.sizes, args.dims, args.ks, args.ctypes = "1e5", "16,64", "32", "full"
-    impls = [s for s in args.only.split(",") if s]
+def _implementations(only: str) -> list[str]:
+    """The implementations asked for that can run here (pomegranate only where importable)."""
+    impls = [s for s in only.split(",") if s]
     if "pomegranate" in impls:
         try:
             import pomegranate  # noqa: F401
@@ -296,41 +289,36 @@ def main(argv=None) -> int:
         except ImportError:
             print("pomegranate/torch not importable: skipped")
             impls.remove("pomegranate")
-    configs = [
-        (int(float(n)), int(d), int(k), c)
-        for n in args.sizes.split(",")
-        for d in args.dims.split(",")
-        for k in args.ks.split(",")
-        for c in args.ctypes.split(",")
-    ]
-    print("command:", " ".join([os.path.basename(sys.executable), "scripts/bench_em.py"] + (argv or sys.argv[1:])))
-    print(f"env: {', '.join(f'{v}={os.environ.get(v)}' for v in _BLAS_ENV)} (removed for scikit-learn only)")
-    rows, blas = [], set()
-    for n, d, k, ctype in configs:
-        res = {impl: _run_worker(impl, n, d, k, ctype, args) for impl in impls}
-        for impl, r in res.items():
-            if "error" in r:
-                print(f"  N={n} D={d} K={k} {ctype} {impl}: {r['error']}", file=sys.stderr)
-        blas.update(res.get("sklearn", {}).get("blas", []))
-        med = {i: statistics.median(r["times"]) if r.get("times") else None for i, r in res.items()}
-        mem = {i: r.get("peak_mib") for i, r in res.items()}
-        ours = res.get("jax", {})
-        frac = gflops = None
-        if ctype == "full" and med.get("jax"):
-            flops = 4 * n * k * d * d / med["jax"]
-            gflops, frac = flops / 1e9, flops / ours["matmul_flops"]
-        row = dict(
-            n=n, d=d, k=k, ctype=ctype, ours=med.get("jax"), sk=med.get("sklearn"),
-            pg=med.get("pomegranate"), gflops=gflops, frac=frac,
-            mm=ours.get("matmul_flops", 0) / 1e9 if ours else None,
-            mem_ours=mem.get("jax"), mem_sk=mem.get("sklearn"), mem_pg=mem.get("pomegranate"),
-            block=ours.get("block_size"),
-        )
-        row["ratio"] = row["sk"] / row["ours"] if row["sk"] and row["ours"] else None
-        row["ratio_pg"] = row["pg"] / row["ours"] if row["pg"] and row["ours"] else None
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    return impls
 
+
+def _measure(n, d, k, ctype, impls, args) -> tuple[dict, list]:
+    """One grid point, every implementation in its own subprocess: (the table row, the BLAS
+    scikit-learn reported)."""
+    res = {impl: _run_worker(impl, n, d, k, ctype, args) for impl in impls}
+    for impl, r in res.items():
+        if "error" in r:
+            print(f"  N={n} D={d} K={k} {ctype} {impl}: {r['error']}", file=sys.stderr)
+    med = {i: statistics.median(r["times"]) if r.get("times") else None for i, r in res.items()}
+    mem = {i: r.get("peak_mib") for i, r in res.items()}
+    ours = res.get("jax", {})
+    frac = gflops = None
+    if ctype == "full" and med.get("jax"):
+        flops = 4 * n * k * d * d / med["jax"]
+        gflops, frac = flops / 1e9, flops / ours["matmul_flops"]
+    row = dict(
+        n=n, d=d, k=k, ctype=ctype, ours=med.get("jax"), sk=med.get("sklearn"),
+        pg=med.get("pomegranate"), gflops=gflops, frac=frac,
+        mm=ours.get("matmul_flops", 0) / 1e9 if ours else None,
+        mem_ours=mem.get("jax"), mem_sk=mem.get("sklearn"), mem_pg=mem.get("pomegranate"),
+        block=ours.get("block_size"),
+    )
+    row["ratio"] = row["sk"] / row["ours"] if row["sk"] and row["ours"] else None
+    row["ratio_pg"] = row["pg"] / row["ours"] if row["pg"] and row["ours"] else None
+    return row, res.get("sklearn", {}).get("blas", [])
+
+
+def _print_table(rows: list[dict], blas: set) -> None:
     print(f"\nscikit-learn BLAS (threadpoolctl): {', '.join(sorted(blas)) or 'n/a'}\n")
     head = "| N | D | K | cov | block | ours s/iter | sklearn s/iter | sklearn/ours | pomegranate s/iter | pomegranate/ours | GFLOP/s (4NKD²) | matmul GFLOP/s | % of matmul | peak MiB ours | peak MiB sklearn | peak MiB pomegranate |"
     print(head)
@@ -343,6 +331,37 @@ def main(argv=None) -> int:
             f"{'—' if r['frac'] is None else format(100 * r['frac'], '.0f') + ' %'} | "
             f"{_fmt(r['mem_ours'], '.0f')} | {_fmt(r['mem_sk'], '.0f')} | {_fmt(r['mem_pg'], '.0f')} |"
         )
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.worker:
+        impl, n, d, k, ctype = args.worker
+        res = _WORKERS[impl](
+            int(float(n)), int(d), int(k), ctype, args.iters, args.repeats, args.budget, args.block_size, args.reg_covar
+        )
+        print(json.dumps(res))
+        return 0
+
+    if args.quick:
+        args.sizes, args.dims, args.ks, args.ctypes = "1e5", "16,64", "32", "full"
+    impls = _implementations(args.only)
+    configs = [
+        (int(float(n)), int(d), int(k), c)
+        for n in args.sizes.split(",")
+        for d in args.dims.split(",")
+        for k in args.ks.split(",")
+        for c in args.ctypes.split(",")
+    ]
+    print("command:", " ".join([os.path.basename(sys.executable), "scripts/bench_em.py"] + (argv or sys.argv[1:])))
+    print(f"env: {', '.join(f'{v}={os.environ.get(v)}' for v in _BLAS_ENV)} (removed for scikit-learn only)")
+    rows, blas = [], set()
+    for n, d, k, ctype in configs:
+        row, row_blas = _measure(n, d, k, ctype, impls, args)
+        blas.update(row_blas)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    _print_table(rows, blas)
     return 0
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from machine import cpu_line, load_average
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1,2,4,8", help="population sizes (default 1,2,4,8)")
     p.add_argument("--hidden", type=int, default=32)
@@ -44,40 +44,20 @@ def main(argv=None) -> int:
     p.add_argument("--devices", type=int, default=None,
                    help="also time every P with its members over gcd(P, N) host devices "
                         "(default: the cores)")
-    args = p.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    from grnn_jax.runtime import available_cores, request_cpu_devices
+    return p
 
-    n_devices = available_cores() if args.devices is None else args.devices
-    if n_devices < 1:
-        p.error(f"--devices must be >= 1; got {n_devices}")
-    if n_devices > 1:  # before jax starts: the host platform's device count is fixed then
-        request_cpu_devices(n_devices)
 
+def _compile(cfg, seqs, variants) -> dict:
+    """Each variant ``(P, devices)``'s state and step, compiled by one first step."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from grnn_jax.data import Sequences
-    from grnn_jax.train import ModelConfig, TrainConfig
-    from grnn_jax.train.populations.population import (
-        Members,
-        init_population,
-        population_batch,
-        population_program,
-    )
     from grnn_jax.train.distributed.sharding import make_population_parallel_step, population_mesh
+    from grnn_jax.train.populations.population import Members, init_population, population_batch, population_program
 
-    cfg = TrainConfig(ModelConfig(n_features=args.features, n_components=args.components,
-                                  hidden_size=args.hidden), num_steps=10_000,
-                      batch_size=args.batch)
-    rng = np.random.default_rng(0)
-    seqs = Sequences(rng.normal(size=(8 * args.batch, args.length, args.features)))
     net, tx, step = population_program(cfg)
     runs = {}
-    variants = [(n, 1) for n in sizes]
-    n_devices = min(n_devices, len(jax.devices()))
-    variants += [(n, math.gcd(n, n_devices)) for n in sizes if math.gcd(n, n_devices) > 1]
     for n, n_dev in variants:
         members = Members(tuple(range(n)), (cfg.learning_rate,) * n, (cfg.weight_decay,) * n)
         b = population_batch(seqs, 0, members.seeds, batch_size=cfg.batch_size)
@@ -93,19 +73,34 @@ def main(argv=None) -> int:
         jax.block_until_ready(m)
         runs[n, n_dev] = {"state": state, "members": members, "active": active, "step": run_step,
                           "compile_s": time.perf_counter() - t0, "times": []}
+    return runs
+
+
+def _time_rounds(runs: dict, variants, seqs, cfg, steps: int, rounds: int) -> None:
+    """Appends each variant's seconds per step, round after round, interleaved."""
+    import jax
+
+    from grnn_jax.train.populations.population import population_batch
+
     position = 1
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for key in variants:
             r = runs[key]
             state = r["state"]
             t0 = time.perf_counter()
-            for _ in range(args.steps):
+            for _ in range(steps):
                 b = population_batch(seqs, position, r["members"].seeds, batch_size=cfg.batch_size)
                 state, m = r["step"](state, b, r["active"])
                 position += 1
             jax.block_until_ready(m)
-            r["times"].append((time.perf_counter() - t0) / args.steps)
+            r["times"].append((time.perf_counter() - t0) / steps)
             r["state"] = state
+
+
+def _report(runs: dict, variants, sizes, args) -> None:
+    import jax
+
+    from grnn_jax.runtime import available_cores
 
     print(f"CPU: {cpu_line()}; {available_cores()} cores; "
           f"load average {load_average()}; jax {jax.__version__}, "
@@ -124,6 +119,36 @@ def main(argv=None) -> int:
         cost = t / base if base else float("nan")
         print(f"| {n} | {n_dev} | {1 / t:.1f} | {n / t:.1f} | {cost:.2f}x | {n / cost:.2f}x faster "
               f"| {r['compile_s']:.1f} |")
+
+
+def main(argv=None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    from grnn_jax.runtime import available_cores, request_cpu_devices
+
+    n_devices = available_cores() if args.devices is None else args.devices
+    if n_devices < 1:
+        p.error(f"--devices must be >= 1; got {n_devices}")
+    if n_devices > 1:  # before jax starts: the host platform's device count is fixed then
+        request_cpu_devices(n_devices)
+
+    import jax
+
+    from grnn_jax.data import Sequences
+    from grnn_jax.train import ModelConfig, TrainConfig
+
+    cfg = TrainConfig(ModelConfig(n_features=args.features, n_components=args.components,
+                                  hidden_size=args.hidden), num_steps=10_000,
+                      batch_size=args.batch)
+    rng = np.random.default_rng(0)
+    seqs = Sequences(rng.normal(size=(8 * args.batch, args.length, args.features)))
+    variants = [(n, 1) for n in sizes]
+    n_devices = min(n_devices, len(jax.devices()))
+    variants += [(n, math.gcd(n, n_devices)) for n in sizes if math.gcd(n, n_devices) > 1]
+    runs = _compile(cfg, seqs, variants)
+    _time_rounds(runs, variants, seqs, cfg, args.steps, args.rounds)
+    _report(runs, variants, sizes, args)
     return 0
 
 

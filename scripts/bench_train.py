@@ -80,48 +80,13 @@ def jax_step_fn(*, n_layers, hidden, n_components, n_features, batch, seq_len, p
     import jax.numpy as jnp
     import optax
 
-    from grnn_jax import model
-
-    n_mix = n_features - 1 if pen else n_features
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, seq_len, n_features)).astype(np.float32)
     if pen:
         x[..., -1] = rng.random((batch, seq_len)) < 0.2
     x = jnp.asarray(x)
-    key = jax.random.key(seed)
-    if pen:
-        import flax.linen as nn
-
-        from grnn_jax import gmm
-
-        class Pen(nn.Module):
-            # The previous pen bit is a covariate; a Bernoulli logit for the next one
-            # comes off the same hidden state that the mixture head reads.
-            @nn.compact
-            def __call__(self, x):
-                core = model.GRNN(n_features=n_mix, n_components=n_components,
-                                  covariance_type="full", cell="lstm", hidden_size=hidden,
-                                  n_layers=n_layers, n_covariates=1, name="core")
-                prev = model.shift_right(x)
-                _, h = core.encode(prev)
-                lp = gmm.log_prob(core.head(h), x[..., :n_mix])
-                pen_logit = nn.Dense(1, name="pen")(h)[..., 0]
-                lp_pen = -optax.sigmoid_binary_cross_entropy(pen_logit, x[..., -1])
-                return jnp.mean(lp + lp_pen)
-
-        pen_model = Pen()
-        params = pen_model.init(key, x)
-
-        def loss_fn(p):
-            return -pen_model.apply(p, x)
-    else:
-        net = model.GRNN(n_features=n_mix, n_components=n_components, covariance_type="full",
-                         cell="lstm", hidden_size=hidden, n_layers=n_layers)
-        params = net.init(key, x)
-
-        def loss_fn(p):
-            return -jnp.mean(model.sequence_log_prob(net, p, x)) / seq_len
-
+    params, loss_fn = _jax_loss(x, jax.random.key(seed), n_layers=n_layers, hidden=hidden,
+                                n_components=n_components, pen=pen)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
     opt_state = tx.init(params)
 
@@ -139,6 +104,43 @@ def jax_step_fn(*, n_layers, hidden, n_components, n_features, batch, seq_len, p
         return loss
 
     return step
+
+
+def _jax_loss(x, key, *, n_layers, hidden, n_components, pen):
+    """(initial parameters, loss(params)) of the GRNN on ``x`` (B, T, D); with ``pen`` the last
+    feature is a pen bit: a covariate of the mixture, and Bernoulli-scored itself."""
+    import jax.numpy as jnp
+    import optax
+
+    from grnn_jax import model
+
+    n_features, seq_len = x.shape[-1], x.shape[1]
+    n_mix = n_features - 1 if pen else n_features
+    if not pen:
+        net = model.GRNN(n_features=n_mix, n_components=n_components, covariance_type="full",
+                         cell="lstm", hidden_size=hidden, n_layers=n_layers)
+        return net.init(key, x), lambda p: -jnp.mean(model.sequence_log_prob(net, p, x)) / seq_len
+    import flax.linen as nn
+
+    from grnn_jax import gmm
+
+    class Pen(nn.Module):
+        # The previous pen bit is a covariate; a Bernoulli logit for the next one
+        # comes off the same hidden state that the mixture head reads.
+        @nn.compact
+        def __call__(self, x):
+            core = model.GRNN(n_features=n_mix, n_components=n_components,
+                              covariance_type="full", cell="lstm", hidden_size=hidden,
+                              n_layers=n_layers, n_covariates=1, name="core")
+            prev = model.shift_right(x)
+            _, h = core.encode(prev)
+            lp = gmm.log_prob(core.head(h), x[..., :n_mix])
+            pen_logit = nn.Dense(1, name="pen")(h)[..., 0]
+            lp_pen = -optax.sigmoid_binary_cross_entropy(pen_logit, x[..., -1])
+            return jnp.mean(lp + lp_pen)
+
+    pen_model = Pen()
+    return pen_model.init(key, x), lambda p: -pen_model.apply(p, x)
 
 
 # --------------------------------------------------------------------------- torch
@@ -205,7 +207,7 @@ def torch_step_fn(*, n_layers, hidden, n_components, n_features, batch, seq_len,
     return step
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--hidden", type=int, default=256)
@@ -225,23 +227,12 @@ def main(argv=None) -> int:
                              "instead of wall clock: steadier on a loaded machine")
     parser.add_argument("--torch-threads", type=int, nargs="+", default=None,
                         help="torch intra-op thread counts to compare with (default: the cores, and 1)")
-    args = parser.parse_args(argv)
-    for name in ("layers", "torch_threads"):
-        if any(v < 1 for v in getattr(args, name) or []):
-            parser.error(f"--{name.replace('_', '-')} values must be >= 1")
-    for name in ("hidden", "seq_len", "batch", "components", "steps", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return parser
 
-    # Before JAX or torch start their threads; it applies to both sides.
-    from grnn_jax.runtime import keep_freed_memory
-    from grnn_jax.runtime import available_cores
 
-    memory_kept = args.keep_freed_memory and keep_freed_memory()
-    cores = available_cores()
-    import jax
-
-    on_gpu = jax.default_backend() == "gpu"
+def _torch_sides(args, cores: int, on_gpu: bool):
+    """(the torch module or None, its version line, the torch variants: thread counts, or
+    ["cuda"] on a GPU)."""
     torch, torch_version = None, "not run"
     if not args.no_torch:
         try:
@@ -255,8 +246,11 @@ def main(argv=None) -> int:
     # On a GPU torch runs on it (cuDNN's LSTM); on a CPU at each thread count.
     threads = [] if torch is None else (["cuda"] if on_gpu else
                                         list(dict.fromkeys(args.torch_threads or [cores, 1])))
+    return torch, torch_version, threads
 
-    load_before = load_average()
+
+def _measure(args, torch, threads) -> list[tuple]:
+    """``(layers, pen, steps per second of each side, jax compile seconds)`` per model."""
     variants = [(layers, False) for layers in args.layers]
     if args.pen:
         variants += [(layers, True) for layers in args.layers]
@@ -277,7 +271,13 @@ def main(argv=None) -> int:
         clock = time.process_time if args.cpu_time else time.perf_counter
         rates = interleaved_rates(sides, args.steps, args.repeats, args.warmup, before, clock)
         rows.append((layers, pen, rates, compile_s))
+    return rows
 
+
+def _report(args, argv, rows, threads, torch, torch_version, cores, load_before, memory_kept):
+    import jax
+
+    on_gpu = jax.default_backend() == "gpu"
     print("\ncommand: python scripts/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(f"CPU: {cpu_line()}, {cores} cores; "
           f"load average {load_before} before, {load_average()} after; freed memory kept for reuse "
@@ -299,6 +299,30 @@ def main(argv=None) -> int:
         jr = rates["jax"]
         cells = "".join(f" {rates[f'torch{n}']:.2f} | {jr / rates[f'torch{n}']:.2f}x |" for n in threads)
         print(f"| {name} | {layers} | {jr:.2f} |{cells} {compile_s:.2f} |")
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name in ("layers", "torch_threads"):
+        if any(v < 1 for v in getattr(args, name) or []):
+            parser.error(f"--{name.replace('_', '-')} values must be >= 1")
+    for name in ("hidden", "seq_len", "batch", "components", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+
+    # Before JAX or torch start their threads; it applies to both sides.
+    from grnn_jax.runtime import keep_freed_memory
+    from grnn_jax.runtime import available_cores
+
+    memory_kept = args.keep_freed_memory and keep_freed_memory()
+    cores = available_cores()
+    import jax
+
+    torch, torch_version, threads = _torch_sides(args, cores, jax.default_backend() == "gpu")
+    load_before = load_average()
+    rows = _measure(args, torch, threads)
+    _report(args, argv, rows, threads, torch, torch_version, cores, load_before, memory_kept)
     return 0
 
 

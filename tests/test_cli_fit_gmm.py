@@ -68,10 +68,13 @@ def test_csv_with_and_without_header_equals_npy(data, capsys):
     np.savetxt(tmp / "named.csv", x, delimiter=",", header="waiting,duration", comments="")
     args = ("--components", K, "--covariance-type", "diag")
     ref = run_json(capsys, tmp / "x.npy", *args)
-    for name in ("plain.csv", "named.csv"):
+    for name, columns in (("plain.csv", ["column 1", "column 2"]),
+                          ("named.csv", ["waiting", "duration"])):
         r = run_json(capsys, tmp / name, *args)
         assert r["n_features"] == D and r["covariance_type"] == "diag"
+        assert r["columns"] == columns and r["left_out"] == {}  # the output names what was read
         np.testing.assert_allclose(r["means"], ref["means"], rtol=1e-6)
+    assert ref["columns"] is None
 
 
 def test_out_then_init_from_resumes_from_the_saved_fit(data, capsys):
@@ -116,19 +119,23 @@ def _nan_csv(tmp):
     [
         (lambda t: t / "missing.npy", "data file not found"),
         (lambda t: (t / "x.txt").write_text("1 2\n") and t / "x.txt", "unsupported data file extension '.txt'"),
-        (_nan_csv, r"NaN at index \(1, 1\)"),
+        (_nan_csv, r"column 'b' line 3 has a missing value \('nan'\)"),
         (lambda t: (t / "w.csv").write_text("a,b\n1,2\n3,oops\n") and t / "w.csv",
-         r"column 2 \('b'\) is not numeric: line 3 holds 'oops'"),
+         r"column 'b' is not numeric: line 3 holds 'oops'"),
         (lambda t: (t / "r.csv").write_text("1,2\n3\n") and t / "r.csv", "line 2 has 1 fields; expected 2"),
         (lambda t: np.save(t / "v.npy", np.ones(5)) or t / "v.npy", r"must have rank 2; got shape \(5,\)"),
         (lambda t: np.save(t / "s.npy", np.ones((2, 2))) or t / "s.npy", "--components 3 is more than the 2 rows"),
+        (lambda t: (t / "c.csv").write_text("a,b\n1,2\n3,4\n") and t / "c.csv", "has no column 'z'"),
+        (lambda t: np.save(t / "c.npy", np.ones((4, 2))) or t / "c.npy", "--columns reads a .csv file"),
     ],
-    ids=["missing", "extension", "nan", "not_numeric", "ragged", "rank", "k_above_n"],
+    ids=["missing", "extension", "nan", "not_numeric", "ragged", "rank", "k_above_n", "unknown_column",
+         "columns_on_npy"],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, make, match):
     path = make(tmp_path)
     out = tmp_path / "out.npz"
-    assert main(["fit-gmm", str(path), "--components", "3", "--out", str(out)]) == 2
+    columns = ["--columns", "a,z"] if path.stem == "c" else []
+    assert main(["fit-gmm", str(path), "--components", "3", "--out", str(out), *columns]) == 2
     err = capsys.readouterr().err
     assert err.startswith("grnn fit-gmm: error:") and re.search(match, err), err
     assert not out.exists()

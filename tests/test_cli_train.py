@@ -223,3 +223,17 @@ def test_train_and_evaluate_a_tied_head(run, tmp_path, capsys):
     assert code == 0, err
     rep = json.loads(out)
     assert rep["n_steps"] == 17 and np.isfinite(rep["log_likelihood"])
+
+
+def test_every_data_flag_points_to_the_format_page():
+    """One description of the input files, and every ``--data`` help text points to it."""
+    from grnn_jax.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
+    for name in ("train", "evaluate", "regimes", "fit-gmm"):
+        helps = {a.dest: a.help for a in sub.choices[name]._actions}
+        assert "docs/guide/data_format.md" in helps["data"], name
+    page = (ROOT / "docs" / "guide" / "data_format.md").read_text()
+    for flag in ("--sequence-column", "--time-column", "--columns", "--covariate-columns",
+                 "lengths", "padding", "Sequences.from_list", ".save("):
+        assert flag in page, flag

@@ -185,7 +185,7 @@ def test_recovers_regimes_and_nears_the_oracle_nll(run):
     res = evaluate(net, variables, run["val"], standardiser=st)
     assert res.nll < oracle + ORACLE_MARGIN, (res.nll, oracle)
     # The filtering probabilities pick the true regime of most steps.
-    filt, pred = regime_probabilities(net, variables, run["val"], standardiser=st)
+    filt, pred, _ = regime_probabilities(net, variables, run["val"], standardiser=st)
     np.testing.assert_allclose(filt.sum(-1), 1.0, atol=1e-5)
     np.testing.assert_allclose(pred.sum(-1), 1.0, atol=1e-5)
 

@@ -1,7 +1,9 @@
 """``grnn fit-gmm``: fit a Gaussian mixture to a .npy or .csv table by EM.
 
-Every check (file, extension, parse, NaN, rank, sizes, the --init-from file,
-the --out folder) runs before any compute, so bad input writes nothing.
+A .csv holds one observation per row (format: ``docs/guide/data_format.md``); its
+features are every column holding numbers, or those ``--columns`` names, and the output
+says which it read. Every check (file, extension, parse, NaN, rank, sizes, the
+--init-from file, the --out folder) runs before any compute, so bad input writes nothing.
 With ``--chunk-size`` the .npy file is read a chunk at a time (exact EM, one
 M-step per pass); with ``--online`` by stepwise EM over mini-batches; with
 ``--coordinator`` several processes (hosts) share the rows, each reading only
@@ -11,7 +13,6 @@ its own slice, and process 0 alone prints and writes.
 from __future__ import annotations
 
 import argparse
-import csv
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from sklearn.exceptions import ConvergenceWarning
 
 from grnn_jax import em, gmm
 from grnn_jax._util.atomic import save_npz_atomic
+from grnn_jax.cli.data_flags import FORMAT_DOC, add_table_flags, announce_data, load_rows
 from grnn_jax.cli.process_flags import add_process_flags, check_process_flags, join
+from grnn_jax.data.tables import TableInfo
 from grnn_jax.em import distributed
 from grnn_jax.em.chunked import DEFAULT_INIT_SAMPLE
 from grnn_jax.em.rows import RowSource
@@ -49,7 +52,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="fit a Gaussian mixture to a .npy or .csv table",
         description=__doc__.splitlines()[0],
     )
-    p.add_argument("data", help=".npy file holding an (N, D) array, or a numeric .csv (header optional)")
+    p.add_argument("data", help=".npy file holding an (N, D) array, or a .csv with a row per "
+                                f"observation (header optional; see {FORMAT_DOC})")
+    add_table_flags(p, sequences=False)
     p.add_argument("--components", "-k", type=int, required=True, help="number of components K")
     p.add_argument("--covariance-type", choices=gmm.COVARIANCE_TYPES, default=None,
                    help="full (default), diag, spherical or tied; defaults to the --init-from file's")
@@ -80,61 +85,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _parse_float(cell: str) -> float | None:
-    try:
-        return float(cell)
-    except ValueError:
-        return None
-
-
-def _load_csv(path: Path) -> np.ndarray:
-    """Reads a numeric CSV, with or without a header row, into an (N, D) float64 array.
-
-    A first row with any non-numeric cell is taken as the header. A non-numeric
-    cell anywhere else raises a ValueError naming its column and line.
-    """
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if not rows:
-        raise ValueError(f"{path} holds no rows")
-    header = None
-    if any(_parse_float(c) is None for c in rows[0]):
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
-        if not rows:
-            raise ValueError(f"{path} holds a header row but no data")
-    first_line = 2 if header else 1
-    width = len(header) if header else len(rows[0])
-    out = np.empty((len(rows), width))
-    for i, row in enumerate(rows):
-        line = first_line + i
-        if len(row) != width:
-            raise ValueError(f"{path} line {line} has {len(row)} fields; expected {width}")
-        for j, cell in enumerate(row):
-            value = _parse_float(cell)
-            if value is None:
-                name = f"column {j + 1}" + (f" ({header[j]!r})" if header else "")
-                raise ValueError(f"{path}: {name} is not numeric: line {line} holds {cell.strip()!r}")
-            out[i, j] = value
-    return out
-
-
-def _load_data(path_str: str) -> np.ndarray:
-    """Loads a .npy or .csv table; raises FileNotFoundError/ValueError naming the problem."""
+def _load_data(path_str: str, columns: str | None) -> tuple[np.ndarray, TableInfo | None]:
+    """Loads a .npy or .csv table (``--columns`` picks a CSV's columns); raises
+    FileNotFoundError/ValueError naming the problem."""
     path = Path(path_str)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     ext = path.suffix.lower()
+    if columns is not None and ext != ".csv":
+        raise ValueError(f"--columns reads a .csv file; {path} is not one (see {FORMAT_DOC})")
+    info = None
     if ext == ".npy":
         try:
             x = np.load(path, allow_pickle=False)
         except ValueError as err:
             raise ValueError(f"{path} is not a plain numeric .npy array: {err}") from None
     elif ext == ".csv":
-        x = _load_csv(path)
+        x, info = load_rows(str(path), columns)
     else:
         raise ValueError(f"unsupported data file extension {ext or '(none)'!r} of {path}; "
-                         f"expected .npy or .csv")
-    return check_data(x, str(path), ndim=2)
+                         f"expected .npy or .csv (see {FORMAT_DOC})")
+    return check_data(x, str(path), ndim=2), info
 
 
 def _load_params(path_str: str, *, n_components: int, n_features: int, covariance_type: str | None):
@@ -205,6 +176,9 @@ def _check_args(args) -> None:
     if check_process_flags(args) and args.online:
         raise ValueError("--online runs in one process; use --chunk-size across processes")
     scaled = args.chunk_size is not None or args.online or args.coordinator is not None
+    if scaled and args.columns is not None:
+        raise ValueError("--columns reads a .csv file; --chunk-size, --online and --coordinator "
+                         "read an .npy file")
     if scaled and Path(args.data).suffix.lower() != ".npy":
         raise ValueError(f"--chunk-size, --online and --coordinator read an .npy file; got {args.data}")
     if scaled and args.n_init != 1:
@@ -272,7 +246,8 @@ def run(args) -> int:
     _check_args(args)
     if args.chunk_size is not None or args.online or args.coordinator is not None:
         return _run_scaled(args)
-    x = _load_data(args.data)
+    x, info = _load_data(args.data, args.columns)
+    announce_data(info, "fit-gmm", quiet=True)
     n, d = x.shape
     k = args.components
     if k > n:
@@ -293,6 +268,8 @@ def run(args) -> int:
         est.fit(x)
     report = {
         "data": str(args.data),
+        "columns": None if info is None else list(info.columns),
+        "left_out": None if info is None else dict(info.left_out),
         "n_samples": n,
         "n_features": d,
         "n_components": k,
@@ -331,6 +308,10 @@ def _print_summary(r: dict) -> None:
     else:
         status = "converged" if r["converged"] else "did NOT converge (raise --max-iter or --tol)"
         print(head + f"{status} after {r['n_iter']} iterations")
+    if r.get("columns"):
+        left = ", ".join(f"{k} ({v})" for k, v in r["left_out"].items())
+        left = f"; left out: {left}" if left else ""
+        print("columns " + ", ".join(r["columns"]) + left)
     print(f"mean log-likelihood {r['log_likelihood']:.6g}   BIC {r['bic']:.6g}   AIC {r['aic']:.6g}")
     for i, (w, mu) in enumerate(zip(r["weights"], r["means"])):
         print(f"  component {i}: weight {w:.4f}  mean [{', '.join(f'{m:.4g}' for m in mu)}]")

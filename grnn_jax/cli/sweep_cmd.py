@@ -11,6 +11,7 @@ from pathlib import Path
 from grnn_jax.cli.device_flags import add_host_devices_flag
 from grnn_jax.cli.train_cmd import _quiet_checkpoint_logs, load_sequences
 from grnn_jax.train import apply_overrides, split_validation
+from grnn_jax.train.convergence import sweep_warning
 from grnn_jax.train.distributed.member_devices import host_members_mesh, request_host_devices
 from grnn_jax.train.populations.population import check_population
 from grnn_jax.train.populations.sweep_grid import PLOT_FILE, RESULTS_CSV, RESULTS_JSONL, parse_grid, plot_sweep, run_sweep
@@ -24,12 +25,14 @@ def add_parser(subparsers) -> None:
         description="Trains a population (--population members: seeds and learning rates) at "
         "every combination of the --grid values, on the training part of --data, ranked on its "
         "validation part. Writes results.jsonl and results.csv (one row per member) and "
-        "val_nll.png into --workdir; run again to resume, finished points are not redone.")
+        "val_nll.png into --workdir; run again to resume, finished points are not redone. "
+        "Warns when the best validation NLL came at the last step (the budget may be too short).")
     p.add_argument("--data", required=True, help=".npz holding x (S, T, D) and optionally lengths (S,)")
     p.add_argument("--workdir", required=True, help="sweep directory")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="a swept setting, e.g. hidden_size=32,64 or n_components=3,5 (repeatable; "
-                        "the grid is the product)")
+                   help="a swept setting by its short name, as --set takes it, e.g. "
+                        "hidden_size=32,64 or n_components=3,5 (model.hidden_size also works; "
+                        "repeatable; the grid is the product)")
     p.add_argument("--population", type=int, default=1, metavar="P",
                    help="members per grid point (default 1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -62,9 +65,10 @@ def run_sweep_command(args) -> int:
                      progress=not quiet, log=None if quiet else print,
                      mesh=host_members_mesh(host, args.population))
     plot = plot_sweep(rows, workdir / PLOT_FILE)
+    warning = sweep_warning(rows)
     if args.json:
         print(jsonio.dumps({"workdir": str(workdir), "rows": rows,
-                          "plot": None if plot is None else str(plot)}))
+                            "plot": None if plot is None else str(plot), "warning": warning}))
         return 0
     best = min((r for r in rows if r["is_best"] and r["best_val_nll"] is not None),
                key=lambda r: r["best_val_nll"], default=None)
@@ -74,4 +78,6 @@ def run_sweep_command(args) -> int:
     print(f"rows: {workdir / RESULTS_JSONL}, {workdir / RESULTS_CSV}")
     print(f"plot: {plot}" if plot is not None
           else "plot skipped: matplotlib is not installed (pip install 'grnn_jax[experiments]')")
+    if warning is not None:
+        print(warning)
     return 0

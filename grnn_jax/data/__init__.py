@@ -19,7 +19,9 @@ from grnn_jax.data.real import (
     load_storms,
 )
 from grnn_jax.data.masks import mask_from_lengths
+from grnn_jax.data.lags import lagged, regressors
 from grnn_jax.data.sequences import Sequences
+from grnn_jax.data.tables import TableInfo, read_csv_rows, read_csv_sequences
 from grnn_jax.data.splits import Splits, chunk_series, split_indices, split_sequences, split_series
 from grnn_jax.data.smoothness import linear_predictability, step_change_ratio
 from grnn_jax.gmm.standardise import Standardiser
@@ -27,29 +29,34 @@ from grnn_jax.data.synthetic import SwitchingAR, default_switching_ar, sample_sw
 
 __all__ = [
     "Batch",
-    "DATASETS",
-    "DatasetSpec",
-    "Sequences",
-    "Splits",
-    "Standardiser",
-    "SwitchingAR",
     "batch_at",
     "batches_per_epoch",
     "chunk_series",
     "dataset_splits",
+    "DATASETS",
+    "DatasetSpec",
     "default_switching_ar",
     "iterate_batches",
+    "lagged",
     "linear_predictability",
     "load_dataset",
     "load_eustock",
     "load_geyser",
     "load_storms",
     "mask_from_lengths",
+    "read_csv_rows",
+    "read_csv_sequences",
+    "regressors",
     "sample_switching_ar",
+    "Sequences",
     "split_indices",
     "split_sequences",
     "split_series",
+    "Splits",
+    "Standardiser",
     "step_change_ratio",
+    "SwitchingAR",
     "synthetic",
+    "TableInfo",
     "train_batches",
 ]

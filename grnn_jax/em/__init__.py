@@ -13,6 +13,9 @@
   (online) EM on the same statistics (:mod:`grnn_jax.em.stepwise`).
 * :func:`score`, :func:`bic`, :func:`aic` (all three in one pass: :func:`criteria`),
   :func:`select_n_components`.
+* :func:`fit_regression`, :func:`regression_stats`, :func:`regression_m_step_from_stats` —
+  mixtures of linear regressions (:mod:`grnn_jax.em.regression_em`); :mod:`grnn_jax.em.hmm` —
+  the forward algorithm, smoothing and the Markov M-step of a hidden Markov model.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -31,11 +34,13 @@ from grnn_jax.gmm.standardise import Standardiser
 from grnn_jax.em.chunked import fit_chunked, log_likelihood_chunked
 from grnn_jax.em.fit import FitResult, fit, fit_from
 from grnn_jax.em.init import INIT_METHODS, initialize
+from grnn_jax.em.options import EMOptions
 from grnn_jax.em.online import OnlineResult, fit_online
 from grnn_jax.em.sharded import data_mesh, fit_sharded
 from grnn_jax.em.select import (
     Criteria,
     Selection,
+    SelectionResult,
     aic,
     bic,
     criteria,
@@ -44,35 +49,53 @@ from grnn_jax.em.select import (
     select_n_components,
 )
 from grnn_jax.em.stats import SufficientStats, e_step, m_step_from_stats
+from grnn_jax.em import hmm
+from grnn_jax.em.regression_em import (
+    RegressionFitResult,
+    RegressionStats,
+    fit_regression,
+    regression_e_step,
+    regression_m_step_from_stats,
+    regression_stats,
+)
 from grnn_jax.em.stepwise import blend, check_step_schedule, stats_from_responsibilities, step_size
 
 __all__ = [
-    "Criteria",
-    "FitResult",
-    "INIT_METHODS",
-    "Selection",
-    "Standardiser",
-    "SufficientStats",
     "aic",
     "bic",
     "blend",
     "check_step_schedule",
     "criteria",
+    "Criteria",
+    "data_mesh",
     "default_block_size",
     "e_step",
+    "EMOptions",
     "fit",
     "fit_chunked",
     "fit_from",
-    "fit_sharded",
     "fit_online",
-    "OnlineResult",
-    "data_mesh",
+    "fit_regression",
+    "fit_sharded",
+    "FitResult",
+    "hmm",
+    "INIT_METHODS",
     "initialize",
     "log_likelihood_chunked",
     "log_likelihood_sum",
     "m_step_from_stats",
+    "OnlineResult",
+    "regression_e_step",
+    "regression_m_step_from_stats",
+    "regression_stats",
+    "RegressionFitResult",
+    "RegressionStats",
     "score",
     "select_n_components",
+    "Selection",
+    "SelectionResult",
+    "Standardiser",
     "stats_from_responsibilities",
     "step_size",
+    "SufficientStats",
 ]

@@ -33,14 +33,16 @@ from grnn_jax.em.blocks import (
     weighted_moments,
 )
 from grnn_jax.em.fit import FitResult
-from grnn_jax.em.init import INIT_METHODS, init_std
+from grnn_jax.em.init import init_std
+# DEFAULT_INIT_SAMPLE is re-exported here, where the command line reads it.
+from grnn_jax.em.options import CHUNKED, DEFAULT_INIT_SAMPLE, EMOptions, resolve_options  # noqa: F401
 from grnn_jax.em.rows import RowSource
 from grnn_jax.em.select import log_likelihood_sum
 from grnn_jax.em.stats import e_step_std, m_step_std
 from grnn_jax._util.validation import check_int
 from grnn_jax._util.dtypes import default_float
 
-DEFAULT_INIT_SAMPLE = 100_000
+# DEFAULT_INIT_SAMPLE stays importable from here, where it used to live.
 
 
 def compute_dtype():
@@ -217,15 +219,10 @@ def fit_chunked(
     *,
     key: jax.Array,
     chunk_size: int,
-    covariance_type: str = "full",
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
-    max_iter: int = 100,
-    init: str | GMM = "k-means++",
-    init_sample: int = DEFAULT_INIT_SAMPLE,
+    options: EMOptions | None = None,
     weights=None,
-    block_size: int | None = None,
     split_over_processes: bool = True,
+    **settings,
 ) -> FitResult:
     """Exact EM reading the data ``chunk_size`` rows at a time (one M-step per pass).
 
@@ -244,12 +241,14 @@ def fit_chunked(
       n_components: K.
       key: PRNG key of the initialisation sample and method.
       chunk_size: rows per chunk (>= 1).
-      covariance_type, tol, reg_covar, max_iter, block_size: as :func:`~grnn_jax.em.fit`.
-      init: a method in :data:`~grnn_jax.em.init.INIT_METHODS` (run on the
-        sample) or a GMM to start from.
-      init_sample: rows in the initialisation sample.
+      options: the EM settings (:class:`~grnn_jax.em.options.EMOptions`; None: its
+        defaults); the initialisation method runs on a sample of ``init_sample`` rows
+        (``n_init`` is not used: one start).
       weights: optional (N,) row weights (array or file data).
       split_over_processes: read only this process's slice of array or file data.
+      **settings: those fields by keyword, in place of the options' own:
+        ``covariance_type``, ``tol``, ``reg_covar``, ``max_iter``, ``init``,
+        ``init_sample``, ``block_size``.
 
     Returns:
       :class:`~grnn_jax.em.fit.FitResult` (``history`` holds ``max_iter`` entries).
@@ -263,45 +262,43 @@ def fit_chunked(
       >>> sorted(res.gmm.means[:, 0].round(0).tolist()), bool(res.converged)
       ([-4.0, 4.0], True)
     """
-    checks.check_fit_args(covariance_type, tol, reg_covar, max_iter, 1, block_size)
+    opts = resolve_options("fit_chunked", options, settings, CHUNKED)
     k = check_int(n_components, "n_components")
     c = check_int(chunk_size, "chunk_size")
-    check_int(init_sample, "init_sample")
     key = checks.check_key(key)
-    if isinstance(init, str) and init not in INIT_METHODS:
-        raise ValueError(f"unknown init {init!r}; expected a GMM or one of {INIT_METHODS}")
     source = _check_source(data, weights, split_over_processes)
     if source.n_total is not None:  # no chunk longer than the rows it would hold
         c = max(1, min(c, source.stop - source.start))
     dtype = compute_dtype()
-    ctype = covariance_type
-    if source.n_features is not None and not isinstance(init, str):  # before any pass, where known
+    ctype, init, method = opts.covariance_type, opts.init, opts.init_method
+    if source.n_features is not None and method is None:  # before any pass, where known
         checks.check_gmm(init, k, source.n_features, ctype, ((),))
     std, total, mean_var, n_rows, offset = standardise_pass(
-        source, c, block_size or default_block_size(source.n_features or 1, k, ctype), isotropic=ctype == "spherical"
+        source, c, opts.block_size or default_block_size(source.n_features or 1, k, ctype),
+        isotropic=ctype == "spherical",
     )
     d = source.n_features
-    if not isinstance(init, str):
+    if method is None:
         checks.check_gmm(init, k, d, ctype, ((),))
     if n_rows < k:
         raise ValueError(f"data has {n_rows} rows, fewer than n_components={k}")
-    bs = block_size or default_block_size(d, k, ctype)
-    reg = jnp.asarray(reg_covar, dtype) / jnp.square(std.scale)
-    idx = sample_indices(key, n_rows, init_sample) if isinstance(init, str) else np.zeros(0, np.int64)
+    bs = opts.block_size or default_block_size(d, k, ctype)
+    reg = jnp.asarray(opts.reg_covar, dtype) / jnp.square(std.scale)
+    idx = sample_indices(key, n_rows, opts.init_sample) if method else np.zeros(0, np.int64)
     sq_norm, xs, ws = norm_and_sample_pass(source, c, bs, std, offset, idx)
-    if isinstance(init, str):
+    if method:
         if not (ws > 0).any():
             raise ValueError("the initialisation sample holds no row of positive weight; raise init_sample")
         g = _init_on_sample(*_device(xs, ws, dtype), std, mean_var, key, reg,
-                            n_components=k, ctype=ctype, method=init, block_size=bs)
+                            n_components=k, ctype=ctype, method=method, block_size=bs)
     else:
         g = std.gmm_to(jax.tree.map(lambda a: jnp.asarray(a, dtype), init))
-    bound, history, converged, it = -np.inf, np.full(max_iter, np.nan), False, 0
-    while it < max_iter and not converged:
+    bound, history, converged, it = -np.inf, np.full(opts.max_iter, np.nan), False, 0
+    while it < opts.max_iter and not converged:
         stats, ll_sum = e_step_pass(g, source, c, bs, std, sq_norm)
         new_bound = float(ll_sum / total)
         g = _m_step(stats, reg, ctype=ctype)
-        converged = abs(new_bound - bound) < tol
+        converged = abs(new_bound - bound) < opts.tol
         bound, history[it], it = new_bound, new_bound, it + 1
     shift = float(std.log_det)
     return FitResult(

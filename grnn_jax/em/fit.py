@@ -27,7 +27,8 @@ from jax import lax
 from grnn_jax.gmm import GMM
 from grnn_jax.em import checks
 from grnn_jax.em.blocks import data_columns, default_block_size, fit_standardiser
-from grnn_jax.em.init import INIT_METHODS, init_std
+from grnn_jax.em.init import init_std
+from grnn_jax.em.options import FIT, EMOptions, resolve_options
 from grnn_jax.em.stats import e_step_std, m_step_std
 
 
@@ -249,14 +250,9 @@ def fit(
     n_components: int,
     *,
     key: jax.Array,
-    covariance_type: str = "full",
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
-    max_iter: int = 100,
-    init: str | GMM = "k-means++",
-    n_init: int = 1,
+    options: EMOptions | None = None,
     weights=None,
-    block_size: int | None = None,
+    **settings,
 ) -> FitResult:
     """Fits a Gaussian mixture by EM (scikit-learn's ``GaussianMixture.fit``).
 
@@ -271,20 +267,15 @@ def fit(
         in one ``vmap`` (every result field then gets a leading B axis).
       n_components: K.
       key: PRNG key for the initialisation (split per data set and restart).
-      covariance_type: "full", "diag", "spherical" or "tied".
-      tol: stop when the mean log-likelihood changes by less than this (>= 0).
-      reg_covar: non-negative variance floor added to every covariance. With
-        0, a covariance that is not positive definite (a component collapsed
-        onto a point or a subspace) raises a ValueError naming the component,
-        as scikit-learn does.
-      max_iter: the most EM iterations (>= 1).
-      init: "k-means++", "kmeans", "random", "random_from_data" (see
-        :mod:`grnn_jax.em.init`) or a GMM to start from (batch shape () or (B,);
-        ``n_init`` is then ignored).
-      n_init: restarts; the one with the highest final log-likelihood is kept.
+      options: the EM settings (:class:`~grnn_jax.em.options.EMOptions`; None: its
+        defaults): covariance type, tolerance, ``reg_covar``, iterations, initialisation,
+        restarts and block size (its ``init_sample`` is not used: fit initialises on
+        all rows).
       weights: optional non-negative row weights shaped ``x.shape[:-1]``; an
         integer weight acts as that many copies of the row.
-      block_size: rows per E-step block; None picks one from D and K.
+      **settings: those fields by keyword, in place of the options' own:
+        ``covariance_type``, ``tol``, ``reg_covar``, ``max_iter``, ``init``, ``n_init``,
+        ``block_size``.
 
     Returns:
       :class:`FitResult`. Degenerate but legal data (identical rows, constant
@@ -301,25 +292,22 @@ def fit(
       >>> sorted(res.gmm.means[:, 0].round(0).tolist()), bool(res.converged)
       ([-5.0, 5.0], True)
     """
-    checks.check_not_traced("fit", x=x, weights=weights, key=key, init=init)
-    checks.check_fit_args(covariance_type, tol, reg_covar, max_iter, n_init, block_size)
+    checks.check_not_traced("fit", x=x, weights=weights, key=key)
+    opts = resolve_options("fit", options, settings, FIT)
+    checks.check_not_traced("fit", init=opts.init)
     k = checks.check_int(n_components, "n_components")
     key = checks.check_key(key)
     xa = checks.check_x(x)
     batched = xa.ndim == 3
     checks.check_rows(xa, k)
     w = checks.check_weights(weights, xa, k)
-    init_gmm = None
+    init_gmm, n_init = None, opts.n_init
     gmm_batched = False
-    if isinstance(init, str):
-        if init not in INIT_METHODS:
-            raise ValueError(f"unknown init {init!r}; expected a GMM or one of {INIT_METHODS}")
-        method = init
-    else:
+    if opts.init_method is None:
         batch_ok = ((), (xa.shape[0],)) if batched else ((),)
-        init_gmm = checks.check_gmm(init, k, xa.shape[-1], covariance_type, batch_ok)
+        init_gmm = checks.check_gmm(opts.init, k, xa.shape[-1], opts.covariance_type, batch_ok)
         gmm_batched = batched and init_gmm.batch_shape != ()
-        method, n_init = None, 1
+        n_init = 1
     xj = jnp.asarray(xa)
     wj = None if w is None else jnp.asarray(w, xj.dtype)
     result = _fit_jit(
@@ -327,17 +315,17 @@ def fit(
         wj,
         key,
         init_gmm,
-        float(tol),
-        float(reg_covar),
+        float(opts.tol),
+        float(opts.reg_covar),
         batched=batched,
         gmm_batched=gmm_batched,
         n_components=k,
-        covariance_type=covariance_type,
-        init=method,
+        covariance_type=opts.covariance_type,
+        init=opts.init_method,
         n_init=int(n_init),
-        max_iter=int(max_iter),
-        block_size=block_size,
+        max_iter=int(opts.max_iter),
+        block_size=opts.block_size,
     )
-    if reg_covar == 0:
+    if opts.reg_covar == 0:
         checks.check_defined(result.gmm)
     return result

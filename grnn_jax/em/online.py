@@ -32,8 +32,9 @@ import numpy as np
 from grnn_jax.gmm import GMM
 from grnn_jax.em import checks
 from grnn_jax.em.blocks import data_columns, default_block_size, fit_standardiser
-from grnn_jax.em.chunked import DEFAULT_INIT_SAMPLE, compute_dtype, sample_indices
-from grnn_jax.em.init import INIT_METHODS, init_std
+from grnn_jax.em.chunked import compute_dtype, sample_indices
+from grnn_jax.em.init import init_std
+from grnn_jax.em.options import ONLINE, EMOptions, resolve_options
 from grnn_jax.em.rows import RowSource
 from grnn_jax.em.stats import e_step_std, m_step_std
 from grnn_jax.em.stepwise import blend, check_step_schedule, step_size
@@ -114,14 +115,11 @@ def fit_online(
     batch_size: int,
     passes: int = 1,
     step_exponent: float = 0.6,
-    covariance_type: str = "full",
-    reg_covar: float = 1e-6,
-    init: str | GMM = "k-means++",
-    init_sample: int = DEFAULT_INIT_SAMPLE,
+    options: EMOptions | None = None,
     weights=None,
     shuffle: bool = True,
-    block_size: int | None = None,
     on_pass: Callable[[int, GMM], None] | None = None,
+    **settings,
 ) -> OnlineResult:
     """Stepwise EM: one M-step per mini-batch on statistics blended with a decreasing step size.
 
@@ -133,14 +131,15 @@ def fit_online(
       batch_size: rows per mini-batch B (>= 1); the last is padded with weight 0.
       passes: passes over the data (>= 1).
       step_exponent: alpha in ``eta_t = (t + 2) ** -alpha``, in (0.5, 1].
-      covariance_type, reg_covar: as :func:`~grnn_jax.em.fit`.
-      init: a method in :data:`~grnn_jax.em.init.INIT_METHODS` (run on the sample) or a GMM.
-      init_sample: rows for the standardiser and the initialisation.
+      options: the EM settings (:class:`~grnn_jax.em.options.EMOptions`; None: its
+        defaults); ``init_sample`` rows fit the standardiser and the initialisation (the
+        method runs on them); ``tol``, ``max_iter`` and ``n_init`` are not used.
       weights: optional (N,) row weights (array or file data).
       shuffle: shuffle the order of the batches every pass (array or file data).
-      block_size: rows per E-step block; None picks one from D and K.
       on_pass: called as ``on_pass(p, gmm)`` after pass ``p`` (from 1) with the
         mixture then (e.g. to score it on held-out data).
+      **settings: those fields by keyword, in place of the options' own:
+        ``covariance_type``, ``reg_covar``, ``init``, ``init_sample``, ``block_size``.
 
     Returns:
       :class:`OnlineResult`.
@@ -154,21 +153,18 @@ def fit_online(
       >>> sorted(res.gmm.means[:, 0].round(1).tolist()), int(res.n_steps)
       ([-4.0, 4.0], 32)
     """
+    opts = resolve_options("fit_online", options, settings, ONLINE)
     k = check_int(n_components, "n_components")
     b = check_int(batch_size, "batch_size")
     n_passes = check_int(passes, "passes")
-    check_int(init_sample, "init_sample")
     key = checks.check_key(key)
-    checks.check_fit_args(covariance_type, 0.0, reg_covar, 1, 1, block_size)
     check_step_schedule(step_exponent, _OFFSET, names=("step_exponent", "offset"))
-    if isinstance(init, str) and init not in INIT_METHODS:
-        raise ValueError(f"unknown init {init!r}; expected a GMM or one of {INIT_METHODS}")
     if jax.process_count() > 1:
         raise ValueError("online EM runs in one process; use fit_chunked across processes")
     source = data if isinstance(data, RowSource) else RowSource(data, weights=weights)
     dtype = compute_dtype()
     k_sample, k_init, k_order = jax.random.split(key, 3)
-    xs, ws = _sample(source, k_sample, init_sample, b)
+    xs, ws = _sample(source, k_sample, opts.init_sample, b)
     d = source.n_features
     if not (ws > 0).any():
         raise ValueError("the initialisation sample holds no row of positive weight; raise init_sample")
@@ -178,12 +174,12 @@ def fit_online(
     bad = ~np.isfinite(xs[ws > 0])
     if bad.any():
         raise ValueError(f"{source.describe} has non-finite values")
-    init_gmm = None if isinstance(init, str) else checks.check_gmm(init, k, d, covariance_type, ((),))
-    bs = block_size or default_block_size(d, k, covariance_type)
+    ctype, method = opts.covariance_type, opts.init_method
+    init_gmm = None if method else checks.check_gmm(opts.init, k, d, ctype, ((),))
+    bs = opts.block_size or default_block_size(d, k, ctype)
     std, reg, g, s = _start(
-        jnp.asarray(xs, dtype), jnp.asarray(ws, dtype), k_init, init_gmm, jnp.asarray(reg_covar, dtype),
-        n_components=k, ctype=covariance_type, method=init if init_gmm is None else None, block_size=bs,
-        isotropic=covariance_type == "spherical",
+        jnp.asarray(xs, dtype), jnp.asarray(ws, dtype), k_init, init_gmm, jnp.asarray(opts.reg_covar, dtype),
+        n_components=k, ctype=ctype, method=method, block_size=bs, isotropic=ctype == "spherical",
     )
     t = jnp.zeros((), jnp.int32)
     exponent = jnp.asarray(step_exponent, dtype)

@@ -167,12 +167,37 @@ class Selection(NamedTuple):
     fits: tuple
 
 
+class SelectionResult(NamedTuple):
+    """What :func:`select_n_components` returns: the chosen K and the table behind the choice.
+
+    A tuple, so ``k, table = em.select_n_components(...)`` unpacks it.
+
+    Attributes:
+      n_components: the candidate K with the lowest criterion.
+      selection: the :class:`Selection` table (every candidate, its score and its fit).
+    """
+
+    n_components: int
+    selection: Selection
+
+    @property
+    def fit(self) -> FitResult:
+        """The :class:`FitResult` of the chosen K."""
+        sel = self.selection
+        return sel.fits[sel.candidates.index(self.n_components)]
+
+    @property
+    def gmm(self) -> GMM:
+        """The fitted mixture with the chosen K."""
+        return self.fit.gmm
+
+
 _CRITERIA = {"bic": bic, "aic": aic}
 
 
 def select_n_components(
     x, candidates: Sequence[int], *, key: jax.Array, criterion: str = "bic", **fit_kwargs
-) -> tuple[int, Selection]:
+) -> SelectionResult:
     """Fits one mixture per candidate K and returns the K with the lowest criterion.
 
     Args:
@@ -183,16 +208,22 @@ def select_n_components(
       **fit_kwargs: passed to :func:`fit` (``covariance_type``, ``n_init``, ``weights``, ...).
 
     Returns:
-      ``(best_k, Selection)``.
+      A :class:`SelectionResult`: ``.n_components`` (the chosen K), ``.selection`` (the
+      :class:`Selection` table of every candidate), and for convenience ``.fit`` and
+      ``.gmm`` (the chosen K's fit and mixture). It is the tuple
+      ``(n_components, selection)``, so ``k, table = select_n_components(...)`` works too.
 
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from grnn_jax import em
       >>> x = jnp.concatenate([jax.random.normal(jax.random.key(1), (150, 1)) - 6,
       ...                      jax.random.normal(jax.random.key(2), (150, 1)) + 6])
-      >>> best, table = em.select_n_components(x, [1, 2], key=jax.random.key(0), covariance_type="spherical")
-      >>> best, table.scores[1] < table.scores[0]
-      (2, np.True_)
+      >>> best = em.select_n_components(x, [1, 2], key=jax.random.key(0), covariance_type="spherical")
+      >>> best.n_components, best.gmm.n_components, best.selection.scores[1] < best.selection.scores[0]
+      (2, 2, np.True_)
+      >>> k, table = best  # a tuple too
+      >>> k, table.candidates
+      (2, (1, 2))
     """
     if criterion not in _CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {tuple(_CRITERIA)}")
@@ -209,4 +240,4 @@ def select_n_components(
         fits.append(res)
         scores.append(float(_CRITERIA[criterion](res.gmm, x, weights)))
     scores = np.asarray(scores)
-    return cands[int(np.argmin(scores))], Selection(cands, scores, tuple(fits))
+    return SelectionResult(cands[int(np.argmin(scores))], Selection(cands, scores, tuple(fits)))

@@ -22,12 +22,11 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from grnn_jax.gmm import GMM
 from grnn_jax.em import checks
 from grnn_jax.em.blocks import block_columns, data_columns, default_block_size, standardiser_from_moments, weighted_moments
-from grnn_jax.em.chunked import DEFAULT_INIT_SAMPLE
 from grnn_jax.em.fit import FitResult, _em_loop
-from grnn_jax.em.init import INIT_METHODS, init_std
+from grnn_jax.em.init import init_std
+from grnn_jax.em.options import SHARDED, EMOptions, resolve_options
 from grnn_jax._util.validation import check_int
 
 
@@ -107,14 +106,9 @@ def fit_sharded(
     key: jax.Array,
     mesh: Mesh | None = None,
     axis: str = "data",
-    covariance_type: str = "full",
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
-    max_iter: int = 100,
-    init: str | GMM = "k-means++",
-    init_sample: int = DEFAULT_INIT_SAMPLE,
+    options: EMOptions | None = None,
     weights=None,
-    block_size: int | None = None,
+    **settings,
 ) -> FitResult:
     """EM with the rows sharded over ``mesh``'s ``axis``; the result is replicated.
 
@@ -128,9 +122,13 @@ def fit_sharded(
       key: PRNG key of the initialisation.
       mesh: device mesh; all devices on one axis by default (:func:`data_mesh`).
       axis: the mesh axis the rows are split over.
-      covariance_type, tol, reg_covar, max_iter, weights, block_size: as :func:`~grnn_jax.em.fit`.
-      init: a method in :data:`~grnn_jax.em.init.INIT_METHODS` or a GMM to start from.
-      init_sample: rows the initialisation sees (a seeded uniform sample when N is larger).
+      options: the EM settings (:class:`~grnn_jax.em.options.EMOptions`; None: its
+        defaults); the initialisation sees ``init_sample`` rows (a seeded uniform sample
+        when N is larger; ``n_init`` is not used: one start).
+      weights: as :func:`~grnn_jax.em.fit`.
+      **settings: those fields by keyword, in place of the options' own:
+        ``covariance_type``, ``tol``, ``reg_covar``, ``max_iter``, ``init``,
+        ``init_sample``, ``block_size``.
 
     Returns:
       :class:`~grnn_jax.em.fit.FitResult`.
@@ -144,9 +142,8 @@ def fit_sharded(
       >>> sorted(res.gmm.means[:, 0].round(0).tolist()), bool(res.converged)
       ([-4.0, 4.0], True)
     """
-    checks.check_fit_args(covariance_type, tol, reg_covar, max_iter, 1, block_size)
+    opts = resolve_options("fit_sharded", options, settings, SHARDED)
     k = check_int(n_components, "n_components")
-    check_int(init_sample, "init_sample")
     key = checks.check_key(key)
     xa = checks.check_x(x, batched_ok=False)
     checks.check_rows(xa, k)
@@ -154,16 +151,14 @@ def fit_sharded(
     mesh = data_mesh(axis=axis) if mesh is None else mesh
     if axis not in mesh.axis_names:
         raise ValueError(f"axis {axis!r} is not an axis of the mesh {mesh.axis_names}")
-    init_gmm, method = None, init
-    if isinstance(init, str):
-        if init not in INIT_METHODS:
-            raise ValueError(f"unknown init {init!r}; expected a GMM or one of {INIT_METHODS}")
-    else:
-        init_gmm, method = checks.check_gmm(init, k, xa.shape[1], covariance_type, ((),)), None
+    ctype, init_gmm = opts.covariance_type, None
+    if opts.init_method is None:
+        init_gmm = checks.check_gmm(opts.init, k, xa.shape[1], ctype, ((),))
     xs, ws = shard_rows(xa, w, mesh, axis)
     return _fit_sharded(
-        xs, ws, key, init_gmm, float(tol), float(reg_covar),
-        mesh=mesh, axis=axis, n_rows=int(xa.shape[0]), n_components=k, ctype=covariance_type, method=method,
-        max_iter=int(max_iter), block_size=block_size or default_block_size(xa.shape[1], k, covariance_type),
-        init_sample=int(init_sample),
+        xs, ws, key, init_gmm, float(opts.tol), float(opts.reg_covar),
+        mesh=mesh, axis=axis, n_rows=int(xa.shape[0]), n_components=k, ctype=ctype,
+        method=opts.init_method, max_iter=int(opts.max_iter),
+        block_size=opts.block_size or default_block_size(xa.shape[1], k, ctype),
+        init_sample=int(opts.init_sample),
     )

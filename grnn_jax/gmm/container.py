@@ -50,10 +50,17 @@ class GMM:
     """A Gaussian mixture (a pytree: its arrays are leaves, its type is static).
 
     Attributes:
-      logits: (..., K) unnormalised log mixture weights.
-      means: (..., K, D) component means.
-      prec_chol: precision Cholesky factors; shape by type, see the module doc.
-      covariance_type: "full", "diag", "spherical" or "tied".
+      logits: (..., K) unnormalised log mixture weights. Domain: any real values (adding a
+        constant changes nothing); -inf switches a component off.
+      means: (..., K, D) component means. Domain: any real values.
+      prec_chol: precision Cholesky factors; shape by type, see the module doc: full
+        (..., K, D, D) and tied (..., D, D) upper triangular, diag (..., K, D), spherical
+        (..., K). Domain: the diagonal (every entry, for diag and spherical) must be > 0,
+        since log-densities take its log: a zero or negative entry gives -inf or NaN; the
+        off-diagonal entries of full and tied are any real values and the lower triangle
+        must be zero. To fit a mixture by gradient descent, step on
+        :func:`~grnn_jax.gmm.to_unconstrained` (log of that diagonal), not on these fields.
+      covariance_type: "full", "diag", "spherical" or "tied" (static: not a leaf).
 
     Example:
       >>> import jax.numpy as jnp

@@ -1,6 +1,7 @@
 """The Gaussian-mixture recurrent network: model, sequence log-likelihood, sampling.
 
-The implementation lives in :mod:`grnn_jax.model`; this module is the public face.
+One module per idea (cells, the scan, the per-step, EM-updated and filtering heads,
+sampling); this face re-exports their public names.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -17,7 +18,7 @@ Example:
 from grnn_jax.data.masks import mask_from_lengths
 from grnn_jax.model.em_head import EM_COLLECTION, EMMixtureHead
 from grnn_jax.model.cells import CELLS, GRUCell, LayerNormLSTMCell, LSTMCell, check_cell
-from grnn_jax.model.em_grnn import EMGRNN, em_collection, em_components
+from grnn_jax.model.em_grnn import EMGRNN, em_coefficients, em_collection, em_components
 from grnn_jax.model.generate import forecast, generate
 from grnn_jax.model.grnn import (
     GRNN,
@@ -27,18 +28,23 @@ from grnn_jax.model.grnn import (
     shift_right,
     step_log_probs,
 )
+from grnn_jax.model.regime_filter import FilterGRNN, FilterState, RegimeFilterHead
 
 __all__ = [
     "CELLS",
     "EMGRNN",
     "EMMixtureHead",
     "EM_COLLECTION",
+    "FilterGRNN",
+    "FilterState",
+    "RegimeFilterHead",
     "GRNN",
     "GRUCell",
     "LSTMCell",
     "LayerNormLSTMCell",
     "check_cell",
     "check_inputs",
+    "em_coefficients",
     "em_collection",
     "em_components",
     "forecast",

@@ -40,23 +40,35 @@ class EMGRNN(GRNN):
             n_components=self.n_components,
             n_features=self.n_features,
             covariance_type=self.covariance_type,
+            n_regressors=self.n_regressors,
             dtype=self.dtype,
             param_dtype=self.dtype,
         )
 
 
 def em_components(em_vars: dict):
-    """``(means (K, D), prec_chol)`` from the ``"em"`` collection of an :class:`EMGRNN`."""
+    """``(means (K, D), prec_chol)`` from the ``"em"`` collection of an :class:`EMGRNN` (or of
+    the filtering head); with lags the means are the regressions' intercepts
+    (:func:`em_coefficients` gives their slopes)."""
     return em_vars[_HEAD]["means"], em_vars[_HEAD]["prec_chol"]
 
 
-def em_collection(means, prec_chol) -> dict:
-    """The ``"em"`` collection of an :class:`EMGRNN` holding these components.
+def em_coefficients(em_vars: dict):
+    """The regressions' slopes ``W`` (K, D, F) of an EM head with lags, or None without."""
+    return em_vars[_HEAD].get("ar_coef")
+
+
+def em_collection(means, prec_chol, coef=None) -> dict:
+    """The ``"em"`` collection of an :class:`EMGRNN` holding these components (and, with
+    lags, the slopes ``coef`` (K, D, F)).
 
     Example:
       >>> import jax.numpy as jnp
       >>> c = em_collection(jnp.zeros((2, 1)), jnp.ones((2, 1)))
-      >>> [a.shape for a in em_components(c)]
-      [(2, 1), (2, 1)]
+      >>> [a.shape for a in em_components(c)], em_coefficients(c)
+      ([(2, 1), (2, 1)], None)
     """
-    return {_HEAD: {"means": means, "prec_chol": prec_chol}}
+    out = {"means": means, "prec_chol": prec_chol}
+    if coef is not None:
+        out["ar_coef"] = coef
+    return {_HEAD: out}

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from grnn_jax import gmm as gmm_lib
-from grnn_jax.model.heads import check_head_covariance_type
+from grnn_jax.model.heads import add_lag_terms, check_head_covariance_type, declare_coef
 
 EM_COLLECTION = "em"
 
@@ -78,13 +78,14 @@ class EMMixtureHead(nn.Module):
     n_features: int
     covariance_type: str = "full"
     kernel_scale: float = 0.1
+    n_regressors: int = 0
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, h: jax.Array) -> gmm_lib.GMM:
+    def __call__(self, h: jax.Array, phi: jax.Array | None = None) -> gmm_lib.GMM:
         check_head_covariance_type(self.covariance_type)
-        k, d, ctype = self.n_components, self.n_features, self.covariance_type
+        k, ctype = self.n_components, self.covariance_type
         logits = nn.Dense(
             k,
             kernel_init=nn.initializers.variance_scaling(
@@ -95,14 +96,32 @@ class EMMixtureHead(nn.Module):
             param_dtype=self.param_dtype,
             name="logits",
         )(h)
-        means = self.variable(
-            EM_COLLECTION, "means",
-            lambda: jax.random.normal(self.make_rng("params"), (k, d), self.param_dtype),
-        ).value
-        prec_chol = self.variable(
-            EM_COLLECTION, "prec_chol", lambda: unit_prec_chol(k, d, ctype, self.param_dtype)
-        ).value
-        lead = logits.shape[:-1]
-        means = jnp.broadcast_to(means.astype(logits.dtype), lead + means.shape)
-        prec_chol = jnp.broadcast_to(prec_chol.astype(logits.dtype), lead + prec_chol.shape)
+        comps = declare_em_components(self)
+        means, prec_chol = broadcast_em_components(comps, logits.shape[:-1], phi, logits.dtype)
         return gmm_lib.GMM(logits, means, prec_chol, ctype)
+
+
+def declare_em_components(module: nn.Module) -> dict:
+    """The global components of an EM-updated head as variables of :data:`EM_COLLECTION`:
+    ``means`` (K, D) drawn from N(0, I), ``prec_chol`` (unit covariances) and, with
+    ``module.n_regressors = F > 0``, the slopes ``ar_coef`` (K, D, F), zeros. Call it from
+    ``setup`` or an ``nn.compact`` method; shared by :class:`EMMixtureHead` and the filtering
+    head."""
+    k, d, ctype = module.n_components, module.n_features, module.covariance_type
+    means = module.variable(
+        EM_COLLECTION, "means",
+        lambda: jax.random.normal(module.make_rng("params"), (k, d), module.param_dtype),
+    ).value
+    prec_chol = module.variable(
+        EM_COLLECTION, "prec_chol", lambda: unit_prec_chol(k, d, ctype, module.param_dtype)
+    ).value
+    return {"means": means, "prec_chol": prec_chol, "coef": declare_coef(module, EM_COLLECTION)}
+
+
+def broadcast_em_components(comps: dict, lead: tuple, phi, dtype):
+    """``(means (*lead, K, D), prec_chol (*lead, ...))`` of :func:`declare_em_components`'
+    values: the intercepts plus ``W_k phi`` with regressors ``phi (*lead, F)``."""
+    means = jnp.broadcast_to(comps["means"].astype(dtype), tuple(lead) + comps["means"].shape)
+    means = add_lag_terms(means, comps["coef"], phi)
+    prec = comps["prec_chol"]
+    return means, jnp.broadcast_to(prec.astype(dtype), tuple(lead) + prec.shape)

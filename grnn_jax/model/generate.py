@@ -98,10 +98,8 @@ def _generate_jit(net, n_steps, n_samples, key, params, prime, temperature, u):
     n_prime = 0
     if prime is not None:
         n_prime = prime.shape[1]
-        inputs = shift_right(prime.astype(net.dtype))
-        if u is not None:
-            inputs = jnp.concatenate([inputs, u[:, :n_prime].astype(net.dtype)], axis=-1)
-        carry, _ = net.apply(params, inputs, carry, method=GRNN.encode)
+        carry = _primed_carry(net, params, carry, prime.astype(net.dtype),
+                              None if u is None else u[:, :n_prime].astype(net.dtype))
         x_prev = prime[:, -1].astype(net.dtype)
     u_gen = None if u is None else jnp.swapaxes(u[:, n_prime:], 0, 1)
 
@@ -116,6 +114,22 @@ def _generate_jit(net, n_steps, n_samples, key, params, prime, temperature, u):
     keys = jax.random.split(key, n_steps)
     _, xs = jax.lax.scan(body, (carry, x_prev), (keys, u_gen))
     return jnp.swapaxes(xs, 0, 1)
+
+
+def _primed_carry(net, params, carry, prime, u):
+    """The carry after reading ``prime (N, P, D)``: one scan of the cells when only they hold
+    state, else the one-step function over the prime (the head's lag buffer and regime filter
+    follow the observations exactly as during generation)."""
+    if not net.has_head_state:
+        inputs = shift_right(prime) if u is None else jnp.concatenate([shift_right(prime), u], -1)
+        return net.apply(params, inputs, carry, method=GRNN.encode)[0]
+
+    def body(carry, inp):
+        x_prev, u_t = inp
+        return net.apply(params, carry, x_prev, u_t, method=GRNN.step)[0], None
+
+    xs = (jnp.swapaxes(shift_right(prime), 0, 1), None if u is None else jnp.swapaxes(u, 0, 1))
+    return jax.lax.scan(body, carry, xs)[0]
 
 
 def forecast(key, net: GRNN, params, prefix, n_steps: int, *, n_paths: int = 100,

@@ -2,7 +2,10 @@
 
 At step ``t`` the network reads ``x_{t-1} ++ u_t`` (``x_0 = 0``) and its head
 emits the mixture ``p(x_t | x_<t, u_<=t)``: the first observation is predicted
-from the initial state alone. Training scans the cells over the whole sequence
+from the initial state alone. With ``lags = p > 0`` every component's mean also moves
+linearly with the last ``p`` observations ``phi_t = [x_{t-1}, ..., x_{t-p}]``
+(:func:`grnn_jax.data.lags.lagged`: zeros stand for the steps before the start, so step
+``t < p`` conditions on ``x_0..x_{t-1}`` and zeros), as in a linear autoregressive HMM. Training scans the cells over the whole sequence
 and applies the head once to all hidden states; generation calls
 :meth:`GRNN.step`, which runs the same cells and the same head one step at a
 time, so the two paths cannot drift apart.
@@ -11,13 +14,14 @@ time, so the two paths cannot drift apart.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from grnn_jax import gmm as gmm_lib
+from grnn_jax.data.lags import lagged
 from grnn_jax.data.masks import mask_from_lengths
 from grnn_jax.model.heads import MixtureHead, check_head_covariance_type
 from grnn_jax.model.cells import CELLS, check_cell
@@ -51,6 +55,8 @@ class GRNN(nn.Module):
       dtype: parameter and computation dtype.
       min_scale: lower bound on the head's standard deviations.
       max_scale: upper bound on the head's standard deviations.
+      lags: p >= 0; every component's mean adds ``W_k phi_t`` over the last p observations
+        (0: today's mixture head, bit for bit).
 
     Call:
       x: (B, T, D) observations; u: (B, T, C) covariates when ``n_covariates > 0``;
@@ -79,6 +85,7 @@ class GRNN(nn.Module):
     dtype: Any = jnp.float32
     min_scale: float = 1e-3
     max_scale: float = 1e3
+    lags: int = 0
 
     def setup(self):
         check_cell(self.cell)
@@ -86,8 +93,9 @@ class GRNN(nn.Module):
         for name in ("n_features", "n_components", "hidden_size", "n_layers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.n_covariates < 0:
-            raise ValueError(f"n_covariates must be >= 0; got {self.n_covariates}")
+        for name in ("n_covariates", "lags"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
         cls = CELLS[self.cell]
         in0 = self.n_features + self.n_covariates
         self.cells = [
@@ -104,13 +112,51 @@ class GRNN(nn.Module):
             covariance_type=self.covariance_type,
             min_scale=self.min_scale,
             max_scale=self.max_scale,
+            n_regressors=self.n_regressors,
             dtype=self.dtype,
             param_dtype=self.dtype,
         )
 
-    def initial_carry(self, batch_shape: tuple[int, ...]) -> tuple:
-        """The zero state for ``batch_shape`` sequences: one carry per layer."""
+    @property
+    def n_regressors(self) -> int:
+        """F = lags * D, the width of the regressors ``phi_t``."""
+        return int(self.lags) * int(self.n_features)
+
+    @property
+    def has_head_state(self) -> bool:
+        """Whether :meth:`step` carries state of the head's own (the lag buffer) beside the cells'."""
+        return self.lags > 0
+
+    def initial_carry(self, batch_shape: tuple[int, ...]):
+        """The zero state for ``batch_shape`` sequences: one carry per layer, and a
+        :class:`StepCarry` holding the head's state too when :attr:`has_head_state`."""
+        cells = self.initial_cell_carry(batch_shape)
+        if not self.has_head_state:
+            return cells
+        return StepCarry(cells, self.initial_head_state(tuple(batch_shape)))
+
+    def initial_cell_carry(self, batch_shape: tuple[int, ...]) -> tuple:
+        """The recurrent layers' zero state: one carry per layer."""
         return tuple(c.initial_carry(tuple(batch_shape), self.dtype) for c in self.cells)
+
+    def initial_head_state(self, batch_shape: tuple[int, ...]):
+        """The lag buffer before the first step: zeros, (*S, F)."""
+        return jnp.zeros(batch_shape + (self.n_regressors,), self.dtype)
+
+    def regressors(self, x: jax.Array) -> jax.Array | None:
+        """(B, T, F) lagged observations of ``x (B, T, D)``, or None without lags."""
+        return lagged(x, int(self.lags), check=False) if self.lags else None
+
+    def emit(self, h: jax.Array, x: jax.Array):
+        """The mixtures of a whole sequence from its hidden states ``h (B, T, H)`` and
+        observations ``x (B, T, D)`` (read only through the lags, never at step t itself)."""
+        phi = self.regressors(x)
+        return self.head(h) if phi is None else self.head(h, phi)
+
+    def emit_step(self, z: jax.Array, x_prev: jax.Array, state):
+        """One step's mixture from the top layer's output ``z (*S, H)``, and the new head state."""
+        phi = push_lag(state, x_prev)
+        return self.head(z, phi), phi
 
     def step(self, carry: tuple, x_prev: jax.Array, u: jax.Array | None = None):
         """One step: the previous observation (and current covariates) in, the next mixture out.
@@ -123,13 +169,18 @@ class GRNN(nn.Module):
         Returns:
           ``(carry, g)`` with ``g`` a GMM of batch shape ``S``.
         """
-        z = self._join(jnp.asarray(x_prev, self.dtype), u)
+        x_prev = jnp.asarray(x_prev, self.dtype)
+        cells, head_state = (carry.cells, carry.head) if self.has_head_state else (carry, None)
+        z = self._join(x_prev, u)
         new = []
-        for cell, c in zip(self.cells, carry):
+        for cell, c in zip(self.cells, cells):
             w, cls = cell.weights(), type(cell)
             c, z = cls.recur(w, c, cls.project(w, z))
             new.append(c)
-        return tuple(new), self.head(z)
+        if not self.has_head_state:
+            return tuple(new), self.head(z)
+        g, head_state = self.emit_step(z, x_prev, head_state)
+        return StepCarry(tuple(new), head_state), g
 
     def encode(self, inputs: jax.Array, carry: tuple | None = None, *,
                output_masks: tuple | None = None, recurrent_masks: tuple | None = None):
@@ -147,7 +198,7 @@ class GRNN(nn.Module):
           ``(carry, h)``: the state after the last step and (B, T, H) top-layer outputs.
         """
         if carry is None:
-            carry = self.initial_carry(inputs.shape[:1])
+            carry = self.initial_cell_carry(inputs.shape[:1])
         none = (None,) * len(self.cells)
         z = jnp.swapaxes(inputs.astype(self.dtype), 0, 1)  # time-major for the scan
         final = []
@@ -164,7 +215,7 @@ class GRNN(nn.Module):
         """The mixtures over ``x``; ``noise`` (training only) perturbs what the network reads,
         never the observations the mixtures model."""
         x, u = check_inputs(self, x, u)
-        return self.head(self._encode_observations(x, u, noise))
+        return self.emit(self._encode_observations(x, u, noise), x)
 
     def hidden(self, x: jax.Array, u: jax.Array | None = None) -> jax.Array:
         """(B, T, H) top-layer outputs: ``[:, t]`` is the state the head reads to predict ``x[:, t]``."""
@@ -188,6 +239,32 @@ class GRNN(nn.Module):
         if self.n_covariates == 0:
             return x
         return jnp.concatenate([x, jnp.asarray(u, x.dtype)], axis=-1)
+
+
+class StepCarry(NamedTuple):
+    """The state :meth:`GRNN.step` carries when the head has state of its own.
+
+    Attributes:
+      cells: one carry per recurrent layer.
+      head: the head's state (the lag buffer, and for the filtering head the regime filter).
+    """
+
+    cells: tuple
+    head: Any
+
+
+def push_lag(buffer: jax.Array, x_prev: jax.Array) -> jax.Array:
+    """The lag buffer ``[x_{t-1}, ..., x_{t-p}]`` (*S, p*D) after ``x_prev (*S, D)`` arrives.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> push_lag(jnp.array([[1.0, 2.0]]), jnp.array([[3.0]])).tolist()
+      [[3.0, 1.0]]
+    """
+    d = x_prev.shape[-1]
+    if buffer.shape[-1] == 0:
+        return buffer
+    return jnp.concatenate([x_prev.astype(buffer.dtype), buffer[..., : buffer.shape[-1] - d]], -1)
 
 
 def shift_right(x: jax.Array) -> jax.Array:

@@ -17,6 +17,11 @@ Constraints that keep training stable:
 
 ``tied``: one precision-Cholesky factor per step, shared by the K components (and still a
 function of the hidden state, so the noise level may change over time).
+
+With ``n_regressors = F > 0`` every component's mean adds a linear term ``W_k phi`` over the
+regressors ``phi (..., F)`` (the last observations): ``mu_tk = W_k phi_t + b_tk``, with
+``W (K, D, F)`` a parameter of its own (``ar_coef``, zero at initialisation, so the head
+starts as the one without regressors) and ``b_tk`` the network's per-step output.
 """
 
 from __future__ import annotations
@@ -184,11 +189,13 @@ class MixtureHead(nn.Module):
       max_scale: upper bound on every conditional standard deviation.
       kernel_scale: standard deviation multiplier of the initial kernel, relative
         to LeCun-normal; small so the initial mixture barely depends on the state.
+      n_regressors: F; with F > 0 the call takes regressors ``phi`` and every mean adds
+        ``W_k phi`` (``W``: the ``ar_coef`` parameter, (K, D, F)).
       dtype: computation dtype (``None``: that of the input).
       param_dtype: parameter dtype.
 
     Call:
-      h: (..., H) hidden states.
+      h: (..., H) hidden states; phi: (..., F) regressors when ``n_regressors > 0``.
 
     Returns:
       a ``gmm.GMM`` with batch shape ``(...)``.
@@ -209,6 +216,7 @@ class MixtureHead(nn.Module):
     min_scale: float = 1e-3
     max_scale: float = 1e3
     kernel_scale: float = 0.1
+    n_regressors: int = 0
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -238,7 +246,7 @@ class MixtureHead(nn.Module):
         return jnp.concatenate([logits, means, jnp.concatenate([diag, off], -1).reshape(-1)])
 
     @nn.compact
-    def __call__(self, h: jax.Array) -> gmm_lib.GMM:
+    def __call__(self, h: jax.Array, phi: jax.Array | None = None) -> gmm_lib.GMM:
         self._check()
         k, d, ctype = self.n_components, self.n_features, self.covariance_type
         n_s = n_scale_params(d, ctype)
@@ -272,4 +280,35 @@ class MixtureHead(nn.Module):
             embed = jnp.asarray(_triangular_embedding(d), scale.dtype)
             shape = (k, d, d) if ctype == "full" else (d, d)
             prec_chol = (scale @ embed).reshape(lead + shape)
+        means = add_lag_terms(means, declare_coef(self), phi)
         return gmm_lib.GMM(logits, means, prec_chol, ctype)
+
+
+def declare_coef(module: nn.Module, collection: str = "params") -> jax.Array | None:
+    """The slopes ``W`` (K, D, F) of a head with ``n_regressors = F > 0``: the variable
+    ``ar_coef`` of ``collection`` (zeros at initialisation; a gradient-trained parameter in the
+    per-step head, EM-updated in the EM heads), or None when F = 0. Call it from ``setup`` or
+    an ``nn.compact`` method."""
+    f = int(module.n_regressors)
+    if f == 0:
+        return None
+    k, d = module.n_components, module.n_features
+    return module.variable(collection, "ar_coef", jnp.zeros, (k, d, f), module.param_dtype).value
+
+
+def add_lag_terms(means: jax.Array, coef: jax.Array | None, phi: jax.Array | None) -> jax.Array:
+    """``means (..., K, D)`` plus ``W_k phi`` for slopes ``coef (K, D, F)`` and regressors
+    ``phi (..., F)``; ``means`` as they are when ``coef`` is None.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> add_lag_terms(jnp.zeros((1, 2, 1)), jnp.ones((2, 1, 3)), jnp.ones((1, 3))).tolist()
+      [[[3.0], [3.0]]]
+    """
+    if coef is None:
+        return means
+    f = coef.shape[-1]
+    if phi is None or phi.shape[-1] != f:
+        raise ValueError(f"this head expects regressors phi (..., {f}); got "
+                         f"{None if phi is None else phi.shape}")
+    return means + jnp.einsum("kdf,...f->...kd", coef.astype(means.dtype), phi.astype(means.dtype))

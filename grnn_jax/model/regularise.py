@@ -25,15 +25,21 @@ import jax.numpy as jnp
 
 
 class Regulariser(NamedTuple):
-    """Strengths of the training-time noise (all 0: none).
+    """Strengths of the training-time noise (all 0: none), drawn during training only.
+
+    The one declaration of the noise settings: ``grnn_jax.train.TrainConfig`` takes these
+    fields (names, types and defaults) as its own.
 
     Attributes:
       input_noise: standard deviation of Gaussian noise added to the previous observations
-        the network reads (model units, i.e. standardised when the run standardises), >= 0.
-      input_dropout: variational dropout rate on the network's inputs, in [0, 1).
-      output_dropout: variational dropout rate on every recurrent layer's outputs, in [0, 1).
+        the network reads (model units, i.e. standardised when the run standardises), >= 0;
+        the observations the loss scores stay clean.
+      input_dropout: variational dropout rate on the network's inputs (one mask per
+        sequence, the same at every time step), in [0, 1).
+      output_dropout: variational dropout rate on every recurrent layer's outputs (what the
+        next layer and the mixture head read), in [0, 1).
       recurrent_dropout: variational dropout rate on the state every layer's recurrent
-        matmul reads, in [0, 1).
+        matmul reads (one mask per sequence for all steps), in [0, 1).
     """
 
     input_noise: float = 0.0

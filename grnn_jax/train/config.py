@@ -6,6 +6,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import typing
+
+import numpy as np
 
 from grnn_jax.data import Sequences, linear_predictability, step_change_ratio
 from grnn_jax.em import check_step_schedule
@@ -28,19 +31,30 @@ class ModelConfig:
     n_layers: int = 1
     n_covariates: int = 0
     head: str = "mdn"
+    lags: int = 0
+    constant_transitions: bool = False
 
     def build(self):
         """The Flax module these settings describe (``head``: "mdn" is ``model.GRNN``,
-        "em" is ``model.EMGRNN``, global components updated by stepwise EM)."""
+        "em" is ``model.EMGRNN``, global components updated by stepwise EM, "hmm" is
+        ``model.FilterGRNN``, the exact regime filter; ``lags``: autoregressive components)."""
         from grnn_jax import model
 
         fields = dataclasses.asdict(self)
-        cls = {"mdn": model.GRNN, "em": model.EMGRNN}[check_head(fields.pop("head"))]
+        head = check_head(fields.pop("head"))
+        if head != "hmm":
+            fields.pop("constant_transitions")
+        cls = {"mdn": model.GRNN, "em": model.EMGRNN, "hmm": model.FilterGRNN}[head]
         # float64 parameters when jax_enable_x64 is on, float32 otherwise.
         return cls(**fields, dtype=default_float())
 
+    @property
+    def em_updated(self) -> bool:
+        """Whether the head's components are global and set by stepwise EM (em, hmm)."""
+        return self.head in ("em", "hmm")
 
-HEADS = ("mdn", "em")
+
+HEADS = ("mdn", "em", "hmm")
 
 
 def check_head(head: str) -> str:
@@ -50,7 +64,53 @@ def check_head(head: str) -> str:
     return head
 
 
+def check_lags(lags: int, seqs: Sequences) -> None:
+    """A one-line ValueError when ``lags`` leaves the training data no step that sees its full
+    past: lags must be shorter than the shortest sequence (so every sequence has two
+    consecutive observed steps, at least, for the regressions to learn from).
+
+    Example:
+      >>> import numpy as np
+      >>> from grnn_jax.data import Sequences
+      >>> check_lags(2, Sequences(np.zeros((2, 5, 1)), lengths=np.array([5, 2])))
+      Traceback (most recent call last):
+      ...
+      ValueError: --lags 2 (model.lags) must be shorter than the shortest training sequence (2 steps)
+    """
+    if lags and seqs.n_sequences and lags >= int(np.min(seqs.lengths)):
+        raise ValueError(f"--lags {lags} (model.lags) must be shorter than the shortest training "
+                         f"sequence ({int(np.min(seqs.lengths))} steps)")
+
+
+def check_head_options(m: ModelConfig, objective: str) -> None:
+    """One-line ValueErrors for settings a head does not support."""
+    if not _is_int(m.lags) or m.lags < 0:
+        raise ValueError(f"lags (--lags) must be an integer >= 0; got {m.lags!r}")
+    if not isinstance(m.constant_transitions, bool):
+        raise ValueError(f"constant_transitions must be true or false; got {m.constant_transitions!r}")
+    if m.constant_transitions and m.head != "hmm":
+        raise ValueError("constant_transitions (--constant-transitions) needs --head hmm")
+    if m.head == "hmm" and objective != "nll":
+        raise ValueError(f"--head hmm trains on the exact likelihood: --objective {objective} "
+                         "is for the per-step heads (use nll)")
+
+
+def _with_noise_fields(cls):
+    """Appends :class:`Regulariser`'s fields (names, types, defaults) to the fields of the
+    dataclass-to-be ``cls``, so that the noise settings are declared once, in
+    :mod:`grnn_jax.model.regularise`, and a config holds them as plain fields
+    (``TrainConfig(input_noise=0.1)``, JSON)."""
+    types = typing.get_type_hints(Regulariser)
+    for name, default in Regulariser._field_defaults.items():
+        if name in cls.__annotations__:
+            raise TypeError(f"{cls.__name__} declares the noise setting {name} itself")
+        cls.__annotations__[name] = types[name]
+        setattr(cls, name, default)
+    return cls
+
+
 @dataclasses.dataclass(frozen=True)
+@_with_noise_fields
 class TrainConfig:
     """Everything that determines a training run besides the data.
 
@@ -90,15 +150,10 @@ class TrainConfig:
       em_step_exponent: alpha in (0.5, 1] of the stepwise-EM step size
         ``(n + em_step_offset)^(-alpha)`` (EM head and hidden GMM).
       em_step_offset: n0 >= 1 of that step size.
-      input_noise: standard deviation of Gaussian noise added, during training only, to
-        the previous observations the network reads (model units: standardised when
-        ``standardise``); the observations the loss scores stay clean.
-      input_dropout: variational dropout rate in [0, 1) on the network's inputs (one mask
-        per sequence, the same at every time step), training only.
-      output_dropout: variational dropout rate in [0, 1) on every recurrent layer's outputs
-        (what the next layer and the mixture head read), training only.
-      recurrent_dropout: variational dropout rate in [0, 1) on the state every layer's
-        recurrent matmul reads (one mask per sequence for all steps), training only.
+      input_noise, input_dropout, output_dropout, recurrent_dropout: the training-time
+        noise, all 0 (none) by default: the fields of
+        :class:`~grnn_jax.model.regularise.Regulariser`, declared there once, with their
+        meanings and defaults (:attr:`regulariser` gathers them).
     """
 
     model: ModelConfig
@@ -125,10 +180,8 @@ class TrainConfig:
     hidden_gmm_weight: float = 0.0
     em_step_exponent: float = 0.6
     em_step_offset: float = 2.0
-    input_noise: float = 0.0
-    input_dropout: float = 0.0
-    output_dropout: float = 0.0
-    recurrent_dropout: float = 0.0
+    # input_noise, input_dropout, output_dropout, recurrent_dropout: Regulariser's fields,
+    # appended by @_with_noise_fields.
 
     @property
     def regulariser(self) -> Regulariser:
@@ -179,6 +232,7 @@ class TrainConfig:
         if not isinstance(self.em_init, bool):
             raise ValueError(f"em_init must be true or false; got {self.em_init!r}")
         check_head(m.head)
+        check_head_options(m, self.objective)
         check_head_covariance_type(m.covariance_type)
         if int(self.hidden_gmm) != self.hidden_gmm or self.hidden_gmm < 0:
             raise ValueError(f"hidden_gmm (--hidden-gmm) must be an integer >= 0; got {self.hidden_gmm!r}")

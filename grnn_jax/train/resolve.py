@@ -168,9 +168,10 @@ def split_validation(seqs: Sequences, fraction: float, *, seed: int) -> tuple[Se
     Example:
       >>> import numpy as np
       >>> from grnn_jax.data import Sequences
-      >>> tr, va = split_validation(Sequences(np.zeros((1, 20, 2))), 0.25, seed=0)
-      >>> tr.x.shape, va.x.shape
-      ((1, 15, 2), (1, 5, 2))
+      >>> one = Sequences(np.zeros((1, 20, 2)), u=np.arange(20.0).reshape(1, 20, 1))
+      >>> tr, va = split_validation(one, 0.25, seed=0)
+      >>> tr.x.shape, va.x.shape, va.u[0, :, 0].tolist()  # covariates cut with their steps
+      ((1, 15, 2), (1, 5, 2), [15.0, 16.0, 17.0, 18.0, 19.0])
       >>> tr, va = split_validation(Sequences(np.zeros((8, 5, 2))), 0.25, seed=0)
       >>> tr.n_sequences, va.n_sequences
       (6, 2)
@@ -186,7 +187,10 @@ def split_validation(seqs: Sequences, fraction: float, *, seed: int) -> tuple[Se
             raise ValueError(f"one sequence of {n} steps is too short to hold out {fraction:.0%} "
                              "for validation; pass --val-fraction 0 or more data")
         x = seqs.x[0, :n]
-        return Sequences(x[None, : n - n_val]), Sequences(x[None, n - n_val :])
+        u = None if seqs.u is None else seqs.u[0, :n]
+        cut = n - n_val
+        return (Sequences(x[None, :cut], u=None if u is None else u[None, :cut]),
+                Sequences(x[None, cut:], u=None if u is None else u[None, cut:]))
     n_val = max(1, int(round(fraction * seqs.n_sequences)))
     if n_val >= seqs.n_sequences:
         raise ValueError(f"{seqs.n_sequences} sequences cannot be split with --val-fraction {fraction}; "

@@ -1,6 +1,7 @@
 """EM initialisation of the mixture head: before any training, the network's predictive
 density equals a Gaussian mixture fitted by EM to the (standardised) training observations,
-at every step of every sequence.
+at every step of every sequence (with ``lags``: a mixture of linear autoregressions fitted by
+EM, :func:`grnn_jax.em.fit_regression`, whose slopes ``W_k`` start the head's as well).
 
 The head is one linear layer; with its kernel zero its output is its bias whatever the
 hidden state, and :func:`grnn_jax.model.heads.head_bias_from_gmm` gives the bias whose mixture is
@@ -18,9 +19,14 @@ import jax.numpy as jnp
 from grnn_jax import em
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
-from grnn_jax.data import Batch, Sequences
+from grnn_jax.data import Batch, Sequences, lagged
 from grnn_jax.model.heads import head_bias_from_gmm
-from grnn_jax.train.em_training.em_state import EM_HEAD_KEY, initial_params_and_aux, uses_aux
+from grnn_jax.train.em_training.em_state import (
+    EM_HEAD_KEY,
+    EM_HEAD_RIDGE,
+    initial_params_and_aux,
+    uses_aux,
+)
 from grnn_jax._util.dtypes import default_float
 
 
@@ -66,6 +72,36 @@ def fit_observation_gmm(
     res = em.fit(obs, n_components, key=key, covariance_type=covariance_type,
                  n_init=n_init, max_iter=max_iter)
     return res.gmm
+
+
+def fit_observation_regression(seqs: Sequences, n_components: int, covariance_type: str,
+                               lags: int, *, key: jax.Array, n_init: int = 5,
+                               max_iter: int = 200) -> gmm_lib.RegressionMixture:
+    """A mixture of linear autoregressions on the last ``lags`` steps, fitted by EM to every
+    observed step of ``seqs`` (model units; zeros before each sequence's start, as the model
+    reads them).
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from grnn_jax.data import Sequences
+      >>> x = np.zeros((4, 30, 1))
+      >>> noise = np.random.default_rng(0).normal(scale=0.1, size=x.shape)
+      >>> for t in range(1, 30):
+      ...     x[:, t] = 0.8 * x[:, t - 1] + noise[:, t]
+      >>> rm = fit_observation_regression(Sequences(x), 1, "full", 1, key=jax.random.key(0))
+      >>> round(float(rm.coef[0, 0, 0]), 1)
+      0.8
+    """
+    check_em_init(seqs, n_components)
+    x, phi = _observed_regressors(seqs, lags, default_float())
+    res = em.fit_regression(x, phi, n_components, key=key, covariance_type=covariance_type,
+                            n_init=n_init, max_iter=max_iter, ridge=EM_HEAD_RIDGE)
+    return res.mixture
+
+
+def _observed_regressors(seqs: Sequences, lags: int, dtype):
+    phi = lagged(seqs.x, int(lags), lengths=seqs.lengths, check=False)[seqs.mask]
+    return jnp.asarray(seqs.observed(), dtype), jnp.asarray(phi, dtype)
 
 
 def head_params_from_gmm(params: Any, g: gmm_lib.GMM, *, min_scale: float = 1e-3,
@@ -119,8 +155,16 @@ def em_init_params(net, params: Any, seqs: Sequences, *, key: jax.Array, n_init:
       >>> bool(np.allclose(out.means[0, 0], out.means[1, -1]))  # the same mixture at every step
       True
     """
-    g = fit_observation_gmm(seqs, net.n_components, net.covariance_type, key=key, n_init=n_init)
-    return head_params_from_gmm(params, g, min_scale=net.min_scale, max_scale=net.max_scale)
+    if not net.lags:
+        g = fit_observation_gmm(seqs, net.n_components, net.covariance_type, key=key, n_init=n_init)
+        return head_params_from_gmm(params, g, min_scale=net.min_scale, max_scale=net.max_scale)
+    rm = fit_observation_regression(seqs, net.n_components, net.covariance_type, net.lags,
+                                    key=key, n_init=n_init)
+    g = gmm_lib.GMM(rm.logits, rm.intercept, rm.prec_chol, rm.covariance_type)
+    params = head_params_from_gmm(params, g, min_scale=net.min_scale, max_scale=net.max_scale)
+    head = dict(params["params"]["head"], ar_coef=rm.coef.astype(
+        params["params"]["head"]["ar_coef"].dtype))
+    return dict(params, params=dict(params["params"], head=head))
 
 
 def em_init_params_and_aux(net, params: Any, aux_state: dict, seqs: Sequences, *,
@@ -138,6 +182,8 @@ def em_init_params_and_aux(net, params: Any, aux_state: dict, seqs: Sequences, *
     """
     if EM_HEAD_KEY not in aux_state:
         return em_init_params(net, params, seqs, key=key, n_init=n_init), aux_state
+    if net.lags or isinstance(net, model_lib.FilterGRNN):
+        return _regression_init(net, params, aux_state, seqs, key=key, n_init=n_init)
     g = fit_observation_gmm(seqs, net.n_components, net.covariance_type, key=key, n_init=n_init)
     obs = jnp.asarray(seqs.observed(), g.means.dtype)
     stats, _ = em.e_step(g, obs)
@@ -157,6 +203,32 @@ def em_init_params_and_aux(net, params: Any, aux_state: dict, seqs: Sequences, *
         "count": old["count"],
     }
     return params, aux
+
+
+def _regression_init(net, params, aux_state, seqs, *, key, n_init):
+    """:func:`em_init_params_and_aux` for regression components (lags, or the filtering head):
+    components, exact per-observation statistics, and the fitted weights as the initial mixing
+    (EM head) or initial regime (filtering head) logits."""
+    rm = fit_observation_regression(seqs, net.n_components, net.covariance_type, net.lags,
+                                    key=key, n_init=n_init)
+    x, phi = _observed_regressors(seqs, net.lags, rm.intercept.dtype)
+    stats, _ = em.regression_e_step(rm, x, phi)
+    dt = aux_state[EM_HEAD_KEY]["stats"]["sxx"].dtype
+    head = dict(params["params"]["head"])
+    log_w = jax.nn.log_softmax(rm.logits)
+    if isinstance(net, model_lib.FilterGRNN):
+        head["init_logits"] = log_w.astype(head["init_logits"].dtype)
+    else:
+        head["logits"] = {"kernel": jnp.zeros_like(head["logits"]["kernel"]),
+                          "bias": log_w.astype(head["logits"]["bias"].dtype)}
+    coef = rm.coef.astype(dt) if net.lags else None
+    aux = dict(aux_state)
+    aux[EM_HEAD_KEY] = {
+        "components": model_lib.em_collection(rm.intercept.astype(dt), rm.prec_chol.astype(dt), coef),
+        "stats": {k: (v / x.shape[0]).astype(dt) for k, v in stats._asdict().items()},
+        "count": aux_state[EM_HEAD_KEY]["count"],
+    }
+    return dict(params, params=dict(params["params"], head=head)), aux
 
 
 def initial_variables(cfg, net, example: Batch, *,

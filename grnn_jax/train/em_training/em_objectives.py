@@ -188,8 +188,6 @@ def natural_steps(
         raise ValueError(f"fisher must be one of {FISHER_WEIGHTINGS}; got {fisher!r}")
     g = jax.lax.stop_gradient(g)
     x = jax.lax.stop_gradient(x)
-    ctype = g.covariance_type
-    d = g.n_features
     log_pi = gmm_lib.log_weights(g)
     pi = jnp.exp(log_pi)
     gamma = jnp.exp(gmm_lib.log_responsibilities(g, x))  # (*S, K)
@@ -202,37 +200,47 @@ def natural_steps(
         logit_step = gamma - pi
         weight = gamma
     e = x[..., None, :] - g.means  # (*S, K, D)
-    mean_step = weight[..., None] * e
-    p = g.prec_chol
-    lo = 1.0 / max_scale
+    dp, diag = _precision_step(g, e, weight, gamma)
+    prec_cot = _raw_cotangent(dp, diag, g.covariance_type, min_scale=min_scale,
+                              max_scale=max_scale, damping=damping)
+    return gmm_lib.GMM(logit_step, weight[..., None] * e, prec_cot, g.covariance_type)
+
+
+def _precision_step(g: gmm_lib.GMM, e: jax.Array, weight: jax.Array,
+                    gamma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The natural step ``dP`` of the precision-Cholesky factor per covariance type (see the
+    module doc), and P's diagonal; ``e`` (*S, K, D) are the residuals, ``weight`` (*S, K)
+    the components' step weights and ``gamma`` the responsibilities."""
+    ctype, d, p = g.covariance_type, g.n_features, g.prec_chol
     if ctype == "full":
         y = jnp.einsum("...kd,...kde->...ke", e, p)
         eye = jnp.eye(d, dtype=e.dtype)
         s = eye - y[..., :, None] * y[..., None, :]
         phi = jnp.triu(s, 1) + 0.5 * eye * s
-        dp = weight[..., None, None] * (p @ phi)
-        diag = jnp.diagonal(p, axis1=-2, axis2=-1)
-    elif ctype == "diag":
+        return weight[..., None, None] * (p @ phi), jnp.diagonal(p, axis1=-2, axis2=-1)
+    if ctype == "diag":
         y = e * p
-        dp = weight[..., None] * p * (1.0 - y * y) / 2
-        diag = p
-    elif ctype == "spherical":
+        return weight[..., None] * p * (1.0 - y * y) / 2, p
+    if ctype == "spherical":
         y2 = jnp.sum(e * e, axis=-1) * p * p
-        dp = weight * p * (1.0 - y2 / d) / 2
-        diag = p
-    elif ctype == "tied":
+        return weight * p * (1.0 - y2 / d) / 2, p
+    if ctype == "tied":
         # One factor for all components: the Fisher on Σ is F_N's (Σ_k π_k = 1) and ∇Q sums
         # γ_k ∇ log N_k, so the step is Σ_k γ_k ñ_k under either weighting.
         y = jnp.einsum("...kd,...de->...ke", e, p)
         eye = jnp.eye(d, dtype=e.dtype)
         s = eye - jnp.einsum("...k,...kd,...ke->...de", gamma, y, y)
         phi = jnp.triu(s, 1) + 0.5 * eye * s
-        dp = p @ phi
-        diag = jnp.diagonal(p, axis1=-2, axis2=-1)
-    else:
-        raise ValueError(f"natural steps need a head covariance type; got {ctype!r}")
+        return p @ phi, jnp.diagonal(p, axis1=-2, axis2=-1)
+    raise ValueError(f"natural steps need a head covariance type; got {ctype!r}")
+
+
+def _raw_cotangent(dp: jax.Array, diag: jax.Array, ctype: str, *, min_scale: float,
+                   max_scale: float, damping: float) -> jax.Array:
+    """The cotangent on P that the head's bounded diagonal turns into the raw natural step:
+    ``dP_ii / g'(r_i)²`` on the diagonal (damped: see :func:`natural_steps`), ``dP`` off it."""
     # g'(r) of the bounded diagonal, read off P: softplus(r) = 1/(P − 1/max) − min.
-    excess = diag - lo
+    excess = diag - 1.0 / max_scale
     sp = 1.0 / excess - min_scale
     dg = -(-jnp.expm1(-sp)) * excess * excess
     dp_diag = jnp.diagonal(dp, axis1=-2, axis2=-1) if ctype in ("full", "tied") else dp
@@ -241,12 +249,10 @@ def natural_steps(
         diag_cot = dp_diag * f / (dg * dg * f + damping)
     else:
         diag_cot = dp_diag / (dg * dg)
-    if ctype in ("full", "tied"):
-        eye = jnp.eye(d, dtype=dp.dtype)
-        prec_cot = jnp.triu(dp, 1) + eye * diag_cot[..., None, :]
-    else:
-        prec_cot = diag_cot
-    return gmm_lib.GMM(logit_step, mean_step, prec_cot, ctype)
+    if ctype not in ("full", "tied"):
+        return diag_cot
+    eye = jnp.eye(diag.shape[-1], dtype=dp.dtype)
+    return jnp.triu(dp, 1) + eye * diag_cot[..., None, :]
 
 
 def ngem_surrogate(

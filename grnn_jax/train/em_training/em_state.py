@@ -19,6 +19,16 @@ logits is that of the expected complete-data log-likelihood, and the components 
 constants to it. The seed components are k-means++ on the first batch's observed steps
 (``em.initialize``), with statistics from one exact E-step (``em.e_step``).
 
+**Autoregressive and filtered components** (``lags = p > 0``, or ``head == "hmm"``). The
+components are linear regressions ``N(x_t | W_k phi_t + b_k, Sigma_k)`` on the last p
+observations; the same stepwise EM runs on the regression statistics of
+:mod:`grnn_jax.em.regression_em` (weighted least squares in the M-step). The filtering head's
+E-step weights are the regime posteriors smoothed over each whole training sequence: the
+gradient of the sequence log-likelihood with respect to the log emission densities
+(Fisher's identity, :func:`grnn_jax.em.hmm.smoothed_posteriors`), because there a step's
+regime also explains the steps after it. Its initial and transition probabilities (or the
+network that emits them) are trained by the gradient of the same likelihood.
+
 **Hidden-state GMM** (``TrainConfig.hidden_gmm = K``). A K-component full-covariance GMM over
 the top-layer hidden states ``h_t`` of each batch's observed steps, updated by the same
 stepwise EM with ``em.e_step`` on the states of the parameters before the step. With
@@ -38,12 +48,17 @@ from grnn_jax import em
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch
+from grnn_jax.data.lags import lagged
+from grnn_jax.em import hmm
+from grnn_jax.em.regression_em import RegressionStats, regression_m_step_from_stats, regression_stats
 
 EM_HEAD_KEY = "em_head"
 HIDDEN_GMM_KEY = "hidden_gmm"
 # Variance floors in standardised units (data) and hidden-state units (tanh-bounded):
 # a component that collapses onto a few points keeps a standard deviation of at least 0.01.
 EM_HEAD_REG_COVAR = 1e-4
+# Ridge on the regressions' slopes, in per-observation statistics of standardised data.
+EM_HEAD_RIDGE = 1e-4
 HIDDEN_GMM_REG_COVAR = 1e-4
 HIDDEN_GMM_COVARIANCE_TYPE = "full"
 
@@ -71,20 +86,28 @@ def _masked(batch: Batch):
     return x, u, mask
 
 
-def _stats_dict(s: em.SufficientStats) -> dict:
-    return {"n": s.n, "sx": s.sx, "sxx": s.sxx}
+def _stats_dict(s) -> dict:
+    return s._asdict()
 
 
-def _stats(d: dict) -> em.SufficientStats:
-    return em.SufficientStats(d["n"], d["sx"], d["sxx"])
+def _stats(d: dict):
+    """The statistics NamedTuple a stored dict holds: GMM or regression statistics."""
+    return RegressionStats(**d) if "spp" in d else em.SufficientStats(**d)
 
 
-def _stepwise(state: dict, batch_stats: em.SufficientStats, n_obs, ctype: str, reg, schedule):
-    """One stepwise-EM update of ``{"stats", "count"}``: (new statistics, new GMM)."""
+def _m_step(s, ctype: str, reg):
+    if isinstance(s, RegressionStats):
+        return regression_m_step_from_stats(s, covariance_type=ctype, reg_covar=reg,
+                                            ridge=EM_HEAD_RIDGE)
+    return em.m_step_from_stats(s, covariance_type=ctype, reg_covar=reg)
+
+
+def _stepwise(state: dict, batch_stats, n_obs, ctype: str, reg, schedule):
+    """One stepwise-EM update of ``{"stats", "count"}``: (new statistics, new mixture)."""
     exponent, offset = schedule
     rho = em.step_size(state["count"], exponent=exponent, offset=offset)
     s = em.blend(_stats(state["stats"]), batch_stats, n_obs, rho)
-    return s, em.m_step_from_stats(s, covariance_type=ctype, reg_covar=reg)
+    return s, _m_step(s, ctype, reg)
 
 
 def _seed(x_flat, w, n_components: int, ctype: str, reg, key):
@@ -98,38 +121,74 @@ def _seed(x_flat, w, n_components: int, ctype: str, reg, key):
 # ----------------------------------------------------------------------------- EM head
 
 
+def _regression_components(net) -> bool:
+    """Whether the head's components are regressions (lags, or the filtering head)."""
+    return net.lags > 0 or isinstance(net, model_lib.FilterGRNN)
+
+
+def _components(new, dtype) -> dict:
+    """The ``"em"`` collection of a new GMM or regression mixture."""
+    if isinstance(new, gmm_lib.GMM):
+        return model_lib.em_collection(new.means.astype(dtype), new.prec_chol.astype(dtype))
+    coef = new.coef.astype(dtype) if new.coef.shape[-1] else None
+    return model_lib.em_collection(new.intercept.astype(dtype), new.prec_chol.astype(dtype), coef)
+
+
+def _flat(a):
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[-1])
+
+
 def init_em_head(net, variables, example: Batch, *, key: jax.Array) -> dict:
-    """The EM head's aux state, seeded on ``example``'s observed steps (model units)."""
+    """The EM head's aux state, seeded on ``example``'s observed steps (model units).
+
+    Gaussian components: k-means++ and one exact E-step. Regression components: the
+    responsibilities of that k-means++ seed, turned into regressions by one M-step."""
     x, _, mask = _masked(example)
-    d, k = net.n_features, net.n_components
+    d, k, ctype = net.n_features, net.n_components, net.covariance_type
     w = mask.reshape(-1).astype(x.dtype)
-    g, s = _seed(x.reshape(-1, d), w, k, net.covariance_type, EM_HEAD_REG_COVAR, key)
+    g, s = _seed(x.reshape(-1, d), w, k, ctype, EM_HEAD_REG_COVAR, key)
     del variables  # the seed replaces the module's N(0, I) initial components
-    return {
-        "components": model_lib.em_collection(g.means, g.prec_chol),
-        "stats": _stats_dict(s),
-        "count": jnp.zeros((), jnp.int32),
-    }
+    new = g
+    if _regression_components(net):
+        resp = jnp.exp(gmm_lib.log_responsibilities(g, x.reshape(-1, d)))
+        phi = _flat(lagged(x, int(net.lags), check=False))
+        s = jax.tree.map(lambda a: a / jnp.maximum(jnp.sum(w), 1.0),
+                         regression_stats(x.reshape(-1, d), phi, resp, covariance_type=ctype,
+                                          weights=w))
+        new = _m_step(s, ctype, EM_HEAD_REG_COVAR)
+    return {"components": _components(new, x.dtype), "stats": _stats_dict(s),
+            "count": jnp.zeros((), jnp.int32)}
+
+
+def _responsibilities(net, variables, x, u, mask):
+    """(B, T, K) E-step weights: the filtering head's smoothed regime posteriors, or the
+    per-step mixture's responsibilities (exact there: a regime explains only its step)."""
+    if isinstance(net, model_lib.FilterGRNN):
+        log_init, log_trans, log_emit, *_ = net.apply(variables, x, u,
+                                                      method=model_lib.FilterGRNN.filter_terms)
+        smooth = jax.vmap(hmm.smoothed_posteriors, in_axes=(None, 0, 0, 0))
+        return smooth(log_init, log_trans, log_emit, mask).smoothed
+    return jnp.exp(gmm_lib.log_responsibilities(net.apply(variables, x, u), x))
 
 
 def em_head_update(net, params, aux_state: dict, batch: Batch, *, schedule) -> dict:
     """One stepwise-EM update of the EM head's components from ``batch``."""
     st = aux_state[EM_HEAD_KEY]
     x, u, mask = _masked(batch)
-    g = net.apply(model_variables(params, aux_state), x, u)
-    resp = jnp.exp(gmm_lib.log_responsibilities(g, x))
-    d, k = net.n_features, net.n_components
+    resp = _responsibilities(net, model_variables(params, aux_state), x, u, mask)
+    resp = jax.lax.stop_gradient(resp)
+    d, k, ctype = net.n_features, net.n_components, net.covariance_type
     w = mask.reshape(-1).astype(x.dtype)
-    stats = em.stats_from_responsibilities(
-        x.reshape(-1, d), resp.reshape(-1, k), covariance_type=net.covariance_type, weights=w
-    )
-    s, new = _stepwise(st, stats, jnp.sum(w), net.covariance_type, EM_HEAD_REG_COVAR, schedule)
-    return {
-        "components": model_lib.em_collection(new.means.astype(x.dtype),
-                                              new.prec_chol.astype(x.dtype)),
-        "stats": _stats_dict(s),
-        "count": st["count"] + 1,
-    }
+    if _regression_components(net):
+        phi = _flat(lagged(x, int(net.lags), check=False))
+        stats = regression_stats(x.reshape(-1, d), phi, resp.reshape(-1, k),
+                                 covariance_type=ctype, weights=w)
+    else:
+        stats = em.stats_from_responsibilities(x.reshape(-1, d), resp.reshape(-1, k),
+                                               covariance_type=ctype, weights=w)
+    s, new = _stepwise(st, stats, jnp.sum(w), ctype, EM_HEAD_REG_COVAR, schedule)
+    return {"components": _components(new, x.dtype), "stats": _stats_dict(s),
+            "count": st["count"] + 1}
 
 
 # ----------------------------------------------------------------------------- hidden GMM
@@ -192,7 +251,7 @@ def hidden_gmm_penalty(net, params, aux_state, batch: Batch):
 
 def uses_aux(cfg) -> bool:
     """Whether a run (``TrainConfig``) has non-gradient EM state."""
-    return cfg.model.head == "em" or cfg.hidden_gmm > 0
+    return cfg.model.em_updated or cfg.hidden_gmm > 0
 
 
 def initial_params_and_aux(cfg, net, example: Batch, *, key: jax.Array) -> tuple[Any, dict]:
@@ -203,7 +262,7 @@ def initial_params_and_aux(cfg, net, example: Batch, *, key: jax.Array) -> tuple
     """
     x = jnp.asarray(example.x)[:1, :1]
     u = None if example.u is None else jnp.asarray(example.u)[:1, :1]
-    return _initial_params_and_aux_jit(net, cfg.model.head == "em", int(cfg.hidden_gmm),
+    return _initial_params_and_aux_jit(net, cfg.model.em_updated, int(cfg.hidden_gmm),
                                        float(cfg.hidden_gmm_weight), key, x, u, example)
 
 
@@ -233,13 +292,13 @@ def aux_settings(cfg) -> tuple:
 def make_aux_update(head: str, hidden_gmm_k: int, exponent: float, offset: float):
     """``aux_update(net, params, aux_state, batch) -> aux_state`` for the train step, or None
     when there is nothing to update (the arguments are :func:`aux_settings`)."""
-    if head != "em" and hidden_gmm_k <= 0:
+    if head not in ("em", "hmm") and hidden_gmm_k <= 0:
         return None
     schedule = (float(exponent), float(offset))
 
     def aux_update(net, params, aux_state, batch):
         new = dict(aux_state)
-        if head == "em":
+        if head in ("em", "hmm"):
             new[EM_HEAD_KEY] = em_head_update(net, params, aux_state, batch, schedule=schedule)
         if hidden_gmm_k > 0:
             new[HIDDEN_GMM_KEY] = hidden_gmm_update(net, params, aux_state, batch,

@@ -1,4 +1,4 @@
-"""Regimes of a trained model: the EM head's filtering probabilities, and Gaussian mixtures
+"""Regimes of a trained model: the EM and filtering heads' regime probabilities, and Gaussian mixtures
 over the network's hidden states (fitted after training with K chosen by BIC, or kept
 during training by stepwise EM, :mod:`grnn_jax.train.em_training.em_state`).
 
@@ -29,43 +29,107 @@ from grnn_jax.train.step import standardised_batches
 def _regimes(net, variables, x, lengths, u):
     mask = model_lib.mask_from_lengths(lengths, x.shape[1])
     x = jnp.where(mask[..., None], x, 0)
-    g = net.apply(variables, x, u)
-    filt = jnp.exp(gmm_lib.log_responsibilities(g, x))
-    pred = gmm_lib.weights(g)
     m = mask[..., None]
-    return jnp.where(m, filt, 0.0), jnp.where(m, pred, 0.0)
+    if isinstance(net, model_lib.FilterGRNN):
+        log_init, log_trans, log_emit, *_ = net.apply(variables, x, u,
+                                                      method=model_lib.FilterGRNN.filter_terms)
+        filt = jax.vmap(em.hmm.forward, in_axes=(None, 0, 0, 0))(log_init, log_trans, log_emit, mask)
+        smooth = jax.vmap(em.hmm.forward_backward, in_axes=(None, 0, 0, 0))(
+            log_init, log_trans, log_emit, mask).smoothed
+        out = jnp.exp(filt.log_filtered), jnp.exp(filt.log_predicted), smooth
+    else:
+        g = net.apply(variables, x, u)
+        filt = jnp.exp(gmm_lib.log_responsibilities(g, x))
+        # A regime of the EM head explains only its own step: smoothing changes nothing.
+        out = filt, gmm_lib.weights(g), filt
+    return tuple(jnp.where(m, a, 0.0) for a in out)
 
 
 def regime_probabilities(net, variables, seqs: Sequences, *, standardiser: Standardiser | None = None,
-                         batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Per-step regime probabilities of a model with the EM head.
+                         batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step regime probabilities of a model with the EM head or the filtering head.
 
-    ``filtering[s, t, k] = p(regime k at t | x_<=t)``
-    ``= pi_tk N(x_t | mu_k, Sigma_k) / sum_j pi_tj N(x_t | mu_j, Sigma_j)``, and
-    ``predictive[s, t, k] = pi_tk = p(regime k at t | x_<t)``, the head's mixing weights.
+    ``filtering[s, t, k] = p(regime k at t | x_<=t)``, ``predictive[s, t, k] = pi_tk =
+    p(regime k at t | x_<t)`` (the mixing weights of step t) and ``smoothed[s, t, k] =
+    p(regime k at t | the whole sequence)``. For the EM head a regime explains only its own
+    step, so smoothed equals filtering; the filtering head runs the forward-backward pass.
 
     Args:
-      net: a ``model.EMGRNN``.
+      net: a ``model.EMGRNN`` or ``model.FilterGRNN``.
       variables: its whole variables dict (as ``load_trained`` returns it).
       seqs: sequences, original units.
       standardiser: the map the model was trained under (None: identity).
       batch_size: sequences per batch.
 
     Returns:
-      ``(filtering, predictive)``, each (S, T, K), zeros at padded steps.
+      ``(filtering, predictive, smoothed)``, each (S, T, K), zeros at padded steps.
 
     Raises:
-      ValueError: ``net`` has no EM head.
+      ValueError: ``net`` has neither head.
     """
-    if not isinstance(net, model_lib.EMGRNN):
-        raise ValueError("regime probabilities need a model trained with --head em "
-                         f"(model.head='em'); got a {type(net).__name__}")
-    filt, pred = [], []
+    if not isinstance(net, (model_lib.EMGRNN, model_lib.FilterGRNN)):
+        raise ValueError("regime probabilities need a model trained with --head em or --head hmm "
+                         f"(model.head='em' or 'hmm'); got a {type(net).__name__}")
+    parts = ([], [], [])
     for b in standardised_batches(seqs, standardiser, batch_size):
-        f, p = _regimes(net, variables, b.x, b.lengths, b.u)
-        filt.append(np.asarray(f)), pred.append(np.asarray(p))
+        for acc, a in zip(parts, _regimes(net, variables, b.x, b.lengths, b.u)):
+            acc.append(np.asarray(a))
     s = seqs.n_sequences
-    return np.concatenate(filt)[:s], np.concatenate(pred)[:s]
+    return tuple(np.concatenate(acc)[:s] for acc in parts)
+
+
+class RegimeComponents(NamedTuple):
+    """A trained EM or filtering head's regimes in the data's original units.
+
+    Attributes:
+      means: (K, D) the regimes' means (with lags: the intercepts ``b_k``, the mean when
+        every lagged observation is zero).
+      covariances: (K, D, D).
+      coefficients: (K, D, p*D) the slopes ``W_k`` on ``[x_{t-1}, ..., x_{t-p}]``, or None
+        without lags.
+    """
+
+    means: np.ndarray
+    covariances: np.ndarray
+    coefficients: np.ndarray | None
+
+
+def regime_components(net, variables, standardiser: Standardiser | None = None) -> RegimeComponents:
+    """The global components of an EM-updated head, mapped from model units back to the data's.
+
+    In model units ``z = (x - c) / s`` a regime reads ``z_t = W phi_z + b + e``; in original
+    units that is ``x_t = S W S_p^-1 phi + (c + S b - S W S_p^-1 c_p) + S e``, with ``S =
+    diag(s)`` and ``S_p``, ``c_p`` the scale and centre repeated over the lags.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from grnn_jax import model
+      >>> from grnn_jax.data import Standardiser
+      >>> net = model.FilterGRNN(n_features=1, n_components=2, hidden_size=4, lags=1)
+      >>> v = net.init(jax.random.key(0), np.zeros((1, 2, 1)))
+      >>> v["em"]["head"]["ar_coef"] = np.full((2, 1, 1), 0.5)
+      >>> st = Standardiser(np.array([10.0]), np.array([2.0]))
+      >>> c = regime_components(net, v, st)
+      >>> c.coefficients[:, 0, 0].tolist()  # a slope is free of units
+      [0.5, 0.5]
+      >>> bool(np.allclose(c.means, 10 + 2 * np.asarray(v["em"]["head"]["means"]) - 0.5 * 10))
+      True
+    """
+    em_vars = variables[model_lib.EM_COLLECTION]
+    means, prec_chol = model_lib.em_components(em_vars)
+    g = gmm_lib.as_full(gmm_lib.GMM(jnp.zeros(means.shape[0], means.dtype), means, prec_chol,
+                                    net.covariance_type))
+    st = standardiser or Standardiser.identity(net.n_features)
+    orig = st.gmm_from(g)
+    mu = np.asarray(orig.means, np.float64)
+    cov = np.asarray(gmm_lib.covariances(orig), np.float64)
+    coef = model_lib.em_coefficients(em_vars)
+    if coef is None:
+        return RegimeComponents(mu, cov, None)
+    scale, center = np.asarray(st.scale, np.float64), np.asarray(st.center, np.float64)
+    lags = coef.shape[-1] // net.n_features
+    w = np.asarray(coef, np.float64) * scale[:, None] / np.tile(scale, lags)[None, None, :]
+    return RegimeComponents(mu - w @ np.tile(center, lags), cov, w)
 
 
 def collect_hidden_states(net, variables, seqs: Sequences, *,

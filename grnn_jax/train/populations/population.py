@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
-from tqdm.auto import tqdm
 
 from grnn_jax.data import Sequences
 from grnn_jax.train.checkpoint import RunCheckpoints
@@ -44,9 +43,10 @@ from grnn_jax.train.em_training.em_state import (
     uses_aux,
 )
 from grnn_jax.train.populations.ensemble import ENSEMBLE_DIR, POPULATION_FILE, evaluate_ensemble
-from grnn_jax.train.loop import _prepare  # one set of data and config checks
+from grnn_jax.train.run_state import prepare_run  # one set of data and config checks
 from grnn_jax.train.distributed import sharding
-from grnn_jax.train.progress import RunProgress
+from grnn_jax.train.early_stopping import StoppingRule
+from grnn_jax.train.progress import RunProgress, progress_bar
 from grnn_jax.train.em_training.hidden_regimes import hidden_gmm_log
 from grnn_jax.train.rundir import (
     METRICS_FILE,
@@ -156,7 +156,7 @@ def train_population(
       ensemble: M > 0 also scores the equal-weight mixture of the M members best on
         validation (:func:`~grnn_jax.train.populations.ensemble.ensemble_gmm`) and saves their parameters in
         ``ensemble/`` (read back by :func:`~grnn_jax.train.populations.ensemble.load_ensemble`).
-      progress: a tqdm bar.
+      progress: a tqdm bar on a terminal, one line per evaluation elsewhere.
       mesh: a ``("members", "data")`` mesh (e.g. :func:`~grnn_jax.train.distributed.sharding.population_mesh`):
         members split over ``members``, each member's batch rows over ``data`` (the population
         a multiple of the first, ``batch_size`` of the second); None: one device.
@@ -185,83 +185,25 @@ def train_population(
         raise ValueError(f"--ensemble must lie in [0, population = {members.size}]; got {ensemble}")
     if ensemble and val_seqs is None:
         raise ValueError("--ensemble needs validation data to rank the members")
-    cfg, standardiser, _ = _prepare(config, train_seqs, val_seqs, Path(workdir or "."),
+    cfg, standardiser, _ = prepare_run(config, train_seqs, val_seqs, Path(workdir or "."),
                                     False, None)
     if mesh is not None:
         sharding.check_population_mesh(mesh, members.size, cfg.batch_size)
-    dtype = default_float()
     train_z = standardiser.transform(train_seqs)
     net, tx, step_fn = population_program(cfg)
-    p = members.size
-    first = population_batch(train_z, 0, members.seeds, batch_size=cfg.batch_size, dtype=dtype)
+    first = population_batch(train_z, 0, members.seeds, batch_size=cfg.batch_size,
+                             dtype=default_float())
     state = _initial_members(cfg, net, tx, train_z, members, first)
     if mesh is not None:
         state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("members")))
         step_fn = sharding.make_population_parallel_step(step_fn, mesh)
-    # Each member's best parameters and the EM state that goes with them.
-    best_params, best_aux = state.params, state.aux_state
-    progs = [RunProgress() for _ in range(p)]
-    active = np.ones(p, bool)
-    history: list[list[dict]] = [[] for _ in range(p)]
-    bar = tqdm(total=cfg.num_steps, disable=not progress, desc=f"train x{p}", leave=False)
-    # Member i draws the training noise a single run with its seed draws.
-    keys = jnp.stack([noise_key(s) for s in members.seeds])
-    try:
-        for step in range(cfg.num_steps):
-            batch = population_batch(train_z, step, members.seeds, batch_size=cfg.batch_size,
-                                     dtype=dtype)
-            state, metrics = step_fn(state, batch, jnp.asarray(active), keys)
-            done = step + 1
-            bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.num_steps:
-                skips = np.asarray(state.n_consecutive_skipped)
-                bad = active & (skips >= cfg.max_consecutive_skips)
-                if np.any(bad):
-                    # A diverged member stops; the others go on.
-                    active &= ~bad
-            is_eval = val_seqs is not None and (done % cfg.eval_every == 0
-                                                or done == cfg.num_steps)
-            if is_eval:
-                variables = model_variables(state.params, state.aux_state)
-                nll = evaluate_population(net, variables, val_seqs, standardiser=standardiser)
-                improved = np.zeros(p, bool)
-                for i in np.flatnonzero(active):
-                    progs[i] = progs[i].after_eval(done, float(nll[i]), cfg.val_smoothing)
-                    improved[i] = progs[i].best_step == done
-                    history[i].append({"step": done, "kind": "eval", "val_nll": float(nll[i]),
-                                       "best_val_nll": progs[i].best_val_nll,
-                                       "best_step": progs[i].best_step,
-                                       **_hidden_gmm_log(net, variables, state.aux_state, i,
-                                                         val_seqs, standardiser)})
-                    if (cfg.patience and progs[i].evals_since_best >= cfg.patience
-                            and done >= cfg.stop_from_fraction * cfg.num_steps):
-                        progs[i] = progs[i].replace(stopped_early=True)
-                        active[i] = False
-                if improved.any():
-                    best_params, best_aux = where_members(
-                        jnp.asarray(improved), (state.params, state.aux_state),
-                        (best_params, best_aux))
-                bar.set_postfix(best_val_nll=f"{np.nanmin(nll):.4f}", active=int(active.sum()))
-            if not active.any():
-                break
-    finally:
-        bar.close()
-    if val_seqs is None:
-        best_params, best_aux = state.params, state.aux_state
-    steps = np.asarray(state.step)
-    rows = []
-    for i in range(p):
-        rows.append({
-            "member": i, "seed": int(members.seeds[i]),
-            "learning_rate": float(members.learning_rates[i]),
-            "weight_decay": float(members.weight_decays[i]),
-            "best_val_nll": progs[i].best_val_nll, "best_step": progs[i].best_step,
-            "steps": int(steps[i]), "stopped_early": bool(progs[i].stopped_early),
-            "n_skipped": int(np.asarray(state.n_skipped)[i]),
-        })
+    state, rec = _train_members(cfg, net, step_fn, state, train_z, val_seqs, standardiser,
+                                members, progress)
+    best_params, best_aux = rec.best
+    rows = _member_rows(members, rec.progs, state)
     scores = [r["best_val_nll"] if r["best_val_nll"] is not None else math.inf for r in rows]
     best = int(np.argmin(scores)) if val_seqs is not None else 0
-    ens = None
+    ens = top_params = None
     if ensemble:
         top = [int(i) for i in np.argsort(scores, kind="stable")[:ensemble]]
         top_params = jax.tree.map(lambda a: a[jnp.asarray(top)],
@@ -272,9 +214,86 @@ def train_population(
     if workdir is not None:
         # The previous run there is replaced: Ctrl-C waits until the new one is whole.
         with interrupts_deferred():
-            _write_population_run(Path(workdir), cfg, members, result, history[best],
-                                  standardiser, train_seqs, ens, top_params if ensemble else None)
+            _write_population_run(Path(workdir), cfg, members, result, rec.history[best],
+                                  standardiser, train_seqs, ens, top_params)
     return result
+
+
+class _Records:
+    """What the population loop keeps per member besides its state: its early-stopping
+    progress, whether it still trains, its evaluation records, and its best variables
+    ``(params, aux_state)`` (stacked over members)."""
+
+    def __init__(self, state: TrainState, size: int):
+        self.progs = [RunProgress() for _ in range(size)]
+        self.active = np.ones(size, bool)
+        self.history: list[list[dict]] = [[] for _ in range(size)]
+        self.best = (state.params, state.aux_state)
+
+
+def _train_members(cfg, net, step_fn, state, train_z, val_seqs, standardiser, members,
+                   progress) -> tuple[TrainState, _Records]:
+    """The steps: every member trains until it stops by the rule a single run follows
+    (:class:`~grnn_jax.train.early_stopping.StoppingRule`): it diverged, or ran out of
+    patience; the loop ends when none is left or at ``num_steps``."""
+    rule, rec, dtype = StoppingRule.of(cfg), _Records(state, members.size), default_float()
+    bar = progress_bar(cfg.num_steps, enabled=progress, desc=f"train x{members.size}")
+    # Member i draws the training noise a single run with its seed draws.
+    keys = jnp.stack([noise_key(s) for s in members.seeds])
+    try:
+        for step in range(cfg.num_steps):
+            batch = population_batch(train_z, step, members.seeds, batch_size=cfg.batch_size,
+                                     dtype=dtype)
+            state, _ = step_fn(state, batch, jnp.asarray(rec.active), keys)
+            done = step + 1
+            bar.update(1)
+            if rule.reads_metrics_at(done, cfg.num_steps):
+                # A diverged member stops; the others go on.
+                rec.active &= ~rule.diverged(state.n_consecutive_skipped)
+            if val_seqs is not None and rule.evaluates_at(done):
+                nll = _evaluate_members(net, state, val_seqs, standardiser, rule, done, rec)
+                bar.evaluated(best_val_nll=f"{np.nanmin(nll):.4f}", active=int(rec.active.sum()))
+            if not rec.active.any():
+                break
+    finally:
+        bar.close()
+    if val_seqs is None:
+        rec.best = (state.params, state.aux_state)
+    return state, rec
+
+
+def _evaluate_members(net, state, val_seqs, standardiser, rule, done, rec: _Records):
+    """Scores every member on the validation data and updates the active members' records
+    (a member out of patience stops); returns the (P,) validation NLLs."""
+    variables = model_variables(state.params, state.aux_state)
+    nll = evaluate_population(net, variables, val_seqs, standardiser=standardiser)
+    scored = np.flatnonzero(rec.active)
+    rec.progs, improved, stop = rule.after_evals(rec.progs, done, nll, rec.active)
+    for i in scored:
+        prog = rec.progs[i]
+        rec.history[i].append({"step": done, "kind": "eval", "val_nll": float(nll[i]),
+                               "best_val_nll": prog.best_val_nll, "best_step": prog.best_step,
+                               **_hidden_gmm_log(net, variables, state.aux_state, i, val_seqs,
+                                                 standardiser)})
+    for i in np.flatnonzero(stop):
+        rec.progs[i] = rec.progs[i].replace(stopped_early=True)
+    rec.active &= ~stop
+    if improved.any():
+        rec.best = where_members(jnp.asarray(improved), (state.params, state.aux_state), rec.best)
+    return nll
+
+
+def _member_rows(members: Members, progs, state: TrainState) -> list[dict]:
+    """One summary row per member (:attr:`PopulationResult.rows`)."""
+    steps, skipped = np.asarray(state.step), np.asarray(state.n_skipped)
+    return [{
+        "member": i, "seed": int(members.seeds[i]),
+        "learning_rate": float(members.learning_rates[i]),
+        "weight_decay": float(members.weight_decays[i]),
+        "best_val_nll": progs[i].best_val_nll, "best_step": progs[i].best_step,
+        "steps": int(steps[i]), "stopped_early": bool(progs[i].stopped_early),
+        "n_skipped": int(skipped[i]),
+    } for i in range(members.size)]
 
 
 def population_program(config: TrainConfig):

@@ -5,10 +5,16 @@ A sweep directory holds ``sweep.json`` (the grid, the shared settings, the popul
 fingerprints of the data: what makes it this sweep), ``points/<name>/`` (one population run
 per grid point, its best member readable by ``grnn evaluate``), ``results.jsonl`` and
 ``results.csv`` (one row per trained member, rewritten atomically after every point) and
-``val_nll.png`` (best validation NLL per point against K and hidden size). A point whose
+``val_nll.png`` (best validation NLL per point against K and hidden size). A member whose
+best validation NLL came at its last step is marked ``still_improving`` (its training budget
+was probably too short; :mod:`grnn_jax.train.convergence`). A point whose
 ``population.json`` exists is finished: running the sweep again skips it, so an
 interrupted sweep resumes where it stopped. Test data never enter: the functions take a
 training and a validation split only.
+
+Grid keys are the settings' short names, as ``grnn train --set`` takes them
+(``hidden_size``, ``n_components``, ``learning_rate``...); the dotted form of a model setting
+(``model.hidden_size``) is accepted as an alias and stored in its short form.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 
 from grnn_jax.data import Sequences
 from grnn_jax._util.atomic import atomic_open, write_json_atomic
+from grnn_jax.train.convergence import still_improving
 from grnn_jax.train.populations.population import (
     POPULATION_FILE,
     check_population,
@@ -46,29 +53,36 @@ PLOT_FILE = "val_nll.png"
 SWEEP_FORMAT = 1
 
 
-def _canonical(key: str) -> str:
+def grid_key(key: str) -> str:
+    """The short name of a swept setting: ``"model.hidden_size"`` and ``"hidden_size"`` both
+    give ``"hidden_size"`` (model and training settings share one namespace).
+
+    Raises:
+      ValueError: a key that is not a setting (one line naming the known ones).
+
+    Example:
+      >>> grid_key("model.cell"), grid_key(" learning_rate ")
+      ('cell', 'learning_rate')
+    """
     key = key.strip()
-    if key in _MODEL_FIELDS:
-        return f"model.{key}"
-    if key.startswith("model.") and key[6:] in _MODEL_FIELDS and key[6:] != "n_features":
-        return key
-    if key in _TRAIN_FIELDS and key != "model":
-        return key
+    name = key.removeprefix("model.")
+    if name in _MODEL_FIELDS or (name == key and name in _TRAIN_FIELDS):
+        return name
     raise ValueError(
         f"--grid key {key!r} is not a setting; known: {', '.join(_MODEL_FIELDS[1:])} and "
-        f"{', '.join(_TRAIN_FIELDS)}")
+        f"{', '.join(_TRAIN_FIELDS)} (a model setting may also be written model.NAME)")
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
-    """``["hidden_size=32,64", "n_components=3,5"]`` -> ``{"model.hidden_size": [32, 64], ...}``.
+    """``["hidden_size=32,64", "n_components=3,5"]`` -> ``{"hidden_size": [32, 64], ...}``.
 
     Raises:
       ValueError: a malformed item, a key that is not a setting, an empty value, a key
         given twice, or no item at all (one line each).
 
     Example:
-      >>> parse_grid(["hidden_size=32,64", "cell=lstm,gru"])
-      {'model.hidden_size': [32, 64], 'model.cell': ['lstm', 'gru']}
+      >>> parse_grid(["hidden_size=32,64", "model.cell=lstm,gru"])
+      {'hidden_size': [32, 64], 'cell': ['lstm', 'gru']}
     """
     if not items:
         raise ValueError("--grid is required: give at least one KEY=V1,V2,...")
@@ -77,8 +91,8 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--grid expects KEY=V1,V2,...; got {item!r}")
-        name = _canonical(key)
-        if name == "model.n_features":
+        name = grid_key(key)
+        if name == "n_features":
             raise ValueError("--grid key 'n_features' is not a setting: the data fix it")
         parts = [t.strip() for t in text.split(",")]
         if any(not t for t in parts):
@@ -96,7 +110,7 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
 
 def point_name(point: dict) -> str:
     """A directory name for a grid point, e.g. ``hidden_size=32,n_components=3``."""
-    text = ",".join(f"{k.removeprefix('model.')}={v}" for k, v in point.items())
+    text = ",".join(f"{grid_key(k)}={v}" for k, v in point.items())
     return re.sub(r"[^A-Za-z0-9=,._-]", "_", text)
 
 
@@ -114,6 +128,18 @@ def _write_results(workdir: Path, rows: list[dict]) -> None:
         w.writeheader()
         w.writerows(rows)
     _write_text_atomic(workdir / RESULTS_CSV, buf.getvalue())
+
+
+def _short_keys(record: dict) -> dict:
+    """A saved sweep record with its grid keys in the short form (older sweeps stored
+    ``model.hidden_size``), so that such a sweep still resumes."""
+    grid = record.get("grid")
+    if isinstance(grid, dict):
+        try:
+            record = {**record, "grid": {grid_key(k): v for k, v in grid.items()}}
+        except ValueError:
+            pass  # not a grid this version knows: the comparison reports the difference
+    return record
 
 
 def run_sweep(
@@ -149,8 +175,10 @@ def run_sweep(
     Returns:
       One row per trained member: the point's settings, ``point``, ``member``, ``seed``,
       ``learning_rate``, ``weight_decay``, ``best_val_nll``, ``best_step``, ``steps``,
-      ``stopped_early``, ``is_best`` (the point's kept member), ``seconds`` (the point's
-      training time, 0 when it was found finished).
+      ``stopped_early``, ``is_best`` (the point's kept member), ``still_improving`` (its best
+      validation NLL came at its last step: probably not converged), ``seconds`` (the
+      point's training time, 0 when it was found finished).
+      :func:`~grnn_jax.train.convergence.sweep_warning` words a warning from them.
 
     Raises:
       ValueError: bad settings or data, or ``workdir`` holding another sweep; raised before
@@ -195,7 +223,7 @@ def run_sweep(
     record = json.loads(jsonio.dumps(record))
     sweep_file = workdir / SWEEP_FILE
     if sweep_file.exists():
-        saved = json.loads(sweep_file.read_text())
+        saved = _short_keys(json.loads(sweep_file.read_text()))
         if saved != record:
             diff = sorted(k for k in set(saved) | set(record) if saved.get(k) != record.get(k))
             raise ValueError(f"{workdir} holds another sweep (it differs in {', '.join(diff)}); "
@@ -220,19 +248,81 @@ def run_sweep(
             members, best, seconds = res.rows, res.best, time.perf_counter() - t0
         for m in members:
             rows.append({**point, "point": name, **m, "is_best": m["member"] == best,
+                         "still_improving": still_improving(m["best_step"], m["steps"]),
                          "seconds": round(seconds, 3)})
         _write_results(workdir, rows)
         if log is not None:
             b = members[best]
-            log(f"{name}: best validation NLL {b['best_val_nll']:.4f} (member {best} of "
-                f"{len(members)})" + ("" if seconds else " [finished before]"))
+            late = still_improving(b["best_step"], b["steps"])
+            log(f"{name}: best validation NLL {b['best_val_nll']:.4f} at step {b['best_step']} "
+                f"(member {best} of {len(members)})" + (" [still improving]" if late else "")
+                + ("" if seconds else " [finished before]"))
     return rows
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def sweep_figure(rows: list[dict]):
+    """The figure :func:`plot_sweep` saves (a matplotlib Figure; close it when done), or None
+    when no point has a validation score.
+
+    Best validation NLL per point against K (else the first swept setting), one line per
+    value of the other swept settings. An integer axis (K, a width) gets a tick at each value
+    and no fractional ticks; points whose kept member was still improving at its last step
+    are ringed.
+
+    Example:
+      >>> rows = [{"n_components": k, "point": f"n_components={k}", "best_val_nll": 1.0 / k,
+      ...          "best_step": 10, "steps": 10, "is_best": True} for k in (1, 2, 4)]
+      >>> fig = sweep_figure(rows)
+      >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+      ['1', '2', '4']
+      >>> import matplotlib.pyplot as plt; plt.close(fig)
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    best = [r for r in rows if r["is_best"] and r["best_val_nll"] is not None]
+    if not best:
+        return None
+    fields = list(best[0])
+    keys = fields[:fields.index("point")]  # the swept settings come first in every row
+    short = {k: k.removeprefix("model.") for k in keys}  # rows of sweeps that stored model.*
+    x_key = next((k for k in keys if short[k] == "n_components"), keys[0])
+    others = [k for k in keys if k != x_key]
+    lines: dict[tuple, list] = {}
+    for r in best:
+        late = still_improving(r.get("best_step"), r.get("steps"))
+        lines.setdefault(tuple(r[k] for k in others), []).append((r[x_key], r["best_val_nll"], late))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in lines.items():
+        pts.sort(key=lambda p: p[0])
+        text = ", ".join(f"{short[k]}={v}" for k, v in zip(others, label))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=text or None)
+    late = [p for pts in lines.values() for p in pts if p[2]]
+    if late:
+        ax.scatter([p[0] for p in late], [p[1] for p in late], s=160, facecolors="none",
+                   edgecolors="tab:red", zorder=3, label="best at the last step (still improving)")
+    xs = sorted({r[x_key] for r in best})
+    if all(_is_int(v) for v in xs):
+        if len(xs) <= 20:
+            ax.set_xticks(xs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(short[x_key] + (" (K)" if short[x_key] == "n_components" else ""))
+    ax.set_ylabel("best validation NLL (nats/step)")
+    ax.set_title("sweep: lowest validation NLL of each point's population")
+    if others or late:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def plot_sweep(rows: list[dict], path: str | Path) -> Path | None:
-    """Best validation NLL per point against K, one line per hidden size (and per value of
-    the other swept settings). Returns the path, or None when matplotlib is missing (it comes
-    with the ``experiments`` extra)."""
+    """Saves :func:`sweep_figure` to ``path``. Returns the path, or None when no point has a
+    validation score or matplotlib is missing (it comes with the ``experiments`` extra)."""
     try:
         import matplotlib
 
@@ -240,27 +330,9 @@ def plot_sweep(rows: list[dict], path: str | Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    best = [r for r in rows if r["is_best"] and r["best_val_nll"] is not None]
-    if not best:
+    fig = sweep_figure(rows)
+    if fig is None:
         return None
-    fields = list(best[0])
-    keys = fields[:fields.index("point")]  # the swept settings come first in every row
-    x_key = "model.n_components" if "model.n_components" in keys else keys[0]
-    others = [k for k in keys if k != x_key]
-    lines: dict[tuple, list] = {}
-    for r in best:
-        lines.setdefault(tuple(r[k] for k in others), []).append((r[x_key], r["best_val_nll"]))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, pts in lines.items():
-        pts.sort(key=lambda p: p[0])
-        text = ", ".join(f"{k.removeprefix('model.')}={v}" for k, v in zip(others, label))
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=text or None)
-    ax.set_xlabel(x_key.removeprefix("model.") + (" (K)" if x_key == "model.n_components" else ""))
-    ax.set_ylabel("best validation NLL (nats/step)")
-    ax.set_title("sweep: lowest validation NLL of each point's population")
-    if others:
-        ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
