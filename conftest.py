@@ -1,4 +1,5 @@
-"""Test configuration: fake CPU devices for sharding tests, a float64 fixture."""
+"""Test environment, set before JAX starts: fake CPU devices for the sharding tests, fast XLA
+compiles, a persistent compilation cache. Shared fixtures live in tests/conftest.py."""
 
 import os
 
@@ -15,14 +16,3 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # skips XLA's compile (results are the same; a cache key covers the program, flags and versions).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-
-import jax  # noqa: E402
-import pytest  # noqa: E402
-
-
-
-@pytest.fixture
-def x64():
-    """Runs the test with float64 enabled."""
-    with jax.enable_x64(True):
-        yield

@@ -2,7 +2,8 @@
 
 Trains a GRNN (and the same network with one Gaussian per step) for several seeds on
 the training split of a dataset, keeps each run's parameters with the best validation
-NLL, fits a static GMM and a Gaussian HMM (K chosen on validation), and scores them all
+NLL, fits a static GMM, a Gaussian HMM (hmmlearn) and an AR-HMM (dynamax; K and lags chosen
+on validation), and scores them all
 on held-out test steps in nats per observed step, original units. A single series is
 evaluated by rolling origin (``experiment.folds`` test blocks, each model refitted per
 fold on the past only); a set of sequences by its held-out sequences. Every difference
@@ -55,9 +56,21 @@ FEATURE_NAMES = {
     "weather": ("temperature (F)", "dew point (F)", "pressure (mb)"),
     "elecdemand": ("demand (GW)", "temperature (C)"),
 }
+DATASET_DESCRIPTIONS = {
+    "geyser": "Old Faithful geyser, Yellowstone National Park (MASS `geyser`, Azzalini & Bowman "
+              "1990): 299 eruptions in time order, 1-15 August 1985; each step is one eruption, "
+              "the waiting time from the previous eruption to it and its duration, both in minutes "
+              "(durations recorded at night only as short, medium or long are spread over their "
+              "rounding minute).",
+}
 EXPERIMENT_DEFAULTS = {
     "baseline_components": list(baselines.COMPONENTS_GRID),
     "hmm_iter": 200,
+    # AR-HMM (dynamax): K grid (None: baseline_components), lag grid, EM restarts and iterations.
+    "arhmm_components": None,
+    "arhmm_lags": list(baselines.ARHMM_LAGS),
+    "arhmm_restarts": 3,
+    "arhmm_iter": 100,
     "n_samples": 3,
     "sample_steps": 45,
     "density_steps": [1, 5, 10, 20],
@@ -71,8 +84,9 @@ EXPERIMENT_DEFAULTS = {
     "alpha": 0.05,
 }
 GRNN, SINGLE, STATIC, HMM = "GRNN", "single-Gaussian RNN (K=1)", "static GMM", "Gaussian HMM"
+ARHMM = "AR-HMM"
 ORACLE = "generating process (oracle)"
-BASELINES = (SINGLE, STATIC, HMM)
+BASELINES = (SINGLE, STATIC, HMM, ARHMM)
 def _train_or_resume(config: TrainConfig, train_seqs, val_seqs, workdir: Path, progress: bool):
     """Resumes a finished or interrupted run with the same settings; starts over otherwise."""
     resume = False
@@ -181,6 +195,12 @@ def _run_fold(cfg: dict, exp: dict, splits, workdir: Path, progress: bool) -> di
     hmm = baselines.hmm_baseline(tr_z, va_z, log_jacobian=log_jac, seed=config.seed, ks=ks,
                                  n_iter=int(exp["hmm_iter"]))
     timings["hmm"] = time.perf_counter() - t
+    t = time.perf_counter()
+    arhmm = baselines.arhmm_baseline(
+        tr_z, va_z, log_jacobian=log_jac, seed=config.seed,
+        ks=[int(k) for k in (exp["arhmm_components"] or ks)], lags=[int(p) for p in exp["arhmm_lags"]],
+        n_restarts=int(exp["arhmm_restarts"]), n_iter=int(exp["arhmm_iter"]), verbose=progress)
+    timings["arhmm"] = time.perf_counter() - t
 
     # Every model's predictive mixtures are in the units of the one standardiser fitted on
     # this fold's training split, so per-step log-densities pair up step by step.
@@ -201,9 +221,9 @@ def _run_fold(cfg: dict, exp: dict, splits, workdir: Path, progress: bool) -> di
         predictive[label] = _score_ensemble(grnn_runs, test_seqs)[0]
         val_nll[label] = _score_ensemble(grnn_runs, val_seqs)[1]
         ks_used[label] = len(grnn_runs) * best["net"].n_components
-    for label, b in {STATIC: static, HMM: hmm}.items():
+    for label, b in {STATIC: static, HMM: hmm, ARHMM: arhmm}.items():
         predictive[label] = b.predictive(te_z)
-        val_nll[label] = b.val_nll[b.n_components]
+        val_nll[label] = b.chosen_val_nll
         ks_used[label] = b.n_components
     models = {label: dict(zip(("lp", "pit"), observed(g))) for label, g in predictive.items()}
     seed_lp = {}
@@ -217,7 +237,9 @@ def _run_fold(cfg: dict, exp: dict, splits, workdir: Path, progress: bool) -> di
         "predictive": predictive, "models": models, "seed_lp": seed_lp, "val_nll": val_nll,
         "n_components": ks_used, "timings": timings,
         "val_nll_by_k": {STATIC: {str(k): v for k, v in static.val_nll.items()},
-                         HMM: {str(k): v for k, v in hmm.val_nll.items()}},
+                         HMM: {str(k): v for k, v in hmm.val_nll.items()},
+                         ARHMM: {baselines.candidate_text(k): v for k, v in arhmm.val_nll.items()}},
+        "arhmm_lags": arhmm.lags,
         "val_nll_by_seed": {GRNN: {str(r["seed"]): r["val_nll"] for r in grnn_runs},
                             SINGLE: {str(r["seed"]): r["val_nll"] for r in k1_runs}},
         # hmmlearn's monitor_.converged is also True when Baum-Welch merely ran out of
@@ -266,8 +288,10 @@ def summarise_folds(folds: list[dict], *, levels, alpha: float) -> dict:
             row["test_nll_seed_mean"] = float(vals.mean())
             row["test_nll_seed_std"] = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
             row["val_nll_by_seed"] = [f["val_nll_by_seed"][label] for f in folds]
-        if label in (STATIC, HMM):
+        if label in (STATIC, HMM, ARHMM):
             row["val_nll_by_k"] = [f["val_nll_by_k"][label] for f in folds]
+        if label == ARHMM:
+            row["lags"] = [int(f["arhmm_lags"]) for f in folds]
         rows[label] = row
     rows[HMM]["converged"] = [f["hmm_converged"] for f in folds]
     rows[HMM]["iterations"] = [f["hmm_iterations"] for f in folds]
@@ -352,10 +376,12 @@ def _figures(workdir, exp, features, fold, pits) -> dict:
                                   feature_names=features, dims=dims)
     else:
         del figs["next_step_density"]
-    z = model.generate(jax.random.key(int(exp["sample_seed"])), net, params, int(exp["sample_steps"]),
+    real = [test_seqs.x[i, : int(n)] for i, n in enumerate(test_seqs.lengths)]
+    # As long as the test sequences shown (at most sample_steps), so the two sides line up.
+    n_steps = min(int(exp["sample_steps"]), max(len(s) for s in real[: int(exp["n_samples"])]))
+    z = model.generate(jax.random.key(int(exp["sample_seed"])), net, params, n_steps,
                        n_samples=int(exp["n_samples"]))
     sampled = st.inverse(np.asarray(z, np.float64))
-    real = [test_seqs.x[i, : int(n)] for i, n in enumerate(test_seqs.lengths)]
     plots.samples_vs_real(real, sampled, workdir / figs["samples"], feature_names=features,
                           n_show=int(exp["n_samples"]))
     plots.pit_ecdfs(pits, workdir / figs["pit"], feature_names=features, alpha=float(exp["alpha"]))
@@ -423,6 +449,25 @@ def calibration_text(rows: dict, features, alpha: float) -> str:
             + "; ".join(out) + ".")
 
 
+def selection_text(rows: dict) -> str:
+    """The baselines' validation NLL for every K (and lags) tried, the AR-HMM's chosen lags and
+    whether Baum-Welch converged."""
+    def fold_text(name, by_k):  # the AR-HMM's keys already read "K=2 lags=1"
+        return ", ".join(f"{k if name == ARHMM else 'K=' + k} {v:.3f}" for k, v in by_k.items())
+
+    names = [n for n in (STATIC, HMM, ARHMM) if n in rows]
+    parts = [f"{name}: " + " | ".join(fold_text(name, f) for f in rows[name]["val_nll_by_k"])
+             for name in names]
+    text = "Validation NLL of the baselines by K (per fold): " + "; ".join(parts) + ". "
+    if ARHMM in rows:
+        text += (f"The AR-HMM (dynamax, EM from k-means starts, the best of its restarts) kept "
+                 f"lags {_k_text(rows[ARHMM]['lags'])}. ")
+    hmm = rows[HMM]
+    return text + (f"Baum-Welch of the chosen HMM converged in every fold: "
+                   f"{'yes' if all(hmm['converged']) else 'NO'} (iterations "
+                   f"{', '.join(map(str, hmm['iterations']))}).")
+
+
 def render_report(r: dict) -> str:
     """The Markdown report of a results dict."""
     rows = r["models"]
@@ -440,14 +485,17 @@ def render_report(r: dict) -> str:
                   f"validation {r['n_val_steps'][0]} steps; test {r['n_test_steps']} steps in "
                   f"{r['n_test_sequences']} held-out sequence(s).")
     features = FEATURE_NAMES.get(r["dataset"], tuple(f"x{d}" for d in range(99)))
+    about = DATASET_DESCRIPTIONS.get(r["dataset"])
     lines = [
         f"# GRNN on `{r['dataset']}`",
         "",
+        *([about, ""] if about else []),
         design + " Test steps were used for nothing but the numbers below.",
         "",
         "Held-out negative log-likelihood of the one-step predictive density "
         "p(x_t | x_<t), nats per observed step in the data's original units (lower is better). "
-        "K for the baselines was chosen on validation (per fold: K values separated by /). "
+        "K for the baselines (and the AR-HMM's lags) was chosen on validation (per fold: values "
+        "separated by /). "
         f"The networks were trained with seeds {', '.join(map(str, seeds))}; the GRNN row is the "
         "seed with the best validation NLL (per fold), \"seeds\" gives the mean ± standard "
         "deviation of the test NLL over all seeds. \"minus GRNN\": the model's test NLL minus the "
@@ -476,7 +524,6 @@ def render_report(r: dict) -> str:
         ks = f"{max(row['pit_ks']):.3f} ({row['pit_band']:.3f})" if "pit_ks" in row else ""
         lines.append(f"| {name} | {k} | {val} | **{row['test_nll']:.3f}** | {spread} | {delta} "
                      f"| {cov} | {ks} |")
-    hmm = rows[HMM]
     lines += [
         "",
         verdict(rows, r["n_test_steps"]),
@@ -494,13 +541,7 @@ def render_report(r: dict) -> str:
                                             for s, v in rows[name]["test_nll_by_seed"].items())
                     for name in (GRNN, SINGLE)) + ".",
         "",
-        "Validation NLL of the baselines by K (per fold): "
-        + "; ".join(f"{name}: " + " | ".join(", ".join(f"K={kk} {vv:.3f}" for kk, vv in f.items())
-                                            for f in rows[name]["val_nll_by_k"])
-                    for name in (STATIC, HMM)) + ". "
-        f"Baum-Welch of the chosen HMM converged in every fold: "
-        f"{'yes' if all(hmm['converged']) else 'NO'} (iterations "
-        f"{', '.join(map(str, hmm['iterations']))}).",
+        selection_text(rows),
         "",
         "## Settings",
         "",
@@ -523,8 +564,9 @@ def render_report(r: dict) -> str:
                              "first test sequence (colour scale: density per unit area). Grey dots: "
                              "the sequence's earlier steps; square: the previous step x[t-1]; "
                              "star: what happened, x[t].",
-        "samples": f"{last.capitalize()}held-out test sequences beside sequences sampled from the "
-                   "GRNN, one colour per sequence, and the lag-one scatter of both.",
+        "samples": f"{last.capitalize()}held-out test sequence(s) beside sequences of the same "
+                   "length sampled from the GRNN, on one step axis, one colour per sequence, and "
+                   "the lag-one scatter of both.",
         "pit": "PIT ECDF minus the uniform CDF of the one-step predictions on all test steps, per "
                "dimension, with the simultaneous confidence band (grey). Inside the band: no "
                "evidence of miscalibration; above zero then below (a falling S): over-confident, "

@@ -1,7 +1,29 @@
 #!/usr/bin/env bash
-# Runs the whole test suite; creates .venv and installs what the tests need on first use.
-GRNN_EXTRAS="test,experiments"
-source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
+# Runs the tests; creates the virtual environment and installs what the tests need on first use.
+#   bash scripts/test.sh            the whole suite (what CI runs)
+#   bash scripts/test.sh --fast     the fast tier: tests not marked `slow` (the edit loop)
+#   bash scripts/test.sh --lowest   the fast tier at the lowest versions pyproject.toml allows,
+#                                   in its own environment (.venv-lowest)
+# Other arguments go to pytest, e.g. `bash scripts/test.sh --fast tests/test_gmm.py -x`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+GRNN_EXTRAS="test,experiments,docs"
+TIER=()
+ARGS=()
+for arg in "$@"; do
+    case "$arg" in
+        --fast) TIER=(-m "not slow") ;;
+        --lowest)
+            TIER=(-m "not slow")
+            export GRNN_LOWEST=1 GRNN_VENV="${GRNN_VENV:-$ROOT/.venv-lowest}"
+            GRNN_EXTRAS="test,experiments,bench" ;;
+        *) ARGS+=("$arg") ;;
+    esac
+done
+source "$ROOT/scripts/_venv.sh"
+if [ "${GRNN_LOWEST:-0}" = 1 ]; then
+    python -c 'import importlib.metadata as m; print("lowest versions:", ", ".join(f"{p} {m.version(p)}" for p in ("jax", "jaxlib", "flax", "optax", "chex", "numpy", "orbax-checkpoint", "scikit-learn", "scipy")))'
+fi
 # worksteal: a worker that runs out of tests takes queued ones from the other, so a few long
 # tests at the end do not leave one core idle.
-exec python -m pytest grnn_jax tests -n "${GRNN_TEST_WORKERS:-2}" --dist worksteal "$@"
+exec python -m pytest grnn_jax tests -n "${GRNN_TEST_WORKERS:-2}" --dist worksteal "${TIER[@]}" "${ARGS[@]}"

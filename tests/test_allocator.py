@@ -10,6 +10,8 @@ import pytest
 
 from grnn_jax._util.allocator import ENV_SWITCH
 
+pytestmark = pytest.mark.slow
+
 # A jitted step whose 3000 x 3000 float32 intermediate (36 MB, above glibc's largest mmap
 # threshold; the input of a second matmul, so it cannot be fused away) is an XLA temporary
 # buffer, allocated and freed at every call.

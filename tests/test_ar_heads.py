@@ -17,6 +17,8 @@ from grnn_jax.data import Batch, lagged
 from grnn_jax.train import ModelConfig, TrainConfig
 from grnn_jax.train.em_training import em_state
 
+pytestmark = pytest.mark.slow
+
 K, D = 3, 2
 
 

@@ -60,6 +60,7 @@ class GmmVariantsTest(chex.TestCase):
         chex.assert_tree_all_finite(new)
 
 
+@pytest.mark.slow
 def test_vmap_over_data_sets_equals_one_at_a_time():
     x, g = _data()
     xs = jnp.stack([x, x[::-1] * 1.5, x + 1.0])

@@ -153,6 +153,7 @@ def test_bad_flags_exit_2(data, capsys):
         main(["fit-gmm", str(tmp / "x.npy"), "-k", "2", "--covariance-type", "banana"])
 
 
+@pytest.mark.slow
 def test_installed_console_script_ends_quietly_on_a_closed_pipe(data):
     """``grnn fit-gmm --json | head -c0`` through the installed entry point: it runs the fit
     and, when it writes, gets SIGPIPE's status without a BrokenPipeError traceback. (What the

@@ -213,6 +213,7 @@ def test_config_overrides_lay_over_the_defaults():
         resolve_train_config({"model": {"width": 3}}, seqs)
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_a_tied_head(run, tmp_path, capsys):
     wd = tmp_path / "tied"
     code, _, err = _grnn(["train", "--data", run["data"], "--workdir", wd, "--steps", 3,

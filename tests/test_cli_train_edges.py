@@ -104,6 +104,7 @@ def test_many_components_on_little_data_warn(run, tmp_path, capsys):
     assert "warning: 12 components for 70 observed training steps" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_and_exits_130(run, tmp_path):
     wd = tmp_path / "long"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

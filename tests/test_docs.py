@@ -21,6 +21,8 @@ import pytest
 
 from xla_env import one_device_xla_flags
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 GUIDE_PAGES = sorted((DOCS / "guide").glob("*.md"))

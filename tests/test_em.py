@@ -54,6 +54,7 @@ def _reference_m_step(x, g, w, ctype):
 
 @pytest.mark.parametrize("ctype, d", [(c, 3) for c in CTYPES] + [("full", 7)])  # D > 2K: batched outer products
 @pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.slow
 def test_e_step_then_m_step_equals_gmm_m_step(x64, ctype, d, weighted):
     rng = np.random.default_rng(0)
     x = jnp.asarray(_blobs(rng, n=97, d=d) + 50.0)  # off the origin, N not a multiple of the block
@@ -166,6 +167,7 @@ def test_log_likelihood_never_decreases(x64, ctype):
 
 
 @pytest.mark.parametrize("ctype", ["full", "spherical"])
+@pytest.mark.slow
 def test_integer_weights_equal_repeated_rows(x64, ctype):
     rng = np.random.default_rng(5)
     x = _blobs(rng, n=80)
@@ -228,6 +230,7 @@ def test_second_call_does_not_recompile(compilations):
 
 @pytest.mark.parametrize("offset", [1e4, 1e6])
 @pytest.mark.parametrize("ctype", ["full", "diag"])
+@pytest.mark.slow
 def test_float32_fit_of_offset_data_matches_float64(x64, offset, ctype):
     rng = np.random.default_rng(10)
     centers = np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 0.0], [0.0, 8.0, 0.0]])

@@ -40,6 +40,7 @@ def _hard_sets():
 
 @pytest.mark.parametrize("name", list(_hard_sets()))
 @pytest.mark.parametrize("ctype", gmm.COVARIANCE_TYPES)
+@pytest.mark.slow
 def test_hard_data_gives_finite_results(name, ctype):
     x = _hard_sets()[name]
     res = em.fit(x, 3, key=jax.random.key(0), covariance_type=ctype, init="kmeans", max_iter=10)
@@ -72,6 +73,7 @@ def test_far_and_mixed_scale_data_match_float64(x64, name, ctype):
     np.testing.assert_allclose(sd32, sd64, rtol=5e-3)
 
 
+@pytest.mark.slow
 def test_collapsed_component_falls_back_to_a_finite_covariance():
     # Component 1 sits on one repeated far point: its one-pass covariance rounds to garbage.
     x = np.concatenate([np.random.default_rng(1).normal(size=(50, 4)), np.full((10, 4), 40.0)])
@@ -217,6 +219,7 @@ def test_weighted_bic_equals_bic_of_repeated_rows(x64):
     np.testing.assert_allclose(float(em.aic(g, x, w)), float(em.aic(g, np.repeat(x, w, 0))), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_select_n_components_recovers_true_k():
     x, _ = _three_blobs(np.random.default_rng(9), n=300, sep=12.0)
     best, table = em.select_n_components(x, [2, 3, 4], key=jax.random.key(0))

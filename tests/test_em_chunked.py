@@ -152,6 +152,7 @@ def test_cli_chunk_size_reports_the_chunked_fit(data, tmp_path, capsys):
     assert "read an .npy file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_float64_under_x64(x64):
     """Under x64 the chunks are float64 and the sums agree with in-memory EM to float64 rounding."""
     x = blobs(200, seed=1, offset=1e4)

@@ -42,6 +42,7 @@ def _data(seed=0, n=60, d=2, k=3):
 
 
 @pytest.mark.parametrize("ctype", CTYPES)
+@pytest.mark.slow
 def test_stats_from_responsibilities_match_e_step_and_m_step(ctype):
     x, resp, w = _data()
     # Oracle 1: the closed-form M-step on the raw responsibilities (two passes).
@@ -174,6 +175,7 @@ def _learned_components(net, variables, st):
     return means, np.asarray(gmm.covariances(g)) * np.outer(st.scale, st.scale)
 
 
+@pytest.mark.slow
 def test_recovers_regimes_and_nears_the_oracle_nll(run):
     net, variables, st, _ = load_trained(run["workdir"])
     means, cov = _learned_components(net, variables, st)
@@ -252,6 +254,7 @@ def test_bad_input_one_line_nothing_touched(run, capsys, tmp_path):
     assert code == 2 and "--head em" in err and not (tmp_path / "r.npz").exists()
 
 
+@pytest.mark.slow
 def test_resume_of_an_em_head_run_with_a_hidden_gmm_is_exact(tmp_path):
     # EM state (components, their blended statistics, the hidden-state GMM) must resume
     # bit for bit, like the gradient parameters and the optimiser.

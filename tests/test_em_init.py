@@ -13,6 +13,8 @@ from grnn_jax.train.em_training.em_init import fit_observation_gmm
 
 from dirstate import tree_hash
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("head", ["mdn", "em"])
 def test_initial_heldout_nll_equals_the_static_gmm(tmp_path, x64, head):

@@ -60,6 +60,7 @@ def test_both_forms_equal_scipy(x64, ctype):
 
 @pytest.mark.parametrize("ctype", ["full", "diag", "spherical", "tied"])
 @pytest.mark.parametrize("d", [1, 2, 3, 7])
+@pytest.mark.slow
 def test_feature_sums_split_into_weighted_moments(x64, ctype, d):
     """``phi @ resp^T`` gives counts, first and second moments, against brute force."""
     rng = np.random.default_rng(1)
@@ -81,6 +82,7 @@ def test_feature_sums_split_into_weighted_moments(x64, ctype, d):
 
 @pytest.mark.parametrize("d", [16, 64])
 @pytest.mark.parametrize("var", [1e-1, 1e-3])
+@pytest.mark.slow
 def test_error_bound_covers_the_measured_float32_error(x64, d, var):
     """The guard's bound is above the quadratic form's actual float32 error, near each component."""
     rng = np.random.default_rng(2)
@@ -122,6 +124,7 @@ def test_guard_rejects_a_collapsed_component_far_from_the_origin(x64):
     assert ok(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), collapsed), 30.0)
 
 
+@pytest.mark.slow
 def test_float32_e_step_with_a_collapsed_component_matches_float64(x64):
     """The E-step falls back to the projection form where the quadratic one would lose digits."""
     rng = np.random.default_rng(4)

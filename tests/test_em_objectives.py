@@ -13,6 +13,8 @@ from grnn_jax.data import Sequences
 from grnn_jax.model.heads import MixtureHead, n_head_outputs
 from grnn_jax.train.em_training import em_objectives as E
 
+pytestmark = pytest.mark.slow
+
 K, D, H = 3, 2, 4
 
 

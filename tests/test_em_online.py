@@ -23,6 +23,7 @@ def stationary():
     return np.asarray(gmm.sample(jax.random.key(0), truth, 6000)), truth
 
 
+@pytest.mark.slow
 def test_approaches_the_batch_em_optimum(stationary):
     x, truth = stationary
     batch = em.fit(x, 3, key=jax.random.key(1), covariance_type="diag", tol=1e-6, max_iter=200)

@@ -23,6 +23,8 @@ from grnn_jax.data import (
 from grnn_jax.data.real import rolling_origin_splits
 from grnn_jax.train import evaluate, load_config_file, load_trained
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,7 +37,7 @@ def test_main_job_end_to_end_scores_what_evaluate_scores(tmp_path):
     report = (tmp_path / "report.md").read_text()
     ensemble = "GRNN ensemble of 2 seeds"
     rows = res["models"]
-    assert set(rows) == {main.GRNN, ensemble, main.SINGLE, main.STATIC, main.HMM}
+    assert set(rows) == {main.GRNN, ensemble, main.SINGLE, main.STATIC, main.HMM, main.ARHMM}
     assert res["n_folds"] == 2 and res["n_test_steps"] == 60
     folds = rolling_origin_splits("geyser", 2, block=30, window=cfg["window"])
     total = 0.0

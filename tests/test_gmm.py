@@ -87,6 +87,7 @@ def test_precision_cholesky_matches_sklearn(x64):
         np.testing.assert_allclose(ours, _compute_precision_cholesky(covs[ctype], ctype), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_batched_mixtures_broadcast_against_x():
     x, means, covs, w = _random_problem(4)
     gs = [gmm.from_covariances(jnp.log(w) + i, means + i, covs["full"] * (i + 1), "full") for i in range(2)]
@@ -99,6 +100,7 @@ def test_batched_mixtures_broadcast_against_x():
     np.testing.assert_allclose(out, via_vmap, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_all_components_minus_inf_gives_no_nan():
     g = gmm.GMM(jnp.array([0.0, -jnp.inf]), jnp.zeros((2, 1)), jnp.ones((2, 1)), "diag")
     far = jnp.array([[1e30]])
@@ -111,6 +113,7 @@ def test_all_components_minus_inf_gives_no_nan():
 
 
 @pytest.mark.parametrize("ctype", ["full", "diag", "spherical"])
+@pytest.mark.slow
 def test_gradients_finite_at_extreme_parameters(ctype):
     def loss(logits, means, raw, x):
         chol = {"full": lambda: jnp.exp(raw)[:, None, None] * jnp.eye(2),

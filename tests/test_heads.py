@@ -48,6 +48,7 @@ def _hand_set(head, g, h_dim):
 
 
 @pytest.mark.parametrize("ctype", CTYPES)
+@pytest.mark.slow
 def test_shapes(ctype):
     k, d, h = 4, 3, 6
     head = MixtureHead(n_components=k, n_features=d, covariance_type=ctype)
@@ -85,6 +86,7 @@ def test_log_prob_matches_scipy_for_hand_set_head(ctype):
 
 
 @pytest.mark.parametrize("ctype", CTYPES)
+@pytest.mark.slow
 def test_random_head_matches_its_formula(ctype):
     """A random kernel and bias: the documented constraint maps, checked with scipy."""
     rng = np.random.default_rng(2)
@@ -116,6 +118,7 @@ def test_random_head_matches_its_formula(ctype):
 
 
 @pytest.mark.parametrize("ctype", CTYPES)
+@pytest.mark.slow
 def test_initial_mixture_suits_standardised_data(ctype):
     k, d = 16, 3
     head = MixtureHead(n_components=k, n_features=d, covariance_type=ctype)

@@ -27,6 +27,8 @@ from grnn_jax.train import (
 from grnn_jax.train.em_training.em_state import HIDDEN_GMM_KEY, initial_params_and_aux
 from grnn_jax.train.objectives import nll_loss
 
+pytestmark = pytest.mark.slow
+
 PROC = default_gaussian_regimes()
 
 

@@ -122,6 +122,7 @@ def test_hmmlearn(x64):
 
 
 @pytest.mark.parametrize("num_lags", [1, 2])
+@pytest.mark.slow
 def test_dynamax_arhmm(x64, num_lags):
     from dynamax.hidden_markov_model import LinearAutoregressiveHMM
 

@@ -14,6 +14,8 @@ import pytest
 from grnn_jax.cli import main
 from grnn_jax.data import default_switching_ar, sample_switching_ar
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = str(ROOT / "experiments" / "configs" / "test.py")
 DTYPES = ["float16", "float32", "float64", "int32"]

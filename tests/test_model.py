@@ -66,6 +66,7 @@ def test_shapes(cell, ctype, n_layers):
 
 
 @pytest.mark.parametrize("cell,n_layers", [("lstm", 2), ("gru", 1), ("ln_lstm", 2)])
+@pytest.mark.slow
 def test_teacher_forcing_matches_one_step_path(cell, n_layers):
     net, params, x, _ = _make(cell, "full", n_layers)
     lp = model.step_log_probs(net, params, x)
@@ -105,6 +106,7 @@ def test_padding_changes_neither_loss_nor_gradients():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "ln_lstm"])
+@pytest.mark.slow
 def test_gradients_finite_at_extreme_inputs(cell):
     net, params, x, _ = _make(cell, "full")
     grad_fn = jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(model.sequence_log_prob(net, p, x))))
@@ -174,6 +176,7 @@ def test_small_temperature_picks_the_heaviest_component():
 
 
 @pytest.mark.parametrize("n_covariates", [0, 1])
+@pytest.mark.slow
 def test_priming_conditions_samples_as_teacher_forcing_does(n_covariates):
     """At τ → 0 a sample is the heaviest mean of the mixture teacher forcing gives for that step."""
     net, params, x, u = _make("lstm", "full", 2, n_covariates=n_covariates, b=1, t=3)
@@ -195,6 +198,7 @@ def test_priming_conditions_samples_as_teacher_forcing_does(n_covariates):
 
 
 @pytest.mark.parametrize("cell, ctype", [("gru", "spherical"), ("lstm", "tied")])
+@pytest.mark.slow
 def test_forecast(cell, ctype):
     net, params, x, _ = _make(cell, ctype)
     out = model.forecast(jax.random.key(0), net, params, x[0], 5, n_paths=64, quantiles=(0.1, 0.5, 0.9))
@@ -217,6 +221,7 @@ def test_forecast(cell, ctype):
         model.forecast(jax.random.key(0), net, params, x[0], 5, quantiles=(0.5, 1.5))
 
 
+@pytest.mark.slow
 def test_float64(x64):
     net, params, x, _ = _make("ln_lstm", "full", 2, dtype=jnp.float64)
     assert x.dtype == jnp.float64

@@ -10,6 +10,8 @@ from grnn_jax import em, gmm
 from grnn_jax.cli import main
 from multiproc import assert_unreachable_coordinator_fails_fast, coordinator_flags, free_port, gloo_works, run_processes
 
+pytestmark = pytest.mark.slow
+
 # Each process runs the command twice in one session (one start-up and compilation for both fits):
 # argv are the two commands' arguments joined by "--then".
 LAUNCH = """import sys

@@ -12,6 +12,8 @@ from grnn_jax.cli import main
 from grnn_jax.train import load_trained, read_metrics
 from multiproc import assert_unreachable_coordinator_fails_fast, coordinator_flags, free_port, gloo_works, run_processes
 
+pytestmark = pytest.mark.slow
+
 # Each process runs the same command twice: a run, then the same command again, which
 # resumes the finished run (process 0 restores the checkpoint and sends it to the other);
 # then with --steps 5, which process 0's work dir refuses: every process must stop with

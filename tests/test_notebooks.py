@@ -7,6 +7,8 @@ import pytest
 
 from xla_env import one_device_xla_flags
 
+pytestmark = pytest.mark.slow
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 

@@ -75,6 +75,7 @@ def test_bad_optimizer_settings_are_named(changes, message):
         cfg.validate()
 
 
+@pytest.mark.slow
 def test_cli_optimizer_flag(tmp_path, capsys):
     tr, _ = data.sample_switching_ar(data.default_switching_ar(2), seed=0, n_sequences=10,
                                      length=7)

@@ -37,6 +37,8 @@ from grnn_jax.train.populations.population import (
     train_population,
 )
 
+pytestmark = pytest.mark.slow
+
 CFG = TrainConfig(ModelConfig(n_features=2, n_components=2, hidden_size=6), num_steps=6,
                   batch_size=4, eval_every=2, warmup_steps=2, log_every=2)
 MEMBERS = Members(seeds=(3, 4, 5), learning_rates=(1e-2, 3e-3, 3e-2),

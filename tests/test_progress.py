@@ -85,6 +85,7 @@ def test_training_into_a_log_writes_one_line_per_evaluation(splits, tmp_path, ca
     assert all("val_nll=" in ln for ln in lines)
 
 
+@pytest.mark.slow
 def test_a_population_into_a_log_writes_one_line_per_evaluation(splits, capfd):
     from grnn_jax.train.populations.population import default_members, train_population
 

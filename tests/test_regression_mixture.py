@@ -66,6 +66,7 @@ def _oracle(x, phi, r, ctype, reg_covar, ridge):
 
 @pytest.mark.parametrize("ridge", [0.0, 0.7])
 @pytest.mark.parametrize("ctype", CTYPES)
+@pytest.mark.slow
 def test_m_step_is_weighted_least_squares(ctype, ridge, x64):
     x, phi, resp, w = _problem()
     x_nan = np.where((w > 0)[:, None], x, np.nan)  # masked rows may hold anything
@@ -133,6 +134,7 @@ def test_em_never_decreases_the_log_likelihood(ctype, x64):
 
 
 @pytest.mark.parametrize("ctype", CTYPES)
+@pytest.mark.slow
 def test_no_regressors_is_todays_gmm_exactly(ctype):
     x, _, resp, w = _problem(4)
     x, resp, w, phi0 = (jnp.asarray(a, jnp.float32) for a in (x, resp, w, np.zeros((N, 0))))
@@ -189,6 +191,7 @@ def _order(rm):
     return np.argsort(-np.asarray(rm.intercept[:, 0]))
 
 
+@pytest.mark.slow
 def test_fit_recovers_a_two_regime_mixture():
     x, phi, coef, intercept = _two_regimes(6, 1500)
     res = rem.fit_regression(x, phi, 2, key=jax.random.key(0), n_init=2)
@@ -202,6 +205,7 @@ def test_fit_recovers_a_two_regime_mixture():
 
 
 @pytest.mark.parametrize("ctype", CTYPES)
+@pytest.mark.slow
 def test_fit_is_plain_em_in_data_units(ctype, x64):
     """The fit standardises x and phi; with reg_covar and ridge mapped, it is the same EM."""
     x, phi, _, w = _problem(7, n=80)
@@ -222,6 +226,7 @@ def test_fit_is_plain_em_in_data_units(ctype, x64):
     assert int(res.n_iter) == 4
 
 
+@pytest.mark.slow
 def test_stepwise_em_blends_regression_stats():
     x, phi, coef, intercept = _two_regimes(9, 2400)
     old = rem.regression_stats(x[:4], phi[:4], jnp.full((4, 2), 0.5), covariance_type="diag")

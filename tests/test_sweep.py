@@ -14,6 +14,8 @@ from grnn_jax.cli import main
 from grnn_jax.train.convergence import still_improving, sweep_warning
 from grnn_jax.train.populations.sweep_grid import parse_grid, sweep_figure
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("items, message", [
     (["hidden=32"], "--grid key 'hidden' is not a setting"),

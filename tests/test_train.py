@@ -14,6 +14,7 @@ from grnn_jax import data, gmm, model
 from grnn_jax import train as T
 from grnn_jax.data import Sequences, synthetic
 from grnn_jax.train import loop as loop_mod
+from grnn_jax.train import run_state
 
 PROC = data.default_switching_ar(2)
 
@@ -58,7 +59,7 @@ def _assert_trees_equal(a, b):
 
 def _step_setup():
     # The loop's own cached step for this config: the other tests reuse its compilation.
-    net, tx, step_fn, _ = loop_mod._compiled(_cfg(), False)
+    net, tx, step_fn, _ = run_state.compiled(_cfg(), False)
     tr, _ = _small_data()
     z = data.Standardiser.fit(tr).transform(tr)
     batch = data.batch_at(z, 0, batch_size=8, seed=0)
@@ -137,6 +138,7 @@ NOISE = {"input_noise": 0.2, "input_dropout": 0.1, "output_dropout": 0.3, "recur
 
 
 @pytest.mark.parametrize("noise", [{}, NOISE], ids=["clean", "noise"])
+@pytest.mark.slow
 def test_resume_gives_the_parameters_of_an_uninterrupted_run(run, noise, tmp_path):
     workdir, state, history, tr, va = run
     if noise:
@@ -279,6 +281,7 @@ def _static_gmm_nll(train: Sequences, test: Sequences, k: int, n_iter: int = 100
     return -float(lp.mean()) + st.log_det
 
 
+@pytest.mark.slow
 def test_trained_model_approaches_the_oracle_and_beats_a_static_gmm(tmp_path):
     train, _ = data.sample_switching_ar(PROC, seed=1, n_sequences=1024, length=30)
     val, _ = data.sample_switching_ar(PROC, seed=2, n_sequences=64, length=30)
@@ -298,6 +301,7 @@ def test_trained_model_approaches_the_oracle_and_beats_a_static_gmm(tmp_path):
     assert nll < static - 0.5, (nll, static)
 
 
+@pytest.mark.slow
 def test_tied_head_approaches_the_oracle_of_a_tied_process(tmp_path):
     # Both regimes share one noise covariance, so the next step's exact density is a
     # two-component mixture with a tied covariance: the tied head is well specified.

@@ -9,6 +9,8 @@ from grnn_jax import data
 from grnn_jax.train import ModelConfig, TrainConfig, load_trained, train
 from grnn_jax.train.distributed import sharding
 
+pytestmark = pytest.mark.slow
+
 CFG = TrainConfig(ModelConfig(n_features=1, n_components=2, hidden_size=4), num_steps=6,
                   batch_size=8, eval_every=2, log_every=1, warmup_steps=1, learning_rate=3e-2)
 

@@ -11,12 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from jax.test_util import check_grads
 
 from grnn_jax import gmm, model
 from grnn_jax import train as T
 from grnn_jax.data import Batch
 from grnn_jax.model.lstm_scan import lstm_sequence
+
+pytestmark = pytest.mark.slow
 
 B, STEPS, D, K, H = 3, 7, 2, 3, 6
 MIN_SCALE, MAX_SCALE = 1e-3, 1e3

@@ -8,6 +8,8 @@ from grnn_jax.data import Sequences, batch_at
 from grnn_jax.train import ModelConfig, init_state, make_optimizer, make_train_step
 from grnn_jax.train.distributed import sharding
 
+pytestmark = pytest.mark.slow
+
 
 def test_loss_trajectory_equals_one_device():
     net = ModelConfig(n_features=2, n_components=3, hidden_size=8).build()

@@ -35,6 +35,7 @@ def _count_update(net, params, aux, batch):
     return {"n": aux["n"] + 1, "obs": aux["obs"] + jnp.sum(batch.lengths).astype(jnp.float32)}
 
 
+@pytest.mark.slow
 def test_aux_state_is_untouched_by_the_optimiser_and_updated_only_on_good_steps():
     aux0 = {"n": jnp.zeros((), jnp.int32), "obs": jnp.zeros((), jnp.float32)}
     state = T.init_state(NET, TX, _batch(), key=jax.random.key(0), aux_state=aux0)

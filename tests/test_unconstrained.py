@@ -48,6 +48,7 @@ def _close(a, b, rtol=1e-5):
 
 @pytest.mark.parametrize("ctype", TYPES)
 @pytest.mark.parametrize("batch", [(), (2, 4)])
+@pytest.mark.slow
 def test_round_trip_both_ways(ctype, batch):
     g = _random_gmm(jax.random.key(0), ctype, batch=batch)
     u = to_unconstrained(g)
@@ -121,6 +122,7 @@ def _descend(loss, params, lr, n_steps):
 
 
 @pytest.mark.parametrize("ctype", TYPES)
+@pytest.mark.slow
 def test_descent_on_the_unconstrained_form_stays_finite_and_fits(ctype):
     x = _blobs()
     start = _start(x, ctype)

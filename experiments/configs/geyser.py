@@ -26,6 +26,7 @@ def get_config() -> dict:
             "fold_block": 30,
             "baseline_components": [1, 2, 3, 4, 5, 6],
             "hmm_iter": 200,
+            "arhmm_lags": [1],  # one lag: each (K, lags) AR-HMM fit compiles anew
             "n_samples": 3,
             "sample_steps": 45,
             "density_steps": [1, 5, 10, 20],

@@ -20,5 +20,6 @@ def get_config() -> dict:
             "sample_steps": 6,
             "density_steps": [1, 2],
             "seeds": [0, 1],
+            "arhmm_lags": [1],
         },
     }

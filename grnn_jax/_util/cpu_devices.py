@@ -14,6 +14,10 @@ or ``jax.devices()`` call), so :func:`request_cpu_devices` must run before that,
 (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` or ``jax_num_cpu_devices``)
 as it is. On a machine with a GPU or TPU the request only shapes the CPU backend,
 which the default device does not use.
+
+Only public JAX is used: JAX refuses a new ``jax_num_cpu_devices`` once its backends have
+started (a ``RuntimeError`` from ``jax.config.update``), and that refusal is how
+:func:`backends_started` tells, since JAX has no public query for it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import math
 import os
 
 import jax
-from jax._src import xla_bridge
 
 _XLA_FLAG = "--xla_force_host_platform_device_count"
 
@@ -51,11 +54,45 @@ def population_host_devices(population: int, cores: int | None = None) -> int:
     return math.gcd(int(population), available_cores() if cores is None else int(cores))
 
 
+def _user_chose_count() -> bool:
+    """Whether the user fixed the count: ``XLA_FLAGS`` or the ``jax_num_cpu_devices`` option."""
+    flagged = any(f.startswith(_XLA_FLAG) for f in os.environ.get("XLA_FLAGS", "").split())
+    return flagged or jax.config.jax_num_cpu_devices >= 0
+
+
+def _set_cpu_device_count(n: int) -> bool:
+    """Sets ``jax_num_cpu_devices`` to ``n``; False where JAX refused (its backends started)."""
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # JAX's own rule: the option must be set before its backends start
+        return False
+    return True
+
+
+def backends_started() -> bool:
+    """Whether JAX has started its backends (the first array or ``jax.devices()`` call),
+    after which the number of host devices can no longer change.
+
+    It asks JAX to change ``jax_num_cpu_devices`` and puts the value back; JAX refuses the
+    change once started. Nothing is left changed either way.
+
+    Example:
+      >>> import jax
+      >>> _ = jax.devices()
+      >>> backends_started()
+      True
+    """
+    current = jax.config.jax_num_cpu_devices
+    if not _set_cpu_device_count(current + 1 if current >= 1 else 1):
+        return True
+    jax.config.update("jax_num_cpu_devices", current)
+    return False
+
+
 def cpu_device_count_fixed() -> bool:
     """Whether the number of host devices is already fixed: by the user (``XLA_FLAGS`` or
     the ``jax_num_cpu_devices`` option) or because JAX has started its backends."""
-    flagged = any(f.startswith(_XLA_FLAG) for f in os.environ.get("XLA_FLAGS", "").split())
-    return flagged or jax.config.jax_num_cpu_devices >= 0 or xla_bridge.backends_are_initialized()
+    return _user_chose_count() or backends_started()
 
 
 def request_cpu_devices(n: int) -> bool:
@@ -75,7 +112,4 @@ def request_cpu_devices(n: int) -> bool:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"the number of host devices must be a positive integer; got {n!r}")
-    if cpu_device_count_fixed():
-        return False
-    jax.config.update("jax_num_cpu_devices", n)
-    return True
+    return not _user_chose_count() and _set_cpu_device_count(n)

@@ -1,7 +1,13 @@
 """Data: padded-sequence container, standardisation, splits, batching, a synthetic process
 with exact log-density, and real datasets that ship with the package."""
 
-from grnn_jax.data import synthetic
+from grnn_jax.data import duration_process, synthetic
+from grnn_jax.data.duration_process import (
+    DurationProcess,
+    default_duration_process,
+    sample_duration_process,
+    uniform_durations,
+)
 from grnn_jax.data.batching import (
     Batch,
     batch_at,
@@ -35,7 +41,10 @@ __all__ = [
     "dataset_splits",
     "DATASETS",
     "DatasetSpec",
+    "default_duration_process",
     "default_switching_ar",
+    "duration_process",
+    "DurationProcess",
     "iterate_batches",
     "lagged",
     "linear_predictability",
@@ -47,6 +56,7 @@ __all__ = [
     "read_csv_rows",
     "read_csv_sequences",
     "regressors",
+    "sample_duration_process",
     "sample_switching_ar",
     "Sequences",
     "split_indices",
@@ -59,4 +69,5 @@ __all__ = [
     "synthetic",
     "TableInfo",
     "train_batches",
+    "uniform_durations",
 ]

@@ -1,9 +1,11 @@
 """A scikit-learn compatible ``GaussianMixture`` whose EM runs in JAX.
 
 The estimator is a thin shell around :func:`grnn_jax.em.fit` and the pure
-functions of :mod:`grnn_jax.gmm`: it validates input as scikit-learn does,
-turns ``random_state`` into an explicit key and exposes the fitted mixture both
-as scikit-learn's numpy attributes and as ``gmm_`` (a :class:`grnn_jax.gmm.GMM`).
+functions of :mod:`grnn_jax.gmm`: it validates input as scikit-learn does
+(:mod:`grnn_jax.em.estimator_checks`), draws its starts as scikit-learn does
+(:mod:`grnn_jax.em.estimator_init`), computes in the precision of its input,
+and exposes the fitted mixture both as scikit-learn's numpy attributes and as
+``gmm_`` (a :class:`grnn_jax.gmm.GMM`).
 
 Compilation is keyed on array shapes, so every row count is padded up to one of
 a few bucket sizes (padding rows carry weight zero and are dropped from the
@@ -13,6 +15,7 @@ programs rather than one per size.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 import warnings
@@ -23,13 +26,19 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from grnn_jax import em, gmm
+from grnn_jax.em import estimator_init
 from grnn_jax.em.checks import check_defined
-from grnn_jax._util.validation import check_finite
+from grnn_jax.em.estimator_checks import (
+    check_init,
+    check_params,
+    check_sample_weight,
+    check_x,
+    sklearn_ill_defined_error,
+)
 
-INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 _MIN_BUCKET, _POW2_UP_TO = 256, 4096
 
 
@@ -49,9 +58,18 @@ def _bucket(n: int) -> int:
     return -(-n // step) * step
 
 
-def _compute_dtype(x_dtype) -> type:
-    x64 = jax.config.jax_enable_x64
-    return np.float64 if x64 and np.dtype(x_dtype) == np.float64 else np.float32
+def _result_dtype(*dtypes) -> np.dtype:
+    """float64 if any of ``dtypes`` is (as numpy promotes float32 with float64), else float32."""
+    return np.dtype(np.float64 if any(np.dtype(t) == np.float64 for t in dtypes) else np.float32)
+
+
+def _precision(dtype) -> contextlib.AbstractContextManager:
+    """JAX's 64-bit mode on for float64 and off for float32, for the calls inside only.
+
+    ``jax.enable_x64`` is a context manager that restores the caller's setting
+    on exit, so the estimator never changes the process-wide mode.
+    """
+    return jax.enable_x64(np.dtype(dtype) == np.float64)
 
 
 def _pad_rows(x: np.ndarray, weights: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -69,13 +87,13 @@ def _log_prob_and_resp(g: gmm.GMM, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return gmm.log_prob(g, x), gmm.log_responsibilities(g, x)
 
 
+@functools.partial(jax.jit, static_argnames="n")
+def _sample(key: jax.Array, g: gmm.GMM, n: int) -> tuple[jax.Array, jax.Array]:
+    return gmm.sample_with_labels(key, g, (n,))
+
+
 def _cast(g: gmm.GMM, dtype) -> gmm.GMM:
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), g)
-
-
-def _log_weights(w: np.ndarray, dtype) -> jax.Array:
-    # A zero initial weight becomes a tiny one: logits must stay finite.
-    return jnp.asarray(np.log(np.maximum(w, np.finfo(dtype).tiny)), dtype)
 
 
 def _key_from(random_state) -> jax.Array:
@@ -85,37 +103,44 @@ def _key_from(random_state) -> jax.Array:
     return jax.random.key(seed)
 
 
-def _prec_chol_shape(ctype: str, k: int, d: int) -> tuple[int, ...]:
-    return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ctype]
-
-
 class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by EM in JAX, with scikit-learn's interface.
 
     Parameters and fitted attributes are those of
     ``sklearn.mixture.GaussianMixture``, and so is the behaviour its
     documentation promises: ``reg_covar=0`` is allowed and a covariance that
-    is actually ill-defined raises scikit-learn's ValueError (naming the
-    component); ``warm_start=True`` measures the first change from the previous
-    ``lower_bound_`` (so ``max_iter=1`` in a loop reports ``converged_``);
-    the start of ``n_init=1`` is among those of any larger ``n_init`` for the
-    same ``random_state``; bad ``weights_init``/``means_init``/
-    ``precisions_init`` raise ValueError naming the parameter and the expected
-    shape. ``fit`` also takes ``sample_weight`` (non-negative per-row weights;
-    an integer weight equals repeating the row).
+    is actually ill-defined raises scikit-learn's ValueError (its cause,
+    ``err.__cause__``, names the components); ``warm_start=True`` measures
+    the first change from the previous ``lower_bound_`` (so ``max_iter=1`` in
+    a loop reports ``converged_``); the start of ``n_init=1`` is among those
+    of any larger ``n_init`` for the same ``random_state``; bad
+    ``weights_init``/``means_init``/``precisions_init`` raise scikit-learn's
+    ValueError (its words, then our parameter's name and the expected shape).
+    ``fit`` also takes ``sample_weight`` (non-negative per-row weights; an
+    integer weight equals repeating the row).
 
-    Precision: EM runs in float32 by default, whatever the input's dtype. For
-    scikit-learn's float64 precision, enable JAX's 64-bit mode
-    (``jax.config.update("jax_enable_x64", True)`` at start-up, or the
-    ``jax.enable_x64(True)`` context) and pass float64 ``X``; the numpy
-    attributes are always float64 arrays, ``gmm_`` keeps the compute dtype.
+    Precision, as in scikit-learn: float32 ``X`` is fitted in float32 and
+    float64 ``X`` in float64 (other dtypes, integers included, become
+    float64); a float64 ``weights_init``/``means_init``/``precisions_init``
+    (a list included) or a float64 fit continued by ``warm_start`` makes the
+    fit float64, as numpy's promotion does. The estimator turns JAX's 64-bit
+    mode on (or off) for its own calls only (``jax.enable_x64``), leaving the
+    process-wide setting as it was. The fitted attributes have the dtype of
+    the fit; ``score_samples`` and ``predict_proba`` return float64 when X
+    or the fit is float64. After a float64 fit ``gmm_`` holds float64 JAX
+    arrays: use it under ``jax.enable_x64(True)`` to keep that precision
+    (outside, JAX computes in float32).
 
-    Remaining differences: when only some of ``weights_init``/``means_init``/
-    ``precisions_init`` are given, the rest come from one ``init_params``
-    initialisation (no restarts); ``init_params="k-means++"`` starts from
-    the seeds with covariance ``reg_covar`` (scikit-learn assigns every row to
-    its nearest seed first), so with ``reg_covar=0`` it is ill-defined: use
-    ``"kmeans"`` (the default) there.
+    Starts, as in scikit-learn: each of the ``n_init`` restarts draws its
+    responsibilities from one ``RandomState`` made from ``random_state``
+    (scikit-learn's ``KMeans``, uniform noise, or random or k-means++ seed
+    rows), by the same calls in the same order (:mod:`grnn_jax.em.estimator_init`),
+    so an integer ``random_state`` gives scikit-learn's start; the M-step and
+    EM then run in JAX, one restart after another. One difference remains:
+    from ``"random_from_data"`` or ``"k-means++"`` seeds (one row per
+    component) a ``"tied"`` start here is the seeds' covariance (``reg_covar``),
+    while scikit-learn's tied formula also sums the other rows' second
+    moments (a broad start), so those fits can end in other optima.
 
     Attributes:
       gmm_: the fitted :class:`grnn_jax.gmm.GMM`, for use with the pure functions.
@@ -125,7 +150,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         ``covariance_type`` as in scikit-learn (full (K, D, D), tied (D, D),
         diag (K, D), spherical (K,)).
       converged_, n_iter_, lower_bound_, lower_bounds_: as in scikit-learn;
-        ``lower_bound_`` is the mean log-likelihood before the last M-step.
+        ``lower_bound_`` (a numpy scalar of the fit's dtype) is the mean
+        log-likelihood before the last M-step.
       n_features_in_, feature_names_in_: set by scikit-learn's validation.
 
     Example:
@@ -173,76 +199,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
 
-    # ----------------------------------------------------------------- checks
-    def _check_params(self) -> None:
-        def integer(name, low):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}; got {v!r}")
-
-        def real(name, positive):
-            v = getattr(self, name)
-            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
-            if not ok or (v <= 0 if positive else v < 0):
-                raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} "
-                                 f"number; got {v!r}")
-
-        integer("n_components", 1)
-        integer("max_iter", 0)
-        integer("n_init", 1)
-        integer("verbose_interval", 1)
-        real("tol", positive=False)
-        real("reg_covar", positive=False)
-        gmm.check_covariance_type(self.covariance_type)
-        if self.init_params not in INIT_PARAMS:
-            raise ValueError(f"unknown init_params {self.init_params!r}; expected one of {INIT_PARAMS}")
-
-    def _check_init(self, d: int) -> dict[str, np.ndarray]:
-        k, ctype = self.n_components, self.covariance_type
-        given = {}
-        expected = {"weights_init": (k,), "means_init": (k, d),
-                    "precisions_init": _prec_chol_shape(ctype, k, d)}
-        for name, shape in expected.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            try:
-                a = np.asarray(value, dtype=np.float64)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{name} must be a numeric array of shape {shape}; {err}") from None
-            if a.shape != shape:
-                # scikit-learn's wording, with the parameter's own name.
-                raise ValueError(f"The parameter '{name}' should have the shape of {shape} "
-                                 f"(n_components={k}, n_features={d}, covariance_type={ctype!r}), "
-                                 f"but got {a.shape}")
-            check_finite(a, name)
-            given[name] = a
-        if "weights_init" in given:
-            w = given["weights_init"]
-            if w.min() < 0 or w.max() > 1:
-                raise ValueError(f"The parameter 'weights_init' should be in the range [0, 1], but got "
-                                 f"max value {w.max():.5f}, min value {w.min():.5f}")
-            if abs(w.sum() - 1.0) > 1e-6:
-                raise ValueError(f"The parameter 'weights_init' should be normalized, but got "
-                                 f"sum(weights_init) = {w.sum():.5f}")
-        if "precisions_init" in given:
-            p = given["precisions_init"]
-            if ctype in ("full", "tied"):
-                mats = p.reshape((-1, d, d))
-                symmetric = np.allclose(mats, np.swapaxes(mats, -1, -2), atol=1e-10, rtol=0)
-                if not symmetric or np.linalg.eigvalsh(mats).min() <= 0:
-                    raise ValueError(f"The parameter 'precisions_init' ('{ctype}' precision) should be "
-                                     "symmetric, positive-definite")
-            elif p.min() <= 0:
-                raise ValueError(f"The parameter 'precisions_init' ('{ctype}' precision) should be positive")
-        return given
-
-    def _validate_x(self, X, *, reset: bool, min_samples: int = 1) -> np.ndarray:
-        x = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
-                          ensure_all_finite=False, ensure_min_samples=min_samples)
-        check_finite(x, "X")
-        return x
-
     # -------------------------------------------------------------------- fit
     def fit(self, X, y=None, sample_weight=None):
         """Fits the mixture by EM and returns ``self``.
@@ -252,94 +208,85 @@ class GaussianMixture(DensityMixin, BaseEstimator):
           y: ignored.
           sample_weight: optional (N,) non-negative weights.
         """
-        self._check_params()
+        check_params(self)
         warm = bool(self.warm_start) and hasattr(self, "gmm_")
-        x = self._validate_x(X, reset=True, min_samples=2)
+        x = check_x(self, X, reset=True, min_samples=2)
         n, d = x.shape
         if n < self.n_components:
             raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                              f"{self.n_components}, n_samples = {n}")
-        sw = _check_sample_weight(sample_weight, x, dtype=x.dtype, ensure_non_negative=True)
-        if not sw.sum() > 0:
-            raise ValueError("sample_weight sums to zero: no data to fit")
-        given = self._check_init(d)
-        dtype = _compute_dtype(x.dtype)
-        xj, wj = _pad_rows(x, sw, dtype)
-        key = _key_from(self.random_state)
-        if warm:
-            if self.gmm_.n_features != d:
-                raise ValueError(f"X has {d} features, but the warm start mixture has "
-                                 f"{self.gmm_.n_features}")
-            init = _cast(self.gmm_, dtype)
-        elif len(given) == 3:
-            init = gmm.from_precisions(_log_weights(given["weights_init"], dtype),
-                                       jnp.asarray(given["means_init"], dtype),
-                                       jnp.asarray(given["precisions_init"], dtype),
-                                       self.covariance_type)
-        elif given:
-            init = self._partial_init(xj, wj, given, key, dtype)
-        else:
-            init = self.init_params
-        if self.max_iter == 0:
-            # scikit-learn's idiom for "initialise only".
-            if not isinstance(init, gmm.GMM):
-                init = em.initialize(xj, self.n_components, key=key, init=init, weights=wj,
-                                     covariance_type=self.covariance_type, reg_covar=self.reg_covar)
-            check_defined(init)
-            self._set_fitted(em.FitResult(init, -np.inf, np.zeros(0), 0, False))
-            return self
-        if warm:
-            # scikit-learn measures a warm start's first change from the
-            # previous lower bound, so one iteration at a time can converge.
-            result = em.fit_from(xj, init, weights=wj, tol=float(self.tol),
-                                 reg_covar=float(self.reg_covar), max_iter=int(self.max_iter),
-                                 lower_bound=float(self.lower_bound_))
-            check_defined(result.gmm)
-        else:
-            result = em.fit(xj, self.n_components, key=key, covariance_type=self.covariance_type,
-                            tol=self.tol, reg_covar=self.reg_covar, max_iter=self.max_iter,
-                            init=init, n_init=self.n_init, weights=wj)
-        self._set_fitted(result)
-        if not self.converged_:
+        if warm and self.gmm_.n_features != d:
+            raise ValueError(f"X has {d} features, but the warm start mixture has {self.gmm_.n_features}")
+        given = check_init(self, d)
+        # The fit's dtype is what numpy's promotion gives, as in scikit-learn: float64
+        # if X, a given start or the mixture a warm start continues from is float64.
+        starts = [a.dtype for a in given.values()] + ([self.gmm_.means.dtype] if warm else [])
+        dtype = _result_dtype(x.dtype, *starts)
+        sw = check_sample_weight(sample_weight, n, dtype, self.n_components)
+        with _precision(dtype), sklearn_ill_defined_error():
+            xj, wj = _pad_rows(x, sw, dtype)
+            result = self._continue(xj, wj, dtype) if warm else self._restarts(x, sw, xj, wj, given, dtype)
+            self._set_fitted(result, dtype)
+        if self.max_iter > 0 and not self.converged_:
             warnings.warn("Best performing initialization did not converge. Try different init "
                           "parameters, or increase max_iter, tol, or check for degenerate data.",
                           ConvergenceWarning, stacklevel=2)
         return self
 
-    def _partial_init(self, xj, wj, given, key, dtype) -> gmm.GMM:
-        """Initial mixture when only some of weights/means/precisions are given.
-
-        As in scikit-learn, the missing ones come from the ``init_params``
-        initialisation and the given ones replace their counterparts.
+    def _restarts(self, x, sw, xj, wj, given, dtype) -> em.FitResult:
+        """scikit-learn's restarts: each starts from the next draw of one ``RandomState``;
+        the first with the highest final bound is kept (with ``max_iter=0``, the last start).
         """
-        start = em.initialize(xj, self.n_components, key=key, init=self.init_params, weights=wj,
-                              covariance_type=self.covariance_type, reg_covar=self.reg_covar)
-        logits, means, prec_chol = start.logits, start.means, start.prec_chol
-        if "weights_init" in given:
-            logits = _log_weights(given["weights_init"], dtype)
-        if "means_init" in given:
-            means = jnp.asarray(given["means_init"], dtype)
-        if "precisions_init" in given:
-            p = jnp.asarray(given["precisions_init"], dtype)
-            prec_chol = gmm.from_precisions(logits, means, p, self.covariance_type).prec_chol
-        return gmm.GMM(logits, means, prec_chol, self.covariance_type)
+        rs = check_random_state(self.random_state)
+        best = None
+        for _ in range(1 if len(given) == 3 else self.n_init):  # a given start is one start
+            resp = (None if len(given) == 3 else
+                    estimator_init.responsibilities(x, sw, self.init_params, self.n_components, rs))
+            g0 = estimator_init.start(xj, wj, resp, given, self.covariance_type, self.reg_covar, dtype)
+            check_defined(g0)
+            if self.max_iter == 0:  # scikit-learn's idiom for "initialise only"
+                result = em.FitResult(g0, -np.inf, np.zeros(0), 0, False)
+            else:
+                result = em.fit(xj, self.n_components, key=jax.random.key(0), init=g0, weights=wj,
+                                covariance_type=self.covariance_type, tol=self.tol,
+                                reg_covar=self.reg_covar, max_iter=self.max_iter)
+            bound = float(result.log_likelihood)
+            if best is None or bound > best[0] or best[0] == -np.inf:
+                best = (bound, result)
+        return best[1]
 
-    def _set_fitted(self, result) -> None:
+    def _continue(self, xj, wj, dtype) -> em.FitResult:
+        """A warm start: EM from the fitted mixture, the first change measured from ``lower_bound_``
+        (as scikit-learn does, so one iteration at a time can converge)."""
+        g0 = _cast(self.gmm_, dtype)
+        if self.max_iter == 0:
+            return em.FitResult(g0, self.lower_bound_, np.zeros(0), 0, False)
+        result = em.fit_from(xj, g0, weights=wj, tol=float(self.tol), reg_covar=float(self.reg_covar),
+                             max_iter=int(self.max_iter), lower_bound=float(self.lower_bound_))
+        check_defined(result.gmm)
+        return result
+
+    def _set_fitted(self, result: em.FitResult, dtype: np.dtype) -> None:
+        """The fitted attributes in ``dtype`` (under the precision mode of the fit)."""
         g = result.gmm
         self.gmm_ = g
-        as64 = functools.partial(np.asarray, dtype=np.float64)
-        self.weights_ = as64(gmm.weights(g))
-        self.means_ = as64(g.means)
-        self.precisions_cholesky_ = as64(g.prec_chol)
-        self.covariances_ = as64(gmm.covariances(g))
-        self.precisions_ = as64(gmm.precisions(g))
+        self.weights_ = np.asarray(gmm.weights(g), dtype)
+        self.means_ = np.asarray(g.means, dtype)
+        self.precisions_cholesky_ = np.asarray(g.prec_chol, dtype)
+        self.covariances_ = np.asarray(gmm.covariances(g), dtype)
+        self.precisions_ = np.asarray(gmm.precisions(g), dtype)
         self.n_iter_ = int(result.n_iter)
         self.converged_ = bool(result.converged)
-        self.lower_bound_ = float(result.log_likelihood)
+        self.lower_bound_ = dtype.type(result.log_likelihood)
         history = np.asarray(result.history, dtype=np.float64)
         self.lower_bounds_ = history[: self.n_iter_].tolist()
         if self.verbose:
             self._print_progress()
+
+    def _n_parameters(self) -> int:
+        """Number of free parameters of the fitted mixture (scikit-learn's count, for BIC/AIC)."""
+        check_is_fitted(self, "gmm_")
+        return gmm.n_parameters(self.gmm_.n_components, self.gmm_.n_features, self.covariance_type)
 
     def _print_progress(self) -> None:
         print("Initialization 0")
@@ -357,17 +304,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self.fit(X, y, sample_weight=sample_weight).predict(X)
 
     # ---------------------------------------------------------------- predict
-    def _log_prob_and_resp(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def _scoring_input(self, X):
+        """Checked X, padded to its bucket, with its row weights and the dtype to compute in."""
         check_is_fitted(self, "gmm_")
-        x = self._validate_x(X, reset=False)
-        dtype = _compute_dtype(np.float64 if self.gmm_.means.dtype == jnp.float64 else x.dtype)
-        xj, _ = _pad_rows(x, np.ones(x.shape[0]), dtype)
-        lp, lr = _log_prob_and_resp(_cast(self.gmm_, dtype), xj)
-        n = x.shape[0]
-        return np.asarray(lp[:n], np.float64), np.asarray(lr[:n], np.float64)
+        x = check_x(self, X, reset=False)
+        dtype = _result_dtype(x.dtype, self.gmm_.means.dtype)
+        xj, wj = _pad_rows(x, np.ones(x.shape[0], dtype), dtype)
+        return x.shape[0], xj, wj, dtype
+
+    def _log_prob_and_resp(self, X) -> tuple[np.ndarray, np.ndarray]:
+        n, xj, _, dtype = self._scoring_input(X)
+        with _precision(dtype):
+            lp, lr = _log_prob_and_resp(_cast(self.gmm_, dtype), xj)
+            return np.asarray(lp[:n], dtype), np.asarray(lr[:n], dtype)
 
     def score_samples(self, X) -> np.ndarray:
-        """(N,) log-density of each row under the fitted mixture."""
+        """(N,) log-density of each row under the fitted mixture (float64 unless X and the fit are float32)."""
         return self._log_prob_and_resp(X)[0]
 
     def score(self, X, y=None) -> float:
@@ -391,20 +343,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return self._criterion(em.aic, X)
 
     def _criterion(self, fn, X) -> float:
-        check_is_fitted(self, "gmm_")
-        x = self._validate_x(X, reset=False)
-        dtype = _compute_dtype(np.float64 if self.gmm_.means.dtype == jnp.float64 else x.dtype)
-        xj, wj = _pad_rows(x, np.ones(x.shape[0]), dtype)
-        return float(fn(_cast(self.gmm_, dtype), xj, weights=wj))
+        _, xj, wj, dtype = self._scoring_input(X)
+        with _precision(dtype):
+            return float(fn(_cast(self.gmm_, dtype), xj, weights=wj))
 
     def sample(self, n_samples=1):
-        """Draws samples; returns ``(X (n, D), y (n,))`` grouped by component as scikit-learn does."""
+        """Draws samples; returns ``(X (n, D) float64, y (n,))`` grouped by component as scikit-learn does."""
         check_is_fitted(self, "gmm_")
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at "
                              "least one sample (an integer >= 1).")
-        key = jax.random.fold_in(_key_from(self.random_state), 1)
-        x, labels = gmm.sample_with_labels(key, self.gmm_, (int(n_samples),))
-        labels = np.asarray(labels, np.int64)
+        n = int(n_samples)
+        with _precision(self.gmm_.means.dtype):
+            key = jax.random.fold_in(_key_from(self.random_state), 1)
+            # The first n of a bucket's draws: a few programs serve every n.
+            x, labels = _sample(key, self.gmm_, _bucket(n))
+            x, labels = np.asarray(x[:n], np.float64), np.asarray(labels[:n], np.int64)
         order = np.argsort(labels, kind="stable")
-        return np.asarray(x, np.float64)[order], labels[order]
+        return x[order], labels[order]
