@@ -469,7 +469,8 @@ def arhmm_baseline(train: Sequences, val: Sequences, *, log_jacobian: float, see
     compilation per (K, lags, training shape), the restarts vmapped inside it; fit times are
     in ``fit_seconds`` (and printed when ``verbose``).
     """
-    keys = [(int(k), int(p)) for p in lags for k in ks if k <= train.n_steps]
+    # K >= 2: dynamax's Dirichlet priors need two regimes at least.
+    keys = [(int(k), int(p)) for p in lags for k in ks if 2 <= k <= train.n_steps]
     return _select(
         name,
         lambda s, key: fit_dynamax_hmm(s, key[0], key[1], seed=seed, n_restarts=n_restarts,

@@ -198,7 +198,9 @@ def _run_fold(cfg: dict, exp: dict, splits, workdir: Path, progress: bool) -> di
     t = time.perf_counter()
     arhmm = baselines.arhmm_baseline(
         tr_z, va_z, log_jacobian=log_jac, seed=config.seed,
-        ks=[int(k) for k in (exp["arhmm_components"] or ks)], lags=[int(p) for p in exp["arhmm_lags"]],
+        # dynamax's HMMs need two regimes at least (their Dirichlet priors have K entries).
+        ks=[int(k) for k in (exp["arhmm_components"] or ks) if int(k) >= 2],
+        lags=[int(p) for p in exp["arhmm_lags"]],
         n_restarts=int(exp["arhmm_restarts"]), n_iter=int(exp["arhmm_iter"]), verbose=progress)
     timings["arhmm"] = time.perf_counter() - t
 
