@@ -25,6 +25,7 @@ from grnn_jax.train.em_training.em_state import (
     EM_HEAD_KEY,
     EM_HEAD_RIDGE,
     initial_params_and_aux,
+    regression_components,
     uses_aux,
 )
 from grnn_jax._util.dtypes import default_float
@@ -182,7 +183,7 @@ def em_init_params_and_aux(net, params: Any, aux_state: dict, seqs: Sequences, *
     """
     if EM_HEAD_KEY not in aux_state:
         return em_init_params(net, params, seqs, key=key, n_init=n_init), aux_state
-    if net.lags or isinstance(net, model_lib.FilterGRNN):
+    if regression_components(net):
         return _regression_init(net, params, aux_state, seqs, key=key, n_init=n_init)
     g = fit_observation_gmm(seqs, net.n_components, net.covariance_type, key=key, n_init=n_init)
     obs = jnp.asarray(seqs.observed(), g.means.dtype)

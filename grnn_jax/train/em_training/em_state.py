@@ -121,7 +121,7 @@ def _seed(x_flat, w, n_components: int, ctype: str, reg, key):
 # ----------------------------------------------------------------------------- EM head
 
 
-def _regression_components(net) -> bool:
+def regression_components(net) -> bool:
     """Whether the head's components are regressions (lags, or the filtering head)."""
     return net.lags > 0 or isinstance(net, model_lib.FilterGRNN)
 
@@ -149,7 +149,7 @@ def init_em_head(net, variables, example: Batch, *, key: jax.Array) -> dict:
     g, s = _seed(x.reshape(-1, d), w, k, ctype, EM_HEAD_REG_COVAR, key)
     del variables  # the seed replaces the module's N(0, I) initial components
     new = g
-    if _regression_components(net):
+    if regression_components(net):
         resp = jnp.exp(gmm_lib.log_responsibilities(g, x.reshape(-1, d)))
         phi = _flat(lagged(x, int(net.lags), check=False))
         s = jax.tree.map(lambda a: a / jnp.maximum(jnp.sum(w), 1.0),
@@ -179,7 +179,7 @@ def em_head_update(net, params, aux_state: dict, batch: Batch, *, schedule) -> d
     resp = jax.lax.stop_gradient(resp)
     d, k, ctype = net.n_features, net.n_components, net.covariance_type
     w = mask.reshape(-1).astype(x.dtype)
-    if _regression_components(net):
+    if regression_components(net):
         phi = _flat(lagged(x, int(net.lags), check=False))
         stats = regression_stats(x.reshape(-1, d), phi, resp.reshape(-1, k),
                                  covariance_type=ctype, weights=w)
