@@ -165,6 +165,28 @@ def fold_splits(cfg: dict, exp: dict) -> list:
                                  window=cfg.get("window"))
 
 
+def _fit_baselines(exp: dict, seed: int, tr_z, va_z, log_jac: float, timings: dict, progress: bool):
+    """The static GMM, Gaussian HMM and AR-HMM fitted to standardised training data, each
+    with K (and the AR-HMM's lags) chosen on validation; adds each one's seconds to ``timings``."""
+    ks = [int(k) for k in exp["baseline_components"]]
+    t = time.perf_counter()
+    static = baselines.static_gmm_baseline(tr_z, va_z, log_jacobian=log_jac, seed=seed, ks=ks)
+    timings["static_gmm"] = time.perf_counter() - t
+    t = time.perf_counter()
+    hmm = baselines.hmm_baseline(tr_z, va_z, log_jacobian=log_jac, seed=seed, ks=ks,
+                                 n_iter=int(exp["hmm_iter"]))
+    timings["hmm"] = time.perf_counter() - t
+    t = time.perf_counter()
+    arhmm = baselines.arhmm_baseline(
+        tr_z, va_z, log_jacobian=log_jac, seed=seed,
+        # dynamax's HMMs need two regimes at least (their Dirichlet priors have K entries).
+        ks=[int(k) for k in (exp["arhmm_components"] or ks) if int(k) >= 2],
+        lags=[int(p) for p in exp["arhmm_lags"]],
+        n_restarts=int(exp["arhmm_restarts"]), n_iter=int(exp["arhmm_iter"]), verbose=progress)
+    timings["arhmm"] = time.perf_counter() - t
+    return static, hmm, arhmm
+
+
 def _run_fold(cfg: dict, exp: dict, splits, workdir: Path, progress: bool) -> dict:
     """Trains and fits every model on one split; returns their per-step test log-densities
     (original units, observed steps only), PIT values and selection records."""
@@ -187,22 +209,7 @@ def _run_fold(cfg: dict, exp: dict, splits, workdir: Path, progress: bool) -> di
     st = best["st"]
     log_jac = st.log_det
     tr_z, va_z, te_z = (st.transform(s) for s in (train_seqs, val_seqs, test_seqs))
-    ks = [int(k) for k in exp["baseline_components"]]
-    t = time.perf_counter()
-    static = baselines.static_gmm_baseline(tr_z, va_z, log_jacobian=log_jac, seed=config.seed, ks=ks)
-    timings["static_gmm"] = time.perf_counter() - t
-    t = time.perf_counter()
-    hmm = baselines.hmm_baseline(tr_z, va_z, log_jacobian=log_jac, seed=config.seed, ks=ks,
-                                 n_iter=int(exp["hmm_iter"]))
-    timings["hmm"] = time.perf_counter() - t
-    t = time.perf_counter()
-    arhmm = baselines.arhmm_baseline(
-        tr_z, va_z, log_jacobian=log_jac, seed=config.seed,
-        # dynamax's HMMs need two regimes at least (their Dirichlet priors have K entries).
-        ks=[int(k) for k in (exp["arhmm_components"] or ks) if int(k) >= 2],
-        lags=[int(p) for p in exp["arhmm_lags"]],
-        n_restarts=int(exp["arhmm_restarts"]), n_iter=int(exp["arhmm_iter"]), verbose=progress)
-    timings["arhmm"] = time.perf_counter() - t
+    static, hmm, arhmm = _fit_baselines(exp, config.seed, tr_z, va_z, log_jac, timings, progress)
 
     # Every model's predictive mixtures are in the units of the one standardiser fitted on
     # this fold's training split, so per-step log-densities pair up step by step.
@@ -470,44 +477,41 @@ def selection_text(rows: dict) -> str:
                    f"{', '.join(map(str, hmm['iterations']))}).")
 
 
-def render_report(r: dict) -> str:
-    """The Markdown report of a results dict."""
-    rows = r["models"]
-    lv = r["levels"]
-    seeds = r["seeds"]
-    cov_head = " | ".join(f"{int(round(100 * p))}% cov." for p in lv)
+FIGURE_CAPTIONS = {
+    "learning_curves": "Learning curves ({last}training run): training loss and validation "
+                       "NLL per optimiser step; dots mark the kept parameters.",
+    "next_step_density": "Predicted density of the next observation at a few steps of {last}"
+                         "first test sequence (colour scale: density per unit area). Grey dots: "
+                         "the sequence's earlier steps; square: the previous step x[t-1]; "
+                         "star: what happened, x[t].",
+    "samples": "{Last}held-out test sequence(s) beside sequences of the same "
+               "length sampled from the GRNN, on one step axis, one colour per sequence, and "
+               "the lag-one scatter of both.",
+    "pit": "PIT ECDF minus the uniform CDF of the one-step predictions on all test steps, per "
+           "dimension, with the simultaneous confidence band (grey). Inside the band: no "
+           "evidence of miscalibration; above zero then below (a falling S): over-confident, "
+           "too narrow; below then above: too wide; above zero throughout: predictions too high.",
+}
+
+
+def _design_text(r: dict) -> str:
+    """How the data were split, in one paragraph."""
     if r["n_folds"] > 1:
-        design = (f"Rolling origin: {r['n_folds']} consecutive test blocks ({r['n_test_steps']} "
-                  f"test steps in all); each fold trains on the steps before its validation block "
-                  f"(train {', '.join(map(str, r['n_train_steps']))} steps), validates on the "
-                  f"{r['n_val_steps'][0]} steps just before its test block, and every model is "
-                  "refitted per fold. Rows pool the test steps of all folds.")
-    else:
-        design = (f"Train {r['n_train_steps'][0]} steps in {r['n_train_sequences'][0]} sequences; "
-                  f"validation {r['n_val_steps'][0]} steps; test {r['n_test_steps']} steps in "
-                  f"{r['n_test_sequences']} held-out sequence(s).")
-    features = FEATURE_NAMES.get(r["dataset"], tuple(f"x{d}" for d in range(99)))
-    about = DATASET_DESCRIPTIONS.get(r["dataset"])
+        return (f"Rolling origin: {r['n_folds']} consecutive test blocks ({r['n_test_steps']} "
+                f"test steps in all); each fold trains on the steps before its validation block "
+                f"(train {', '.join(map(str, r['n_train_steps']))} steps), validates on the "
+                f"{r['n_val_steps'][0]} steps just before its test block, and every model is "
+                "refitted per fold. Rows pool the test steps of all folds.")
+    return (f"Train {r['n_train_steps'][0]} steps in {r['n_train_sequences'][0]} sequences; "
+            f"validation {r['n_val_steps'][0]} steps; test {r['n_test_steps']} steps in "
+            f"{r['n_test_sequences']} held-out sequence(s).")
+
+
+def _results_table(r: dict) -> list[str]:
+    """The table of every model's held-out scores, one row per model."""
+    rows, lv = r["models"], r["levels"]
+    cov_head = " | ".join(f"{int(round(100 * p))}% cov." for p in lv)
     lines = [
-        f"# GRNN on `{r['dataset']}`",
-        "",
-        *([about, ""] if about else []),
-        design + " Test steps were used for nothing but the numbers below.",
-        "",
-        "Held-out negative log-likelihood of the one-step predictive density "
-        "p(x_t | x_<t), nats per observed step in the data's original units (lower is better). "
-        "K for the baselines (and the AR-HMM's lags) was chosen on validation (per fold: values "
-        "separated by /). "
-        f"The networks were trained with seeds {', '.join(map(str, seeds))}; the GRNN row is the "
-        "seed with the best validation NLL (per fold), \"seeds\" gives the mean ± standard "
-        "deviation of the test NLL over all seeds. \"minus GRNN\": the model's test NLL minus the "
-        "GRNN's, ± the standard error of the mean of the per-step differences (positive: the "
-        "GRNN is better). Coverage: share of test observations inside the central predictive "
-        "interval of each dimension's marginal, averaged over dimensions (nominal in the header). "
-        "PIT KS: the largest distance between the PIT values' ECDF and the uniform CDF over the "
-        "dimensions, beside the half-width of its "
-        f"{int(round(100 * (1 - r['alpha'])))}% band.",
-        "",
         f"| model | K | val NLL | **test NLL** | seeds: mean ± std | minus GRNN (± paired s.e.) "
         f"| {cov_head} | PIT KS (band) |",
         "|---|---:|---:|---:|---:|---:|" + "---:|" * len(lv) + "---:|",
@@ -526,7 +530,46 @@ def render_report(r: dict) -> str:
         ks = f"{max(row['pit_ks']):.3f} ({row['pit_band']:.3f})" if "pit_ks" in row else ""
         lines.append(f"| {name} | {k} | {val} | **{row['test_nll']:.3f}** | {spread} | {delta} "
                      f"| {cov} | {ks} |")
-    lines += [
+    return lines
+
+
+def _by_seed_text(rows: dict) -> str:
+    """Validation and test NLL of every seed of the two networks."""
+    return ("Validation NLL by seed (per fold): "
+            + "; ".join(f"{name}: " + " | ".join(", ".join(f"seed {s} {v:.3f}" for s, v in f.items())
+                                                for f in rows[name]["val_nll_by_seed"])
+                        for name in (GRNN, SINGLE)) + ". Test NLL by seed: "
+            + "; ".join(f"{name}: " + ", ".join(f"seed {s} {v:.3f}"
+                                                for s, v in rows[name]["test_nll_by_seed"].items())
+                        for name in (GRNN, SINGLE)) + ".")
+
+
+def render_report(r: dict) -> str:
+    """The Markdown report of a results dict."""
+    rows = r["models"]
+    features = FEATURE_NAMES.get(r["dataset"], tuple(f"x{d}" for d in range(99)))
+    about = DATASET_DESCRIPTIONS.get(r["dataset"])
+    lines = [
+        f"# GRNN on `{r['dataset']}`",
+        "",
+        *([about, ""] if about else []),
+        _design_text(r) + " Test steps were used for nothing but the numbers below.",
+        "",
+        "Held-out negative log-likelihood of the one-step predictive density "
+        "p(x_t | x_<t), nats per observed step in the data's original units (lower is better). "
+        "K for the baselines (and the AR-HMM's lags) was chosen on validation (per fold: values "
+        "separated by /). "
+        f"The networks were trained with seeds {', '.join(map(str, r['seeds']))}; the GRNN row is the "
+        "seed with the best validation NLL (per fold), \"seeds\" gives the mean ± standard "
+        "deviation of the test NLL over all seeds. \"minus GRNN\": the model's test NLL minus the "
+        "GRNN's, ± the standard error of the mean of the per-step differences (positive: the "
+        "GRNN is better). Coverage: share of test observations inside the central predictive "
+        "interval of each dimension's marginal, averaged over dimensions (nominal in the header). "
+        "PIT KS: the largest distance between the PIT values' ECDF and the uniform CDF over the "
+        "dimensions, beside the half-width of its "
+        f"{int(round(100 * (1 - r['alpha'])))}% band.",
+        "",
+        *_results_table(r),
         "",
         verdict(rows, r["n_test_steps"]),
         "",
@@ -535,13 +578,7 @@ def render_report(r: dict) -> str:
         "",
         calibration_text(rows, features, r["alpha"]),
         "",
-        "Validation NLL by seed (per fold): "
-        + "; ".join(f"{name}: " + " | ".join(", ".join(f"seed {s} {v:.3f}" for s, v in f.items())
-                                            for f in rows[name]["val_nll_by_seed"])
-                    for name in (GRNN, SINGLE)) + ". Test NLL by seed: "
-        + "; ".join(f"{name}: " + ", ".join(f"seed {s} {v:.3f}"
-                                            for s, v in rows[name]["test_nll_by_seed"].items())
-                    for name in (GRNN, SINGLE)) + ".",
+        _by_seed_text(rows),
         "",
         selection_text(rows),
         "",
@@ -559,23 +596,9 @@ def render_report(r: dict) -> str:
         "",
     ]
     last = "the last fold's " if r["n_folds"] > 1 else "the "
-    captions = {
-        "learning_curves": f"Learning curves ({last}training run): training loss and validation "
-                           "NLL per optimiser step; dots mark the kept parameters.",
-        "next_step_density": f"Predicted density of the next observation at a few steps of {last}"
-                             "first test sequence (colour scale: density per unit area). Grey dots: "
-                             "the sequence's earlier steps; square: the previous step x[t-1]; "
-                             "star: what happened, x[t].",
-        "samples": f"{last.capitalize()}held-out test sequence(s) beside sequences of the same "
-                   "length sampled from the GRNN, on one step axis, one colour per sequence, and "
-                   "the lag-one scatter of both.",
-        "pit": "PIT ECDF minus the uniform CDF of the one-step predictions on all test steps, per "
-               "dimension, with the simultaneous confidence band (grey). Inside the band: no "
-               "evidence of miscalibration; above zero then below (a falling S): over-confident, "
-               "too narrow; below then above: too wide; above zero throughout: predictions too high.",
-    }
     for key, fname in r["figures"].items():
-        lines += [f"![{key}]({fname})", "", captions[key], ""]
+        caption = FIGURE_CAPTIONS[key].format(last=last, Last=last.capitalize())
+        lines += [f"![{key}]({fname})", "", caption, ""]
     return "\n".join(lines)
 
 

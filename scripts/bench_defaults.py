@@ -15,8 +15,9 @@ best VALIDATION NLL beside the training data's one-step linear predictability
 test data are read.
 
 ``--race`` times ``grnn train --race`` (the head and lags chosen on validation by successive
-halving, :func:`grnn_jax.train.race`) against one default run on the same data, in the same
-process, and scores both on the test split.
+halving, :func:`grnn_jax.train.race`) against one default run on the same data, each in a
+fresh process (so each compiles everything, as a user's command does), and scores both on
+the test split.
 
 Usage:
   python scripts/bench_defaults.py                        # everything (long on 2 cores)
@@ -28,6 +29,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,23 +86,9 @@ RACE_HEADER = [
 ]
 
 
-def race_row(name: str, train_s: Sequences, val_s: Sequences, test_s: Sequences, seed: int) -> str:
-    """One default run and one race on the same data: test NLL and wall time of each."""
-    single = _grnn(train_s, val_s, test_s, seed)
-    with tempfile.TemporaryDirectory() as wd:
-        t0 = time.perf_counter()
-        res = race(train_s, val_s, wd, base=default_config(train_s).replace(seed=seed))
-        net, params, st, _ = load_trained(wd)
-        nll = evaluate(net, params, test_s, standardiser=st).nll
-        seconds = time.perf_counter() - t0
-    row = (f"| {name} | {single['head']} | {single['nll']:.3f} | {res.winner} | {nll:.3f} | "
-           f"{nll - single['nll']:+.3f} | {single['seconds']:.0f} | {seconds:.0f} | "
-           f"{seconds / single['seconds']:.2f} |")
-    print(row, flush=True)
-    return row
-
-
-def race_rows(sizes, names, seeds) -> list[str]:
+def race_sets(sizes, names) -> list:
+    """``(label, train, val, test)`` of the switching autoregression at each size, then of
+    each shipped data set."""
     proc = data.default_switching_ar(2)
     sets = []
     for s in sizes:
@@ -110,7 +99,44 @@ def race_rows(sizes, names, seeds) -> list[str]:
     for name in names:
         sp = data.dataset_splits(name)
         sets.append((name, sp.train, sp.val, sp.test))
-    return [race_row(n, tr, va, te, seed) for n, tr, va, te in sets for seed in seeds]
+    return sets
+
+
+def race_child(kind: str, train_s: Sequences, val_s: Sequences, test_s: Sequences, seed: int) -> dict:
+    """One default run (``kind`` "default") or one race ("race"), timed from the start to
+    the kept model's test NLL."""
+    if kind == "default":
+        r = _grnn(train_s, val_s, test_s, seed)
+        return {"nll": r["nll"], "seconds": r["seconds"], "head": r["head"]}
+    with tempfile.TemporaryDirectory() as wd:
+        t0 = time.perf_counter()
+        res = race(train_s, val_s, wd, base=default_config(train_s).replace(seed=seed))
+        net, params, st, _ = load_trained(wd)
+        nll = evaluate(net, params, test_s, standardiser=st).nll
+        return {"nll": nll, "seconds": time.perf_counter() - t0, "winner": res.winner}
+
+
+def _in_fresh_process(kind: str, size: int | None, name: str | None, seed: int) -> dict:
+    """:func:`race_child` in a new Python process: every program compiles from scratch, as
+    in a user's ``grnn train``."""
+    argv = [sys.executable, __file__, "--race-child", kind, "--seeds", str(seed),
+            "--sizes", "" if size is None else str(size), "--datasets", name or ""]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def race_rows(sizes, names, seeds) -> list[str]:
+    rows = []
+    for size, name in [(s, None) for s in sizes] + [(None, n) for n in names]:
+        label = race_sets([size] if size else [], [name] if name else [])[0][0]
+        for seed in seeds:
+            d, r = (_in_fresh_process(k, size, name, seed) for k in ("default", "race"))
+            rows.append(
+                f"| {label} | {d['head']} | {d['nll']:.3f} | {r['winner']} | {r['nll']:.3f} | "
+                f"{r['nll'] - d['nll']:+.3f} | {d['seconds']:.1f} | {r['seconds']:.1f} | "
+                f"{r['seconds'] / d['seconds']:.2f} |")
+            print(rows[-1], flush=True)
+    return rows
 
 
 HEADS_HEADER = [
@@ -191,10 +217,15 @@ def main(argv=None) -> int:
                    help="validation NLL of the defaults with each mixture head, no test data")
     p.add_argument("--race", action="store_true",
                    help="time and score the validation race against one default run")
+    p.add_argument("--race-child", choices=("default", "race"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",") if s]
     names = [s for s in a.datasets.split(",") if s]
     seeds = [int(s) for s in a.seeds.split(",") if s]
+    if a.race_child:
+        _, tr, va, te = race_sets(sizes, names)[0]
+        print(json.dumps(race_child(a.race_child, tr, va, te, seeds[0])))
+        return 0
     if a.race:
         header = [f"CPU: {cpu_line()}; seeds {seeds}; held-out nats per observed step "
                   "(original units), one row per seed", ""] + RACE_HEADER

@@ -262,14 +262,22 @@ def test_race_keeps_the_best_candidate_on_validation(npz, tmp_path, capsys):
     assert code == 0, err
     report, saved = json.loads(out), json.loads((wd / "race.json").read_text())
     rows = {r["name"]: r for r in saved["candidates"]}
-    assert set(rows) == {"mdn", "mdn-lag1", "em-lag1", "hmm-lag1"}
+    assert list(rows) == ["default", "mdn-lag1", "em-lag1", "hmm-lag1"]
+    assert (rows["default"]["head"], rows["default"]["lags"]) == ("mdn", 0)
     finalists = [r for r in rows.values() if r["rounds"] == 3]
-    assert [r["name"] for r in finalists] == [saved["winner"]]
-    # Each round's better half (rounded up) goes on; the winner is best in the last round.
-    for r in range(2):
-        ran = sorted((v["val_nll"][r], n) for n, v in rows.items() if v["val_nll"][r] is not None)
-        on = {n for n, v in rows.items() if v["val_nll"][r + 1] is not None}
-        assert on == {n for _, n in ran[: (len(ran) + 1) // 2]}
+    assert [r["name"] for r in finalists] == [saved["winner"]] == [saved["ranking"][-1][0]]
+    # Each round's better half (rounded up) of its ranking goes on; a candidate ranked ahead of
+    # the round's lowest-NLL one is earlier in the list and within the margin of it.
+    order = list(rows)
+    for r, ranked in enumerate(saved["ranking"]):
+        ran = {n for n, v in rows.items() if v["val_nll"][r] is not None}
+        assert set(ranked) == ran
+        (best,) = [n for n in ran if rows[n]["z"][r] is None]  # the highest validation log-lik
+        assert rows[best]["val_nll"][r] <= min(rows[n]["val_nll"][r] for n in ran) + 1e-5
+        for n in ranked[: ranked.index(best)]:
+            assert order.index(n) < order.index(best) and rows[n]["z"][r] <= saved["margin_z"]
+        if r + 1 < len(saved["ranking"]):
+            assert set(saved["ranking"][r + 1]) == set(ranked[: (len(ranked) + 1) // 2])
     head = json.loads((wd / "config.json").read_text())["train_config"]["model"]
     assert (head["head"], head["lags"]) == (rows[saved["winner"]]["head"], rows[saved["winner"]]["lags"])
     assert report["race"] == saved["candidates"]

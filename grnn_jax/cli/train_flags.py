@@ -88,9 +88,10 @@ def _add_model_flags(p) -> None:
                         "(zeros before the first step); 0 (default): Gaussian components")
     g.add_argument("--race", action="store_true",
                    help="choose the head and lags on the validation split: train the candidates "
-                        "(mdn, mdn with 1 lag, em with 1 lag, hmm with 1 lag) by successive "
-                        "halving and keep the best (about 2-3x one run's time); race.json in "
-                        "--workdir records every candidate's validation NLL")
+                        "(the default, mdn with 1 lag, em with 1 lag, hmm with 1 lag) by "
+                        "successive halving and keep the best, a simpler one unless a later one "
+                        "is better by 2 paired standard errors (about 2-3x one run's time); "
+                        "race.json in --workdir records every candidate's validation NLL")
     g.add_argument("--constant-transitions", action="store_true", default=None,
                    help="with --head hmm: one learned transition matrix (an AR-HMM) instead of one "
                         "per step from the network")

@@ -56,7 +56,21 @@ def train_lines(r: dict) -> list[str]:
                      f"step {r['best_step']}; those parameters are kept as 'best'")
     lines.append(f"run saved in {r['workdir']}")
     lines += [r["warning"]] if r.get("warning") else []
-    return lines
+    return race_lines(r["race"]) + lines if r.get("race") else lines
+
+
+def race_lines(table: list) -> list[str]:
+    """One line per race candidate: its validation NLL per round and how far behind the
+    round's best it was (paired z-score; see :func:`grnn_jax.train.populations.rank_candidates`)."""
+    lines = []
+    for c in table:
+        rounds = "  ".join("-" if v is None else f"{v:.4f}" + ("" if z is None else f" (z {z:.1f})")
+                           for v, z in zip(c["val_nll"], c["z"]))
+        lines.append(f"race: {c['name']:<9} {c['head']} head, {plural(c['lags'], 'lag')}; validation "
+                     f"NLL by round: {rounds}")
+    kept = [c["name"] for c in table if c["val_nll"][-1] is not None]
+    return lines + [f"race: kept {', '.join(kept)} (z: how far the round's best was ahead, in paired "
+                    "standard errors; a later candidate needs z > 2 to rank ahead)"]
 
 
 def population_report(args, res, record: dict, config, workdir: Path, mesh) -> dict:

@@ -192,10 +192,12 @@ class EvalResult(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _batch_log_lik(net, params, x, lengths, u):
+def batch_step_log_probs(net, params, x, lengths, u):
+    """``(B, T)`` per-step log-densities of one batch in model units, 0 at padded steps: the
+    one program :func:`evaluate` and the race's paired comparison
+    (:func:`grnn_jax.train.populations.validation_blocks`) both run."""
     lp = model_lib.step_log_probs(net, params, x, lengths, u)
-    mask = model_lib.mask_from_lengths(lengths, x.shape[1])
-    return jnp.sum(jnp.where(mask, lp, 0.0))
+    return jnp.where(model_lib.mask_from_lengths(lengths, x.shape[1]), lp, 0.0)
 
 
 def standardised_batches(seqs: Sequences, standardiser: Standardiser | None, batch_size: int):
@@ -237,8 +239,9 @@ def evaluate(
       EvalResult; ``log_likelihood = -nll * n_steps``. See the example of
       :func:`grnn_jax.train.train`.
     """
-    total, n, log_det = heldout_sum(lambda b: _batch_log_lik(net, params, *b), seqs, standardiser,
-                                    batch_size)
+    total, n, log_det = heldout_sum(
+        lambda b: np.asarray(batch_step_log_probs(net, params, *b), np.float64).sum(), seqs,
+        standardiser, batch_size)
     nll_std = -float(total) / n
     nll = nll_std + log_det
     return EvalResult(nll=nll, log_likelihood=-nll * n, n_steps=n, nll_standardised=nll_std)

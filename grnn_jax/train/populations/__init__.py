@@ -6,7 +6,10 @@ from grnn_jax.train.populations.model_race import (
     DEFAULT_CANDIDATES,
     Candidate,
     RaceResult,
+    paired_z,
     race,
+    rank_candidates,
+    validation_blocks,
 )
 from grnn_jax.train.populations.population import (
     PopulationResult,
@@ -21,7 +24,10 @@ __all__ = [
     "PopulationResult",
     "RaceResult",
     "default_members",
+    "paired_z",
     "race",
+    "rank_candidates",
     "run_sweep",
     "train_population",
+    "validation_blocks",
 ]

@@ -9,6 +9,14 @@ the better half goes on to half of it, the best one to the end. Each candidate's
 that of the whole budget, so a candidate that survives ends exactly as its single run would
 (the pieces resume bit for bit). Test data never enter.
 
+A validation split of a few hundred steps is noisy evidence, so a lower validation NLL alone
+does not win: candidates are ranked by :func:`rank_candidates`, which keeps an earlier (simpler)
+candidate ahead of a later one unless the later one's validation log-likelihood is higher by
+more than ``z`` standard errors of the paired difference (batch means over contiguous blocks
+of validation steps, which keeps the steps' autocorrelation inside a block). The first
+candidate is the data-scaled default itself (its head from the data rule, no lags), so the race
+leaves the default alone unless the validation split shows a clear gain.
+
 Cost: with four candidates, budget S and rounds (1/4, 1/2, 1), the race trains 4·S/4 + 2·S/4 +
 S/2 = 2 S steps, plus a compile per candidate (the filtering head's steps cost about twice a
 plain step); ``scripts/bench_defaults.py --race`` measures it against one default run.
@@ -25,29 +33,41 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from grnn_jax._util.atomic import write_json_atomic
 from grnn_jax.data import Sequences
 from grnn_jax.train.config import TrainConfig, default_config
 from grnn_jax.train.loop import train
+from grnn_jax.train.run_state import load_trained
+from grnn_jax.train.step import batch_step_log_probs, standardised_batches
 
 RACE_DIR = "race"
 RACE_FILE = "race.json"
 
 
 class Candidate(NamedTuple):
-    """One structure in the race: a name and the model settings it changes."""
+    """One structure in the race: a name and the model settings it changes (an empty dict or
+    ``{"lags": 0}`` keeps the base's head: the data-scaled default)."""
 
     name: str
     model: dict
 
 
+# Simplest first: rank_candidates keeps an earlier candidate unless a later one is clearly better.
 DEFAULT_CANDIDATES = (
-    Candidate("mdn", {"head": "mdn", "lags": 0}),
+    Candidate("default", {"lags": 0}),
     Candidate("mdn-lag1", {"head": "mdn", "lags": 1}),
     Candidate("em-lag1", {"head": "em", "lags": 1}),
     Candidate("hmm-lag1", {"head": "hmm", "lags": 1}),
 )
 ROUNDS = (0.25, 0.5, 1.0)
+# A later candidate must beat an earlier one by this many standard errors of the paired
+# validation log-likelihood difference to rank ahead of it.
+MARGIN_Z = 2.0
+MAX_BLOCKS = 20
+MIN_BLOCK_STEPS = 10
+EVAL_BATCH = 64  # evaluate's default, so the evaluation program compiled in training is reused
 
 
 class RaceResult(NamedTuple):
@@ -56,8 +76,10 @@ class RaceResult(NamedTuple):
     Attributes:
       winner: the chosen candidate's name.
       config: its settings (the run copied to the work dir).
-      table: one dict per candidate: ``name``, ``val_nll`` (best validation NLL per round it
-        ran, ``None`` for rounds it was out), ``rounds`` survived, ``steps`` trained.
+      table: one dict per candidate: ``name``, ``head``, ``lags``, ``val_nll`` (best
+        validation NLL per round it ran, ``None`` for rounds it was out), ``z`` (per round, the
+        paired z-score by which that round's lowest-NLL candidate beat it on validation;
+        ``None`` for the best itself and for rounds it was out) and ``rounds`` survived.
     """
 
     winner: str
@@ -72,6 +94,75 @@ def candidate_config(base: TrainConfig, cand: Candidate, train_seqs: Sequences) 
     if model.get("lags", 0) >= int(train_seqs.lengths.min()):
         model["lags"] = 0
     return base.replace(model=model)
+
+
+def _distinct_configs(base: TrainConfig, candidates, train_seqs: Sequences) -> dict:
+    """{name: config} in the candidates' order, a candidate whose model equals an earlier
+    one's left out (lags the data cannot support fall back to 0, which may repeat the default)."""
+    configs = {}
+    for c in candidates:
+        cfg = candidate_config(base, c, train_seqs)
+        if all(cfg.model != other.model for other in configs.values()):
+            configs[c.name] = cfg
+    return configs
+
+
+def validation_blocks(run_dir: str | Path, val_seqs: Sequences, n_blocks: int) -> np.ndarray:
+    """The best checkpoint's validation log-likelihood in ``n_blocks`` contiguous blocks of
+    the observed steps (sequence after sequence, in order), original units: ``(n_blocks,)``
+    float64, summing to the validation log-likelihood."""
+    net, params, standardiser, _ = load_trained(run_dir)
+    steps = []
+    for b in standardised_batches(val_seqs, standardiser, EVAL_BATCH):
+        lp = np.asarray(batch_step_log_probs(net, params, *b), np.float64)
+        steps.extend(row[:n] for row, n in zip(lp, np.asarray(b.lengths)))
+    lp = np.concatenate(steps) - float(standardiser.log_det)
+    return np.array([blk.sum() for blk in np.array_split(lp, n_blocks)])
+
+
+def paired_z(better: np.ndarray, worse: np.ndarray) -> float:
+    """How many standard errors ``better``'s total log-likelihood exceeds ``worse``'s, from
+    their paired block sums (batch means); ``inf`` when every block differs by the same
+    positive amount, 0 when they are equal."""
+    better, worse = np.asarray(better, np.float64), np.asarray(worse, np.float64)
+    if not (np.isfinite(better).all() and np.isfinite(worse).all()):  # a diverged candidate
+        return math.inf if np.isfinite(better).all() else -math.inf
+    d = better - worse
+    se = np.std(d, ddof=1) * math.sqrt(d.size)
+    if se == 0:  # every block differs by the same amount (0 for identical models)
+        return 0.0 if d.sum() == 0 else math.copysign(math.inf, d.sum())
+    return float(d.sum() / se)
+
+
+def rank_candidates(names: list, blocks: dict, *, z: float = MARGIN_Z) -> list:
+    """Orders ``names`` (simplest first) by validation evidence, preferring the simpler.
+
+    Repeatedly takes, among the names left, the earliest one that the best of them (highest
+    total log-likelihood) does not beat by more than ``z`` paired standard errors.
+
+    Args:
+      names: candidate names, simplest first.
+      blocks: {name: (n_blocks,) validation log-likelihood per block}, the same blocks for all.
+      z: the margin.
+
+    Returns:
+      the names, best first.
+
+    Example:
+      >>> import numpy as np
+      >>> a = np.array([1.0, 2.0, 1.5, 2.5]); b = a + np.array([0.3, -0.2, 0.4, -0.1])
+      >>> rank_candidates(["a", "b"], {"a": a, "b": b})  # b a little better: not enough
+      ['a', 'b']
+      >>> rank_candidates(["a", "b"], {"a": a, "b": a + 1.0 + 0.1 * np.arange(4)})
+      ['b', 'a']
+    """
+    left, ranked = list(names), []
+    while left:
+        best = max(left, key=lambda n: np.nan_to_num(blocks[n].sum(), nan=-np.inf))
+        pick = next(n for n in left if n == best or paired_z(blocks[best], blocks[n]) <= z)
+        ranked.append(pick)
+        left.remove(pick)
+    return ranked
 
 
 def _best_val(history: list) -> float:
@@ -89,7 +180,8 @@ def race(train_seqs: Sequences, val_seqs: Sequences, workdir: str | Path, *,
       workdir: an empty (or new) folder; the winner's run ends up in it.
       base: the shared settings (default: ``default_config(train_seqs)``); every candidate
         changes only its model's head and lags.
-      candidates: :class:`Candidate` s.
+      candidates: :class:`Candidate` s, simplest first (see :func:`rank_candidates`); one
+        whose model equals an earlier one's is left out.
       rounds: increasing fractions of ``base.num_steps`` ending at 1; after each round but the
         last, the better half (rounded up) goes on.
       progress: show each run's progress bar.
@@ -106,34 +198,45 @@ def race(train_seqs: Sequences, val_seqs: Sequences, workdir: str | Path, *,
       >>> base = TrainConfig(ModelConfig(n_features=1, n_components=2, hidden_size=4),
       ...                    num_steps=4, batch_size=3, eval_every=1, warmup_steps=0)
       >>> res = race(tr, va, tempfile.mkdtemp(), base=base, candidates=DEFAULT_CANDIDATES[:2])
-      >>> res.winner in ("mdn", "mdn-lag1"), sorted(row["rounds"] for row in res.table)
+      >>> res.winner in ("default", "mdn-lag1"), sorted(row["rounds"] for row in res.table)
       (True, [1, 3])
     """
     if not candidates or sorted(rounds) != list(rounds) or rounds[-1] != 1:
         raise ValueError(f"need candidates and increasing rounds ending at 1; got {rounds!r}")
     workdir = Path(workdir)
     base = default_config(train_seqs) if base is None else base
-    configs = {c.name: candidate_config(base, c, train_seqs) for c in candidates}
+    configs = _distinct_configs(base, candidates, train_seqs)
     for cfg in configs.values():
         cfg.validate()
+    n_blocks = int(min(MAX_BLOCKS, max(2, val_seqs.n_steps // MIN_BLOCK_STEPS)))
     scores = {name: [None] * len(rounds) for name in configs}
-    alive = list(configs)
+    zs = {name: [None] * len(rounds) for name in configs}
+    alive, ranking = list(configs), []
     for r, frac in enumerate(rounds):
         until = max(1, round(frac * base.num_steps))
+
+        blocks = {}
         for name in alive:
             _, history = train(configs[name], train_seqs, val_seqs, workdir / RACE_DIR / name,
                                progress=progress, until_step=until)
             scores[name][r] = _best_val(history)
-        alive.sort(key=lambda n: scores[n][r])
+            blocks[name] = validation_blocks(workdir / RACE_DIR / name, val_seqs, n_blocks)
+        best = max(alive, key=lambda n: np.nan_to_num(blocks[n].sum(), nan=-np.inf))
+        for name in alive:
+            zs[name][r] = None if name == best else paired_z(blocks[best], blocks[name])
+        alive = rank_candidates(alive, blocks)
+        ranking.append(list(alive))
         if r < len(rounds) - 1:
             alive = alive[: math.ceil(len(alive) / 2)]
     winner = alive[0]
     table = [{"name": n, "head": configs[n].model.head, "lags": configs[n].model.lags,
-              "val_nll": scores[n], "rounds": sum(v is not None for v in scores[n])}
+              "val_nll": scores[n], "z": zs[n], "rounds": sum(v is not None for v in scores[n])}
              for n in configs]
     _adopt(workdir / RACE_DIR / winner, workdir)
     write_json_atomic(workdir / RACE_FILE, {"winner": winner, "rounds": list(rounds),
-                                            "num_steps": base.num_steps, "candidates": table})
+                                            "num_steps": base.num_steps, "margin_z": MARGIN_Z,
+                                            "n_blocks": n_blocks, "ranking": ranking,
+                                            "candidates": table})
     return RaceResult(winner, configs[winner], table)
 
 
