@@ -166,8 +166,9 @@ def fit_baselines(splits, s: Settings):
 
 
 def train_variant(fields: dict, splits, s: Settings, workdir: Path) -> dict:
-    """One GRNN run: ``default_config`` at the budget with ``fields`` laid over its model."""
-    cfg = default_config(splits.train, num_steps=s.steps)
+    """One GRNN run: ``default_config`` at the budget (``s.steps``; 0: the data-scaled one)
+    with ``fields`` laid over its model."""
+    cfg = default_config(splits.train, num_steps=s.steps or None)  # 0: the default's own budget
     cfg = cfg.replace(model=dict(dict(s.model_overrides), **fields), seed=s.seed)
     t = time.perf_counter()
     train(cfg, splits.train, splits.val, workdir, resume=False, progress=False)
@@ -364,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", help=f"of {list(REAL + SYNTHETIC)}")
     p.add_argument("--variants", nargs="*",
                    help="GRNN model settings, e.g. head=hmm,lags=1 (none given: baselines only)")
-    p.add_argument("--steps", type=int, help="optimiser steps of every GRNN run")
+    p.add_argument("--steps", type=int, help="optimiser steps of every GRNN run (default 1000; 0: the "
+                                             "data-scaled budget of `grnn train --data X`)")
     p.add_argument("--ks", type=int, nargs="+", help="K grid of the HMMs")
     p.add_argument("--lags", type=int, nargs="+", help="lag grid of the AR-HMM")
     p.add_argument("--restarts", type=int, help="EM restarts per (K, lags)")
