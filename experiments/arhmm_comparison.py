@@ -82,8 +82,9 @@ TINY = Settings(datasets=("geyser", "duration"), steps=2, static_ks=(2,), hmm_ks
 
 
 def parse_variant(text: str) -> dict:
-    """``"head=hmm,lags=1,constant_transitions=true"`` -> ModelConfig fields (ints, bools)."""
-    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+    """``"head=hmm,lags=1,constant_transitions=true"`` -> ModelConfig fields (ints, bools), and
+    ``em_init=true`` (a training setting: start the head from its EM fit)."""
+    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)} | {"em_init": bool}
     out = {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
@@ -169,7 +170,9 @@ def train_variant(fields: dict, splits, s: Settings, workdir: Path) -> dict:
     """One GRNN run: ``default_config`` at the budget (``s.steps``; 0: the data-scaled one)
     with ``fields`` laid over its model."""
     cfg = default_config(splits.train, num_steps=s.steps or None)  # 0: the default's own budget
-    cfg = cfg.replace(model=dict(dict(s.model_overrides), **fields), seed=s.seed)
+    model = {k: v for k, v in fields.items() if k != "em_init"}
+    cfg = cfg.replace(model=dict(dict(s.model_overrides), **model), seed=s.seed,
+                      em_init=bool(fields.get("em_init", False)))
     t = time.perf_counter()
     train(cfg, splits.train, splits.val, workdir, resume=False, progress=False)
     net, params, st, _ = load_trained(workdir)

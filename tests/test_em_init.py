@@ -9,7 +9,13 @@ import pytest
 from grnn_jax import data, gmm
 from grnn_jax import train as T
 from grnn_jax.cli import main
-from grnn_jax.train.em_training.em_init import fit_observation_gmm
+from grnn_jax.em import arhmm_em
+from grnn_jax.train.em_training.em_init import (
+    ARHMM_INIT_ITERATIONS,
+    fit_observation_gmm,
+    fit_observation_regression,
+)
+from grnn_jax.train.em_training.em_state import EM_HEAD_RIDGE
 
 from dirstate import tree_hash
 
@@ -86,3 +92,38 @@ def test_unknown_objective_is_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
     with pytest.raises(ValueError, match="unknown objective 'em'"):
         T.TrainConfig(T.ModelConfig(n_features=1), objective="em").validate()
+
+
+@pytest.mark.parametrize("constant", [True, False], ids=["constant", "network"])
+def test_filter_head_starts_at_the_baum_welch_ar_hmm(tmp_path, x64, constant):
+    proc = data.default_switching_ar(2)
+    tr, _ = data.sample_switching_ar(proc, seed=0, n_sequences=8, length=25)
+    va, _ = data.sample_switching_ar(proc, seed=1, n_sequences=4, length=25)
+    cfg = T.TrainConfig(T.ModelConfig(n_features=2, n_components=2, hidden_size=4, head="hmm",
+                                      lags=1, constant_transitions=constant),
+                        num_steps=2, batch_size=4, eval_every=1, em_init=True, seed=3)
+    T.train(cfg, tr, va, tmp_path, progress=False, until_step=0)
+    net, params, st, _ = T.load_trained(tmp_path, which="last")
+    got = T.evaluate(net, params, va, standardiser=st).nll
+    # The oracle: the same static fit (same key) refined by Baum-Welch, scored by the exact
+    # forward algorithm on the held-out sequences.
+    z_tr, z_va = st.transform(tr), st.transform(va)
+    rm = fit_observation_regression(z_tr, 2, "full", 1, key=jax.random.fold_in(jax.random.key(3), 1))
+    head = params["params"]["head"]
+    trans0 = net.init(jax.random.key(0), jnp.asarray(tr.x[:1, :1]))["params"]["head"]
+    start = trans0["trans_logits"] if constant else trans0["trans"]["bias"]
+
+    def arrays(s):
+        x = jnp.asarray(s.x)
+        return x, jnp.asarray(data.lagged(s.x, 1, lengths=s.lengths)), jnp.asarray(s.mask)
+
+    fit = arhmm_em.fit_arhmm(rm, jax.nn.log_softmax(rm.logits),
+                             jax.nn.log_softmax(jnp.asarray(start).reshape(2, 2), -1), *arrays(z_tr),
+                             n_iter=ARHMM_INIT_ITERATIONS, ridge=EM_HEAD_RIDGE)
+    _, _, _, ll = arhmm_em.arhmm_e_step(fit.mixture, fit.log_init, fit.log_trans, *arrays(z_va))
+    want = -float(ll) / va.n_steps + st.log_det
+    assert got == pytest.approx(want, abs=1e-4)
+    np.testing.assert_allclose(jax.nn.log_softmax(head["init_logits"]), fit.log_init, atol=1e-5)
+    # Training goes on from there.
+    state, hist = T.train(cfg, tr, va, tmp_path, progress=False)
+    assert int(state.step) == 2 and all(np.isfinite(r["val_nll"]) for r in hist if r["kind"] == "eval")

@@ -15,7 +15,8 @@
   :func:`select_n_components`.
 * :func:`fit_regression`, :func:`regression_stats`, :func:`regression_m_step_from_stats` —
   mixtures of linear regressions (:mod:`grnn_jax.em.regression_em`); :mod:`grnn_jax.em.hmm` —
-  the forward algorithm, smoothing and the Markov M-step of a hidden Markov model.
+  the forward algorithm, smoothing and the Markov M-step of a hidden Markov model;
+  :mod:`grnn_jax.em.arhmm_em` — Baum-Welch for an autoregressive HMM (both together).
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -49,7 +50,7 @@ from grnn_jax.em.select import (
     select_n_components,
 )
 from grnn_jax.em.stats import SufficientStats, e_step, m_step_from_stats
-from grnn_jax.em import hmm
+from grnn_jax.em import arhmm_em, hmm
 from grnn_jax.em.regression_em import (
     RegressionFitResult,
     RegressionStats,
@@ -78,6 +79,7 @@ __all__ = [
     "fit_regression",
     "fit_sharded",
     "FitResult",
+    "arhmm_em",
     "hmm",
     "INIT_METHODS",
     "initialize",

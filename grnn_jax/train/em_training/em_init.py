@@ -1,7 +1,10 @@
 """EM initialisation of the mixture head: before any training, the network's predictive
 density equals a Gaussian mixture fitted by EM to the (standardised) training observations,
 at every step of every sequence (with ``lags``: a mixture of linear autoregressions fitted by
-EM, :func:`grnn_jax.em.fit_regression`, whose slopes ``W_k`` start the head's as well).
+EM, :func:`grnn_jax.em.fit_regression`, whose slopes ``W_k`` start the head's as well). The
+filtering head (``--head hmm``) goes one step further: its regimes and chain start at an
+AR-HMM fitted by Baum-Welch from that static fit (:func:`grnn_jax.em.arhmm_em.fit_arhmm`), so
+before any training the model is that AR-HMM.
 
 The head is one linear layer; with its kernel zero its output is its bias whatever the
 hidden state, and :func:`grnn_jax.model.heads.head_bias_from_gmm` gives the bias whose mixture is
@@ -15,8 +18,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from grnn_jax import em
+from grnn_jax.em import arhmm_em
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch, Sequences, lagged
@@ -29,6 +34,8 @@ from grnn_jax.train.em_training.em_state import (
     uses_aux,
 )
 from grnn_jax._util.dtypes import default_float
+
+ARHMM_INIT_ITERATIONS = 50
 
 
 def check_em_init(seqs: Sequences, n_components: int) -> None:
@@ -213,15 +220,14 @@ def _regression_init(net, params, aux_state, seqs, *, key, n_init):
     rm = fit_observation_regression(seqs, net.n_components, net.covariance_type, net.lags,
                                     key=key, n_init=n_init)
     x, phi = _observed_regressors(seqs, net.lags, rm.intercept.dtype)
-    stats, _ = em.regression_e_step(rm, x, phi)
     dt = aux_state[EM_HEAD_KEY]["stats"]["sxx"].dtype
     head = dict(params["params"]["head"])
-    log_w = jax.nn.log_softmax(rm.logits)
     if isinstance(net, model_lib.FilterGRNN):
-        head["init_logits"] = log_w.astype(head["init_logits"].dtype)
+        rm, stats, head = _arhmm_init(net, head, rm, seqs)
     else:
+        stats, _ = em.regression_e_step(rm, x, phi)
         head["logits"] = {"kernel": jnp.zeros_like(head["logits"]["kernel"]),
-                          "bias": log_w.astype(head["logits"]["bias"].dtype)}
+                          "bias": jax.nn.log_softmax(rm.logits).astype(head["logits"]["bias"].dtype)}
     coef = rm.coef.astype(dt) if net.lags else None
     aux = dict(aux_state)
     aux[EM_HEAD_KEY] = {
@@ -230,6 +236,31 @@ def _regression_init(net, params, aux_state, seqs, *, key, n_init):
         "count": aux_state[EM_HEAD_KEY]["count"],
     }
     return dict(params, params=dict(params["params"], head=head)), aux
+
+
+def _arhmm_init(net, head: dict, rm, seqs: Sequences):
+    """The filtering head started at an AR-HMM: :data:`ARHMM_INIT_ITERATIONS` Baum-Welch
+    iterations (:func:`grnn_jax.em.arhmm_em.fit_arhmm`) from the static regression fit ``rm``
+    and the head's own initial chain, on the whole training sequences. The transition layer's
+    kernel becomes zero and its bias the fitted log-transitions (or the constant logits
+    become them), so the model's first predictions are the AR-HMM's. Returns
+    ``(regimes, their E-step statistics, the head's new parameters)``."""
+    x = jnp.asarray(np.nan_to_num(seqs.x), rm.intercept.dtype)
+    phi = jnp.asarray(lagged(seqs.x, int(net.lags), lengths=seqs.lengths, check=False), x.dtype)
+    phi = jnp.nan_to_num(phi)
+    k = net.n_components
+    trans = head["trans_logits"] if net.constant_transitions else head["trans"]["bias"]
+    log_trans = jax.nn.log_softmax(jnp.asarray(trans, x.dtype).reshape(k, k), axis=-1)
+    fit = arhmm_em.fit_arhmm(rm, jax.nn.log_softmax(rm.logits), log_trans, x, phi,
+                             jnp.asarray(seqs.mask), n_iter=ARHMM_INIT_ITERATIONS, ridge=EM_HEAD_RIDGE)
+    head["init_logits"] = fit.log_init.astype(head["init_logits"].dtype)
+    flat = fit.log_trans.reshape(k * k)
+    if net.constant_transitions:
+        head["trans_logits"] = flat.astype(head["trans_logits"].dtype)
+    else:
+        head["trans"] = {"kernel": jnp.zeros_like(head["trans"]["kernel"]),
+                         "bias": flat.astype(head["trans"]["bias"].dtype)}
+    return fit.mixture, fit.stats, head
 
 
 def initial_variables(cfg, net, example: Batch, *,

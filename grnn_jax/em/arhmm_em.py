@@ -1,0 +1,124 @@
+"""Baum-Welch for an autoregressive HMM: regimes that are linear regressions on the past,
+switching by a Markov chain.
+
+E-step: each sequence's smoothed regime posteriors and expected transitions by the exact
+forward-backward recursion (:func:`grnn_jax.em.hmm.forward_backward`), with per-regime
+densities ``N(x_t | W_k phi_t + b_k, Sigma_k)``. M-step: weighted least squares per regime
+from summable statistics (:func:`grnn_jax.em.regression_em.regression_m_step_from_stats`) and
+the chain's normalised counts (:func:`grnn_jax.em.hmm.m_step_markov`, by default with
+dynamax's Dirichlet concentration 1.1, so no transition is ever exactly impossible). The
+iterations run in one ``lax.scan`` under ``jit``; every sequence is one row of a padded
+batch, so sequences of any lengths share one program.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from grnn_jax.em import hmm
+from grnn_jax.em.regression_em import RegressionStats, regression_m_step_from_stats, regression_stats
+from grnn_jax.gmm.regression import RegressionMixture, regression_component_log_prob
+
+DIRICHLET = 1.1  # dynamax's default concentration on the initial and transition probabilities
+
+
+class ARHMMFit(NamedTuple):
+    """What :func:`fit_arhmm` returns.
+
+    Attributes:
+      mixture: the regimes (``logits``: the log share of observations each regime explains).
+      log_init: (K,) log p(z_1).
+      log_trans: (K, K) log p(z_t = k | z_{t-1} = j), rows j.
+      log_likelihood: () sum of the sequences' log-likelihoods at the returned parameters.
+      history: (n_iter,) the log-likelihood at the start of each iteration (EM never lowers it
+        under maximum likelihood, ``prior_concentration=None``).
+      stats: :class:`~grnn_jax.em.regression_em.RegressionStats` of the last E-step (sums over
+        the observed steps).
+    """
+
+    mixture: RegressionMixture
+    log_init: jax.Array
+    log_trans: jax.Array
+    log_likelihood: jax.Array
+    history: jax.Array
+    stats: RegressionStats
+
+
+def arhmm_e_step(rm: RegressionMixture, log_init, log_trans, x, phi, mask):
+    """One E-step over a padded batch of sequences.
+
+    Args:
+      rm: the regimes.
+      log_init: (K,); log_trans: (K, K).
+      x: (S, T, D) observations; phi: (S, T, F) regressors (the lagged observations, zeros
+        before each start); mask: (S, T) bool, True at observed steps (padding may hold NaN).
+
+    Returns:
+      ``(stats, expected_initial (K,), expected_counts (K, K), log_likelihood ())``, summed
+      over sequences.
+    """
+    mask = jnp.asarray(mask, bool)
+    x = jnp.where(mask[..., None], x, 0.0)
+    phi = jnp.where(mask[..., None], phi, 0.0)
+    log_emit = regression_component_log_prob(rm, x, phi)  # (S, T, K)
+    sm = jax.vmap(hmm.forward_backward, in_axes=(None, None, 0, 0))(log_init, log_trans, log_emit, mask)
+    n = mask.size  # explicit row counts: phi may have no columns (no lags)
+    stats = regression_stats(x.reshape(n, x.shape[-1]), phi.reshape(n, phi.shape[-1]),
+                             sm.smoothed.reshape(n, log_emit.shape[-1]),
+                             covariance_type=rm.covariance_type, weights=mask.reshape(n).astype(x.dtype))
+    return (stats, jnp.sum(sm.expected_initial, 0), jnp.sum(sm.expected_transitions, 0),
+            jnp.sum(sm.log_likelihood))
+
+
+@functools.partial(jax.jit, static_argnames=("n_iter",))
+def fit_arhmm(rm: RegressionMixture, log_init, log_trans, x, phi, mask, *, n_iter: int = 50,
+              reg_covar=1e-6, ridge=1e-6, prior_concentration=DIRICHLET) -> ARHMMFit:
+    """``n_iter`` Baum-Welch iterations from a start.
+
+    Args:
+      rm: the starting regimes (e.g. a static fit, :func:`grnn_jax.em.fit_regression`).
+      log_init: (K,) and log_trans: (K, K) the starting chain.
+      x, phi, mask: as in :func:`arhmm_e_step`.
+      n_iter: iterations (static).
+      reg_covar: variance floor of the regimes; ridge: penalty on the slopes.
+      prior_concentration: Dirichlet concentration of the chain's M-step (None: maximum
+        likelihood).
+
+    Returns:
+      :class:`ARHMMFit`.
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np
+      >>> from grnn_jax import gmm
+      >>> from grnn_jax.em import arhmm_em
+      >>> rng = np.random.default_rng(0)
+      >>> x = np.zeros((8, 40, 1))
+      >>> for t in range(1, 40):  # AR(1) whose slope flips between +0.9 and -0.9 in blocks of 10
+      ...     x[:, t] = (0.9 if (t // 10) % 2 else -0.9) * x[:, t - 1] + rng.normal(size=(8, 1))
+      >>> x = jnp.asarray(x, jnp.float32)
+      >>> phi = jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, :-1]], axis=1)  # the last step
+      >>> mask = jnp.ones(x.shape[:2], bool)
+      >>> start = gmm.regression_from_covariances(jnp.zeros(2), jnp.array([[[0.5]], [[-0.5]]]),
+      ...                                         jnp.zeros((2, 1)), jnp.ones((2, 1, 1)), "full")
+      >>> fit = arhmm_em.fit_arhmm(start, jnp.log(jnp.full(2, 0.5)), jnp.log(jnp.full((2, 2), 0.5)),
+      ...                          x, phi, mask, n_iter=20, prior_concentration=None)
+      >>> bool(jnp.all(jnp.diff(fit.history) > -1e-3)), sorted(round(v, 1) for v in fit.mixture.coef.ravel().tolist())
+      (True, [-0.9, 0.9])
+    """
+
+    def iteration(carry, _):
+        rm, li, lt = carry
+        stats, e_init, counts, ll = arhmm_e_step(rm, li, lt, x, phi, mask)
+        new_rm = regression_m_step_from_stats(stats, covariance_type=rm.covariance_type,
+                                              reg_covar=reg_covar, ridge=ridge)
+        new_li, new_lt = hmm.m_step_markov(e_init, counts, prior_concentration)
+        return (new_rm, new_li, new_lt), ll
+
+    (rm, li, lt), history = jax.lax.scan(iteration, (rm, jnp.asarray(log_init), jnp.asarray(log_trans)),
+                                         None, length=n_iter)
+    stats, _, _, ll = arhmm_e_step(rm, li, lt, x, phi, mask)
+    return ARHMMFit(rm, li, lt, ll, history, stats)
