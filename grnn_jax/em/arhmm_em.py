@@ -106,7 +106,8 @@ def fit_arhmm(rm: RegressionMixture, log_init, log_trans, x, phi, mask, *, n_ite
       ...                                         jnp.zeros((2, 1)), jnp.ones((2, 1, 1)), "full")
       >>> fit = arhmm_em.fit_arhmm(start, jnp.log(jnp.full(2, 0.5)), jnp.log(jnp.full((2, 2), 0.5)),
       ...                          x, phi, mask, n_iter=20, prior_concentration=None)
-      >>> bool(jnp.all(jnp.diff(fit.history) > -1e-3)), sorted(round(v, 1) for v in fit.mixture.coef.ravel().tolist())
+      >>> slopes = sorted(round(v, 1) for v in fit.mixture.coef.ravel().tolist())
+      >>> bool(jnp.all(jnp.diff(fit.history) > -1e-3)), slopes
       (True, [-0.9, 0.9])
     """
 

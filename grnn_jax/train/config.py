@@ -143,7 +143,9 @@ class TrainConfig:
         always reports the held-out NLL.
       em_init: start the mixture head from a GMM fitted by EM to the standardised training
         observations (head kernel zero, bias from ``heads.head_bias_from_gmm``), so that the
-        untrained model's predictive density is that GMM at every step.
+        untrained model's predictive density is that GMM at every step (the filtering
+        head: an AR-HMM fitted by Baum-Welch). With validation data the start is scored
+        at step 0, so the best checkpoint is never worse on validation than the EM fit.
       hidden_gmm: K > 0 keeps a K-component GMM over the hidden states, updated by stepwise
         EM on every batch (:mod:`grnn_jax.train.em_training.em_state`); 0: none.
       hidden_gmm_weight: lam >= 0; adds ``-lam * mean log p_GMM(h_t)`` to the objective.

@@ -266,6 +266,10 @@ def _loop(run: _Run, state: TrainState, prog: RunProgress, end: int):
     meter, train_nll = _Throughput(), math.nan
     key = noise_key(cfg.seed)
     try:
+        if start == 0 and cfg.em_init and run.val_seqs is not None and prog.best_val_nll is None:
+            # A start fitted by EM is a model already: scored (once), it may stay the best.
+            prog, val_nll, _ = _evaluate(run, state, prog, rule, 0)
+            bar.evaluated(nll="-", val_nll=_fmt(val_nll))
         for step in range(start, end):
             batch = batch_at(run.train_z, step, batch_size=cfg.batch_size, seed=cfg.seed,
                              dtype=run.dtype, rows=run.rows)

@@ -241,6 +241,8 @@ def _train_members(cfg, net, step_fn, state, train_z, val_seqs, standardiser, me
     # Member i draws the training noise a single run with its seed draws.
     keys = jnp.stack([noise_key(s) for s in members.seeds])
     try:
+        if val_seqs is not None and cfg.em_init:  # each member's EM start is scored, as in a run
+            _evaluate_members(net, state, val_seqs, standardiser, rule, 0, rec)
         for step in range(cfg.num_steps):
             batch = population_batch(train_z, step, members.seeds, batch_size=cfg.batch_size,
                                      dtype=dtype)
