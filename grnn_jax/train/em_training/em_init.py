@@ -18,7 +18,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from grnn_jax import em
 from grnn_jax.em import arhmm_em
@@ -219,20 +218,19 @@ def _regression_init(net, params, aux_state, seqs, *, key, n_init):
     (EM head) or initial regime (filtering head) logits."""
     rm = fit_observation_regression(seqs, net.n_components, net.covariance_type, net.lags,
                                     key=key, n_init=n_init)
-    x, phi = _observed_regressors(seqs, net.lags, rm.intercept.dtype)
     dt = aux_state[EM_HEAD_KEY]["stats"]["sxx"].dtype
     head = dict(params["params"]["head"])
     if isinstance(net, model_lib.FilterGRNN):
         rm, stats, head = _arhmm_init(net, head, rm, seqs)
     else:
-        stats, _ = em.regression_e_step(rm, x, phi)
+        stats, _ = em.regression_e_step(rm, *_observed_regressors(seqs, net.lags, rm.intercept.dtype))
         head["logits"] = {"kernel": jnp.zeros_like(head["logits"]["kernel"]),
                           "bias": jax.nn.log_softmax(rm.logits).astype(head["logits"]["bias"].dtype)}
     coef = rm.coef.astype(dt) if net.lags else None
     aux = dict(aux_state)
     aux[EM_HEAD_KEY] = {
         "components": model_lib.em_collection(rm.intercept.astype(dt), rm.prec_chol.astype(dt), coef),
-        "stats": {k: (v / x.shape[0]).astype(dt) for k, v in stats._asdict().items()},
+        "stats": {k: (v / seqs.n_steps).astype(dt) for k, v in stats._asdict().items()},
         "count": aux_state[EM_HEAD_KEY]["count"],
     }
     return dict(params, params=dict(params["params"], head=head)), aux
@@ -245,9 +243,9 @@ def _arhmm_init(net, head: dict, rm, seqs: Sequences):
     kernel becomes zero and its bias the fitted log-transitions (or the constant logits
     become them), so the model's first predictions are the AR-HMM's. Returns
     ``(regimes, their E-step statistics, the head's new parameters)``."""
-    x = jnp.asarray(np.nan_to_num(seqs.x), rm.intercept.dtype)
+    # Padded steps may hold anything: the E-step masks them out.
+    x = jnp.asarray(seqs.x, rm.intercept.dtype)
     phi = jnp.asarray(lagged(seqs.x, int(net.lags), lengths=seqs.lengths, check=False), x.dtype)
-    phi = jnp.nan_to_num(phi)
     k = net.n_components
     trans = head["trans_logits"] if net.constant_transitions else head["trans"]["bias"]
     log_trans = jax.nn.log_softmax(jnp.asarray(trans, x.dtype).reshape(k, k), axis=-1)
