@@ -134,6 +134,11 @@ def paired_z(better: np.ndarray, worse: np.ndarray) -> float:
     return float(d.sum() / se)
 
 
+def _best_of(names, blocks: dict):
+    """The name with the highest total validation log-likelihood (a NaN total counts as -inf)."""
+    return max(names, key=lambda n: np.nan_to_num(blocks[n].sum(), nan=-np.inf))
+
+
 def rank_candidates(names: list, blocks: dict, *, z: float = MARGIN_Z) -> list:
     """Orders ``names`` (simplest first) by validation evidence, preferring the simpler.
 
@@ -158,7 +163,7 @@ def rank_candidates(names: list, blocks: dict, *, z: float = MARGIN_Z) -> list:
     """
     left, ranked = list(names), []
     while left:
-        best = max(left, key=lambda n: np.nan_to_num(blocks[n].sum(), nan=-np.inf))
+        best = _best_of(left, blocks)
         pick = next(n for n in left if n == best or paired_z(blocks[best], blocks[n]) <= z)
         ranked.append(pick)
         left.remove(pick)
@@ -214,14 +219,13 @@ def race(train_seqs: Sequences, val_seqs: Sequences, workdir: str | Path, *,
     alive, ranking = list(configs), []
     for r, frac in enumerate(rounds):
         until = max(1, round(frac * base.num_steps))
-
         blocks = {}
         for name in alive:
             _, history = train(configs[name], train_seqs, val_seqs, workdir / RACE_DIR / name,
                                progress=progress, until_step=until)
             scores[name][r] = _best_val(history)
             blocks[name] = validation_blocks(workdir / RACE_DIR / name, val_seqs, n_blocks)
-        best = max(alive, key=lambda n: np.nan_to_num(blocks[n].sum(), nan=-np.inf))
+        best = _best_of(alive, blocks)
         for name in alive:
             zs[name][r] = None if name == best else paired_z(blocks[best], blocks[name])
         alive = rank_candidates(alive, blocks)
