@@ -262,6 +262,19 @@ def test_storms_and_eustock_shapes():
     np.testing.assert_allclose(r, np.log(prices[1:] / prices[:-1]))
 
 
+def test_storms_dequantised_within_half_a_recording_step():
+    raw, x = data.load_storms(dequantise=False), data.load_storms()
+    np.testing.assert_array_equal(x.lengths, raw.lengths)
+    a, b = raw.observed(), x.observed()
+    step = np.array(data.real.STORM_RESOLUTION)
+    assert np.all(np.abs(b - a) <= step / 2)
+    assert np.mean(np.diff(raw.x[:, :, 2], axis=1) == 0) > 0.3  # wind repeats in the file
+    assert np.all(np.diff(b, axis=0) != 0)  # no exact repeats once dequantised
+    np.testing.assert_array_equal(data.load_storms(seed=0).x, x.x)
+    assert not np.array_equal(data.load_storms(seed=1).observed(), b)
+    np.testing.assert_array_equal(x.x[~x.mask], raw.x[~raw.mask])  # padding untouched
+
+
 def test_weather_days_are_complete_hourly_sequences_from_the_csv():
     from grnn_jax.data.real import _read_csv, load_weather
 
