@@ -9,13 +9,9 @@ import pytest
 from grnn_jax import data, gmm
 from grnn_jax import train as T
 from grnn_jax.cli import main
-from grnn_jax.em import arhmm_em
-from grnn_jax.train.em_training.em_init import (
-    ARHMM_INIT_ITERATIONS,
-    fit_observation_gmm,
-    fit_observation_regression,
-)
-from grnn_jax.train.em_training.em_state import EM_HEAD_RIDGE
+from grnn_jax.em.arhmm_grid import arhmm_log_likelihood
+from grnn_jax.train.em_training.arhmm_choice import arhmm_start, choose_arhmm, start_key
+from grnn_jax.train.em_training.em_init import fit_observation_gmm, fit_observation_regression
 
 from dirstate import tree_hash
 
@@ -105,23 +101,22 @@ def test_filter_head_starts_at_the_baum_welch_ar_hmm(tmp_path, x64, constant):
     T.train(cfg, tr, va, tmp_path, progress=False, until_step=0)
     net, params, st, _ = T.load_trained(tmp_path, which="last")
     got = T.evaluate(net, params, va, standardiser=st).nll
-    # The oracle: the same static fit (same key) refined by Baum-Welch, scored by the exact
+    # The oracle: Baum-Welch from the same k-means starts (same key), scored by the exact
     # forward algorithm on the held-out sequences.
     z_tr, z_va = st.transform(tr), st.transform(va)
-    rm = fit_observation_regression(z_tr, 2, "full", 1, key=jax.random.fold_in(jax.random.key(3), 1))
+    fit = arhmm_start(z_tr, 2, 1, covariance_type="full", key=start_key(3))
     head = params["params"]["head"]
-    trans0 = net.init(jax.random.key(0), jnp.asarray(tr.x[:1, :1]))["params"]["head"]
-    start = trans0["trans_logits"] if constant else trans0["trans"]["bias"]
 
     def arrays(s):
         x = jnp.asarray(s.x)
         return x, jnp.asarray(data.lagged(s.x, 1, lengths=s.lengths)), jnp.asarray(s.mask)
 
-    fit = arhmm_em.fit_arhmm(rm, jax.nn.log_softmax(rm.logits),
-                             jax.nn.log_softmax(jnp.asarray(start).reshape(2, 2), -1), *arrays(z_tr),
-                             n_iter=ARHMM_INIT_ITERATIONS, ridge=EM_HEAD_RIDGE)
-    _, _, _, ll = arhmm_em.arhmm_e_step(fit.mixture, fit.log_init, fit.log_trans, *arrays(z_va))
+    ll = arhmm_log_likelihood(fit.mixture, fit.log_init, fit.log_trans, *arrays(z_va))
     want = -float(ll) / va.n_steps + st.log_det
+    # The choice of K and lags scores the same fit (its grid pads K and the lags with unused
+    # regimes and zero columns, so it agrees up to rounding).
+    choice = choose_arhmm(tr, va, ks=(2,), lags=(1,), seed=3)
+    assert choice.val_nll == pytest.approx(want, abs=1e-4)
     assert got == pytest.approx(want, abs=1e-4)
     np.testing.assert_allclose(jax.nn.log_softmax(head["init_logits"]), fit.log_init, atol=1e-5)
     # Training goes on from there; the start is scored as a model of its own (step 0), so the

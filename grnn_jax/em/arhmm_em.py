@@ -48,7 +48,25 @@ class ARHMMFit(NamedTuple):
     stats: RegressionStats
 
 
-def arhmm_e_step(rm: RegressionMixture, log_init, log_trans, x, phi, mask):
+def mask_chain(log_init, log_trans, active):
+    """The chain restricted to the ``active`` regimes: the others get probability 0 (``-inf``)
+    and every row is renormalised over the active columns. ``active`` None: unchanged.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> li, lt = mask_chain(jnp.log(jnp.full(3, 1 / 3)), jnp.log(jnp.full((3, 3), 1 / 3)),
+      ...                     jnp.array([True, True, False]))
+      >>> jnp.exp(li).tolist(), jnp.exp(lt[2]).tolist()
+      ([0.5, 0.5, 0.0], [0.5, 0.5, 0.0])
+    """
+    if active is None:
+        return log_init, log_trans
+    li = jnp.where(active, log_init, -jnp.inf)
+    lt = jnp.where(active[None, :], log_trans, -jnp.inf)
+    return (li - jax.nn.logsumexp(li), lt - jax.nn.logsumexp(lt, axis=-1, keepdims=True))
+
+
+def arhmm_e_step(rm: RegressionMixture, log_init, log_trans, x, phi, mask, active=None):
     """One E-step over a padded batch of sequences.
 
     Args:
@@ -56,6 +74,9 @@ def arhmm_e_step(rm: RegressionMixture, log_init, log_trans, x, phi, mask):
       log_init: (K,); log_trans: (K, K).
       x: (S, T, D) observations; phi: (S, T, F) regressors (the lagged observations, zeros
         before each start); mask: (S, T) bool, True at observed steps (padding may hold NaN).
+      active: optional (K,) bool: only these regimes are used (the chain never enters the
+        others, whose statistics are zero), so one compiled program serves every K up to
+        the array's.
 
     Returns:
       ``(stats, expected_initial (K,), expected_counts (K, K), log_likelihood ())``, summed
@@ -65,6 +86,9 @@ def arhmm_e_step(rm: RegressionMixture, log_init, log_trans, x, phi, mask):
     x = jnp.where(mask[..., None], x, 0.0)
     phi = jnp.where(mask[..., None], phi, 0.0)
     log_emit = regression_component_log_prob(rm, x, phi)  # (S, T, K)
+    if active is not None:
+        log_emit = jnp.where(active, log_emit, -jnp.inf)
+        log_init, log_trans = mask_chain(log_init, log_trans, active)
     sm = jax.vmap(hmm.forward_backward, in_axes=(None, None, 0, 0))(log_init, log_trans, log_emit, mask)
     n = mask.size  # explicit row counts: phi may have no columns (no lags)
     stats = regression_stats(x.reshape(n, x.shape[-1]), phi.reshape(n, phi.shape[-1]),
@@ -76,7 +100,7 @@ def arhmm_e_step(rm: RegressionMixture, log_init, log_trans, x, phi, mask):
 
 @functools.partial(jax.jit, static_argnames=("n_iter",))
 def fit_arhmm(rm: RegressionMixture, log_init, log_trans, x, phi, mask, *, n_iter: int = 50,
-              reg_covar=1e-6, ridge=1e-6, prior_concentration=DIRICHLET) -> ARHMMFit:
+              reg_covar=1e-6, ridge=1e-6, prior_concentration=DIRICHLET, active=None) -> ARHMMFit:
     """``n_iter`` Baum-Welch iterations from a start.
 
     Args:
@@ -87,6 +111,10 @@ def fit_arhmm(rm: RegressionMixture, log_init, log_trans, x, phi, mask, *, n_ite
       reg_covar: variance floor of the regimes; ridge: penalty on the slopes.
       prior_concentration: Dirichlet concentration of the chain's M-step (None: maximum
         likelihood).
+      active: optional (K,) bool: fit only these regimes (the others keep their starting
+        parameters and probability 0 in the returned chain): the fit of an AR-HMM with
+        ``active.sum()`` regimes, in a program shared by every K (see
+        :func:`grnn_jax.em.arhmm_grid.fit_arhmm_grid`).
 
     Returns:
       :class:`ARHMMFit`.
@@ -113,13 +141,27 @@ def fit_arhmm(rm: RegressionMixture, log_init, log_trans, x, phi, mask, *, n_ite
 
     def iteration(carry, _):
         rm, li, lt = carry
-        stats, e_init, counts, ll = arhmm_e_step(rm, li, lt, x, phi, mask)
+        stats, e_init, counts, ll = arhmm_e_step(rm, li, lt, x, phi, mask, active)
         new_rm = regression_m_step_from_stats(stats, covariance_type=rm.covariance_type,
                                               reg_covar=reg_covar, ridge=ridge)
-        new_li, new_lt = hmm.m_step_markov(e_init, counts, prior_concentration)
+        if active is not None:  # an unused regime keeps its (finite) start
+            new_rm = _where_regime(active, new_rm, rm)
+        new_li, new_lt = mask_chain(*hmm.m_step_markov(e_init, counts, prior_concentration), active)
         return (new_rm, new_li, new_lt), ll
 
-    (rm, li, lt), history = jax.lax.scan(iteration, (rm, jnp.asarray(log_init), jnp.asarray(log_trans)),
-                                         None, length=n_iter)
-    stats, _, _, ll = arhmm_e_step(rm, li, lt, x, phi, mask)
+    start = mask_chain(jnp.asarray(log_init), jnp.asarray(log_trans), active)
+    (rm, li, lt), history = jax.lax.scan(iteration, (rm, *start), None, length=n_iter)
+    stats, _, _, ll = arhmm_e_step(rm, li, lt, x, phi, mask, active)
     return ARHMMFit(rm, li, lt, ll, history, stats)
+
+
+def _where_regime(active, new: RegressionMixture, old: RegressionMixture) -> RegressionMixture:
+    """``new``'s regimes where ``active``, ``old``'s elsewhere (tied covariances: ``new``'s)."""
+
+    def pick(a, b):  # regimes on the leading axis
+        return jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return RegressionMixture(pick(new.logits, old.logits), pick(new.coef, old.coef),
+                             pick(new.intercept, old.intercept),
+                             new.prec_chol if new.covariance_type == "tied" else pick(new.prec_chol, old.prec_chol),
+                             new.covariance_type)

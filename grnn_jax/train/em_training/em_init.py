@@ -3,8 +3,9 @@ density equals a Gaussian mixture fitted by EM to the (standardised) training ob
 at every step of every sequence (with ``lags``: a mixture of linear autoregressions fitted by
 EM, :func:`grnn_jax.em.fit_regression`, whose slopes ``W_k`` start the head's as well). The
 filtering head (``--head hmm``) goes one step further: its regimes and chain start at an
-AR-HMM fitted by Baum-Welch from that static fit (:func:`grnn_jax.em.arhmm_em.fit_arhmm`), so
-before any training the model is that AR-HMM.
+AR-HMM fitted by Baum-Welch from k-means starts
+(:func:`grnn_jax.train.em_training.arhmm_choice.arhmm_start`), so before any training the
+model is that AR-HMM.
 
 The head is one linear layer; with its kernel zero its output is its bias whatever the
 hidden state, and :func:`grnn_jax.model.heads.head_bias_from_gmm` gives the bias whose mixture is
@@ -20,11 +21,11 @@ import jax
 import jax.numpy as jnp
 
 from grnn_jax import em
-from grnn_jax.em import arhmm_em
 from grnn_jax import gmm as gmm_lib
 from grnn_jax import model as model_lib
 from grnn_jax.data import Batch, Sequences, lagged
 from grnn_jax.model.heads import head_bias_from_gmm
+from grnn_jax.train.em_training.arhmm_choice import arhmm_start
 from grnn_jax.train.em_training.em_state import (
     EM_HEAD_KEY,
     EM_HEAD_RIDGE,
@@ -33,9 +34,6 @@ from grnn_jax.train.em_training.em_state import (
     uses_aux,
 )
 from grnn_jax._util.dtypes import default_float
-
-ARHMM_INIT_ITERATIONS = 50
-
 
 def check_em_init(seqs: Sequences, n_components: int) -> None:
     """Raises a one-line ValueError when ``seqs`` has fewer observed steps than components
@@ -216,13 +214,13 @@ def _regression_init(net, params, aux_state, seqs, *, key, n_init):
     """:func:`em_init_params_and_aux` for regression components (lags, or the filtering head):
     components, exact per-observation statistics, and the fitted weights as the initial mixing
     (EM head) or initial regime (filtering head) logits."""
-    rm = fit_observation_regression(seqs, net.n_components, net.covariance_type, net.lags,
-                                    key=key, n_init=n_init)
     dt = aux_state[EM_HEAD_KEY]["stats"]["sxx"].dtype
     head = dict(params["params"]["head"])
     if isinstance(net, model_lib.FilterGRNN):
-        rm, stats, head = _arhmm_init(net, head, rm, seqs)
+        rm, stats, head = _arhmm_init(net, head, seqs, key=key)
     else:
+        rm = fit_observation_regression(seqs, net.n_components, net.covariance_type, net.lags,
+                                        key=key, n_init=n_init)
         stats, _ = em.regression_e_step(rm, *_observed_regressors(seqs, net.lags, rm.intercept.dtype))
         head["logits"] = {"kernel": jnp.zeros_like(head["logits"]["kernel"]),
                           "bias": jax.nn.log_softmax(rm.logits).astype(head["logits"]["bias"].dtype)}
@@ -236,21 +234,16 @@ def _regression_init(net, params, aux_state, seqs, *, key, n_init):
     return dict(params, params=dict(params["params"], head=head)), aux
 
 
-def _arhmm_init(net, head: dict, rm, seqs: Sequences):
-    """The filtering head started at an AR-HMM: :data:`ARHMM_INIT_ITERATIONS` Baum-Welch
-    iterations (:func:`grnn_jax.em.arhmm_em.fit_arhmm`) from the static regression fit ``rm``
-    and the head's own initial chain, on the whole training sequences. The transition layer's
-    kernel becomes zero and its bias the fitted log-transitions (or the constant logits
-    become them), so the model's first predictions are the AR-HMM's. Returns
-    ``(regimes, their E-step statistics, the head's new parameters)``."""
-    # Padded steps may hold anything: the E-step masks them out.
-    x = jnp.asarray(seqs.x, rm.intercept.dtype)
-    phi = jnp.asarray(lagged(seqs.x, int(net.lags), lengths=seqs.lengths, check=False), x.dtype)
+def _arhmm_init(net, head: dict, seqs: Sequences, *, key):
+    """The filtering head started at the Baum-Welch AR-HMM of its K and lags
+    (:func:`~grnn_jax.train.em_training.arhmm_choice.arhmm_start`, the fit
+    :func:`~grnn_jax.train.em_training.arhmm_choice.choose_arhmm` scores for them) on the whole
+    training sequences. The transition layer's kernel becomes zero and its bias the fitted
+    log-transitions (or the constant logits become them), so the model's first predictions are
+    the AR-HMM's. Returns ``(regimes, their E-step statistics, the head's new parameters)``."""
+    check_em_init(seqs, net.n_components)
+    fit = arhmm_start(seqs, net.n_components, net.lags, covariance_type=net.covariance_type, key=key)
     k = net.n_components
-    trans = head["trans_logits"] if net.constant_transitions else head["trans"]["bias"]
-    log_trans = jax.nn.log_softmax(jnp.asarray(trans, x.dtype).reshape(k, k), axis=-1)
-    fit = arhmm_em.fit_arhmm(rm, jax.nn.log_softmax(rm.logits), log_trans, x, phi,
-                             jnp.asarray(seqs.mask), n_iter=ARHMM_INIT_ITERATIONS, ridge=EM_HEAD_RIDGE)
     head["init_logits"] = fit.log_init.astype(head["init_logits"].dtype)
     flat = fit.log_trans.reshape(k * k)
     if net.constant_transitions:
