@@ -44,6 +44,7 @@ from grnn_jax.train import (
     default_config,
     evaluate,
     load_trained,
+    race,
     read_metrics,
     train,
     write_json_atomic,
@@ -82,9 +83,10 @@ TINY = Settings(datasets=("geyser", "duration"), steps=2, static_ks=(2,), hmm_ks
 
 
 def parse_variant(text: str) -> dict:
-    """``"head=hmm,lags=1,constant_transitions=true"`` -> ModelConfig fields (ints, bools), and
-    ``em_init=true`` (a training setting: start the head from its EM fit)."""
-    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)} | {"em_init": bool}
+    """``"head=hmm,lags=1,constant_transitions=true"`` -> ModelConfig fields (ints, bools),
+    ``em_init=true`` (a training setting: start the head from its EM fit) and ``race=true``
+    (``grnn train --race``: the model chosen on validation, :func:`grnn_jax.train.race`)."""
+    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)} | {"em_init": bool, "race": bool}
     out = {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
@@ -97,6 +99,10 @@ def parse_variant(text: str) -> dict:
 
 def variant_label(fields: dict) -> str:
     """A short column name: "hmm lags 1 const" for head=hmm, lags=1, constant transitions."""
+    if fields.get("race"):
+        return "race"
+    if not fields:
+        return "defaults"
     text = f"{fields.get('head', 'mdn')} lags {fields.get('lags', 0)}"
     if fields.get("head") == "hmm":
         text += " const" if fields.get("constant_transitions") else " net"
@@ -170,11 +176,15 @@ def train_variant(fields: dict, splits, s: Settings, workdir: Path) -> dict:
     """One GRNN run: ``default_config`` at the budget (``s.steps``; 0: the data-scaled one)
     with ``fields`` laid over its model."""
     cfg = default_config(splits.train, num_steps=s.steps or None)  # 0: the default's own budget
-    model = {k: v for k, v in fields.items() if k != "em_init"}
+    model = {k: v for k, v in fields.items() if k not in ("em_init", "race")}
     cfg = cfg.replace(model=dict(dict(s.model_overrides), **model), seed=s.seed,
                       em_init=bool(fields.get("em_init", False)))
     t = time.perf_counter()
-    train(cfg, splits.train, splits.val, workdir, resume=False, progress=False)
+    if fields.get("race"):
+        won = race(splits.train, splits.val, workdir, base=cfg).winner
+        print(f"  race: {won} won", flush=True)
+    else:
+        train(cfg, splits.train, splits.val, workdir, resume=False, progress=False)
     net, params, st, _ = load_trained(workdir)
     res = evaluate(net, params, splits.test, standardiser=st)
     best = min((m for m in read_metrics(workdir) if m.get("kind") == "eval"), key=lambda m: m["val_nll"])

@@ -262,10 +262,21 @@ def test_race_keeps_the_best_candidate_on_validation(npz, tmp_path, capsys):
     assert code == 0, err
     report, saved = json.loads(out), json.loads((wd / "race.json").read_text())
     rows = {r["name"]: r for r in saved["candidates"]}
-    assert list(rows) == ["default", "mdn-lag1", "em-lag1", "hmm-lag1"]
+    assert list(rows) == ["default", "arhmm"]
     assert (rows["default"]["head"], rows["default"]["lags"]) == ("mdn", 0)
-    finalists = [r for r in rows.values() if r["rounds"] == 3]
-    assert [r["name"] for r in finalists] == [saved["winner"]] == [saved["ranking"][-1][0]]
+    # The filtering head of the AR-HMM that Baum-Welch fits chose on validation, started there.
+    choice = saved["arhmm_choice"]
+    grid = {(r["n_components"], r["lags"]): r["val_nll"] for r in choice["table"]}
+    assert set(grid) == {(k, p) for k in (2, 4, 8, 12) for p in (1, 2)}
+    assert choice["val_nll"] == min(grid.values()) == grid[choice["n_components"], choice["lags"]]
+    arhmm = rows["arhmm"]
+    assert (arhmm["head"], arhmm["n_components"], arhmm["lags"], arhmm["em_init"]) == (
+        "hmm", choice["n_components"], choice["lags"], True)
+    records = [json.loads(line) for line in (wd / "race" / "arhmm" / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in records if r["kind"] == "eval")  # the start, scored at step 0
+    assert first["step"] == 0 and first["val_nll"] == pytest.approx(choice["val_nll"], abs=2e-3)
+    assert saved["rounds"] == [1.0] and all(r["rounds"] == 1 for r in rows.values())
+    assert saved["winner"] == saved["ranking"][-1][0]
     # Each round's better half (rounded up) of its ranking goes on; a candidate ranked ahead of
     # the round's lowest-NLL one is earlier in the list and within the margin of it.
     order = list(rows)

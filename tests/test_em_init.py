@@ -117,6 +117,10 @@ def test_filter_head_starts_at_the_baum_welch_ar_hmm(tmp_path, x64, constant):
     # regimes and zero columns, so it agrees up to rounding).
     choice = choose_arhmm(tr, va, ks=(2,), lags=(1,), seed=3)
     assert choice.val_nll == pytest.approx(want, abs=1e-4)
+    # Right after the choice, a start of the chosen size is the very fit it scored.
+    again = arhmm_start(z_tr, 2, 1, covariance_type="full", key=start_key(3))
+    ll = arhmm_log_likelihood(again.mixture, again.log_init, again.log_trans, *arrays(z_va))
+    assert -float(ll) / va.n_steps + st.log_det == pytest.approx(choice.val_nll, rel=1e-12)
     assert got == pytest.approx(want, abs=1e-4)
     np.testing.assert_allclose(jax.nn.log_softmax(head["init_logits"]), fit.log_init, atol=1e-5)
     # Training goes on from there; the start is scored as a model of its own (step 0), so the

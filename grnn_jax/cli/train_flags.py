@@ -87,11 +87,12 @@ def _add_model_flags(p) -> None:
                    help="autoregressive components: every mean adds W_k [x_t-1 .. x_t-P] "
                         "(zeros before the first step); 0 (default): Gaussian components")
     g.add_argument("--race", action="store_true",
-                   help="choose the head and lags on the validation split: train the candidates "
-                        "(the default, mdn with 1 lag, em with 1 lag, hmm with 1 lag) by "
-                        "successive halving and keep the best, a simpler one unless a later one "
-                        "is better by 2 paired standard errors (about 2-3x one run's time); "
-                        "race.json in --workdir records every candidate's validation NLL")
+                   help="choose the model on the validation split: train the default and the "
+                        "filtering head (hmm) whose K and lags are those of the Baum-Welch AR-HMM "
+                        "that scores the validation split best, started at that AR-HMM; keep the "
+                        "default unless the other is better by 2 paired standard errors (about "
+                        "2-4x one run's time); race.json in --workdir records every candidate's "
+                        "validation NLL and every AR-HMM size tried")
     g.add_argument("--constant-transitions", action="store_true", default=None,
                    help="with --head hmm: one learned transition matrix (an AR-HMM) instead of one "
                         "per step from the network")

@@ -4,6 +4,8 @@ chooses a run's head and lags on validation data."""
 
 from grnn_jax.train.populations.model_race import (
     DEFAULT_CANDIDATES,
+    HALVING,
+    WIDE_CANDIDATES,
     Candidate,
     RaceResult,
     paired_z,
@@ -21,6 +23,8 @@ from grnn_jax.train.populations.sweep_grid import run_sweep
 __all__ = [
     "Candidate",
     "DEFAULT_CANDIDATES",
+    "HALVING",
+    "WIDE_CANDIDATES",
     "PopulationResult",
     "RaceResult",
     "default_members",

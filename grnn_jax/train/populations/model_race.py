@@ -1,13 +1,19 @@
 """Defaults chosen on the user's own validation split: a race of candidate models.
 
 Rules fitted to a few data sets do not carry over to the next one, so instead of guessing the
-head from statistics of the data, :func:`race` trains a small set of candidate structures (the
-per-step head with and without lags, the EM head with lags, the filtering head) from the same
-data-scaled settings (:func:`grnn_jax.train.default_config`) and keeps the one with the best
-validation NLL, by successive halving: every candidate runs the first quarter of the budget,
-the better half goes on to half of it, the best one to the end. Each candidate's schedule is
-that of the whole budget, so a candidate that survives ends exactly as its single run would
-(the pieces resume bit for bit). Test data never enter.
+model from statistics of the data, :func:`race` trains a small set of candidate structures from
+the same data-scaled settings (:func:`grnn_jax.train.default_config`) and keeps the one with
+the best validation log-likelihood. The default candidates are two: the data-scaled default
+itself, and the filtering head (``--head hmm``, transitions from the network) sized and started
+by Baum-Welch, whose K and lags are those of the AR-HMM that scores the validation split best
+(:func:`~grnn_jax.train.em_training.arhmm_choice.choose_arhmm`, one compiled program for the
+whole grid) and whose start is scored at step 0, so its best checkpoint is never worse on
+validation than that AR-HMM. Both run the whole budget. With more candidates
+(:data:`WIDE_CANDIDATES`) the race can run by successive halving (:data:`HALVING`: every
+candidate runs the first quarter of the budget, the better half goes on to half of it, the
+best one to the end). Each candidate's schedule is that of the whole budget, so a candidate
+that survives ends exactly as its single run would (the pieces resume bit for bit). Test data
+never enter.
 
 A validation split of a few hundred steps is noisy evidence, so a lower validation NLL alone
 does not win: candidates are ranked by :func:`rank_candidates`, which keeps an earlier (simpler)
@@ -17,9 +23,10 @@ of validation steps, which keeps the steps' autocorrelation inside a block). The
 candidate is the data-scaled default itself (its head from the data rule, no lags), so the race
 leaves the default alone unless the validation split shows a clear gain.
 
-Cost: with four candidates, budget S and rounds (1/4, 1/2, 1), the race trains 4·S/4 + 2·S/4 +
-S/2 = 2 S steps, plus a compile per candidate (the filtering head's steps cost about twice a
-plain step); ``scripts/bench_defaults.py --race`` measures it against one default run.
+Cost: the default race trains 2 S steps for budget S, plus the Baum-Welch grid and a compile
+per candidate (the filtering head's compile takes about twice a plain one); with five
+candidates and :data:`HALVING`, 5·S/4 + 3·S/4 + S/2 = 2.5 S.
+``scripts/bench_defaults.py --race`` measures it against one default run.
 
 The race's folders are ``workdir/race/<candidate>/``; the winner's run is copied to
 ``workdir`` itself, so ``grnn evaluate``, ``sample`` and a later resume use it as any run, and
@@ -38,6 +45,7 @@ import numpy as np
 from grnn_jax._util.atomic import write_json_atomic
 from grnn_jax.data import Sequences
 from grnn_jax.train.config import TrainConfig, default_config
+from grnn_jax.train.em_training.arhmm_choice import ARHMMChoice, choose_arhmm
 from grnn_jax.train.loop import train
 from grnn_jax.train.run_state import load_trained
 from grnn_jax.train.step import batch_step_log_probs, standardised_batches
@@ -48,20 +56,33 @@ RACE_FILE = "race.json"
 
 class Candidate(NamedTuple):
     """One structure in the race: a name and the model settings it changes (an empty dict or
-    ``{"lags": 0}`` keeps the base's head: the data-scaled default)."""
+    ``{"lags": 0}`` keeps the base's head: the data-scaled default). With ``arhmm`` the
+    candidate is the filtering head (``head="hmm"``) whose K and lags
+    :func:`~grnn_jax.train.em_training.arhmm_choice.choose_arhmm` picks on the validation split
+    by Baum-Welch fits, started at that AR-HMM (``em_init``); ``model`` may change the rest."""
 
     name: str
     model: dict
+    arhmm: bool = False
 
 
 # Simplest first: rank_candidates keeps an earlier candidate unless a later one is clearly better.
 DEFAULT_CANDIDATES = (
     Candidate("default", {"lags": 0}),
+    Candidate("arhmm", {}, arhmm=True),
+)
+# More structures for a longer race (``race(..., candidates=WIDE_CANDIDATES, rounds=HALVING)``).
+WIDE_CANDIDATES = (
+    Candidate("default", {"lags": 0}),
     Candidate("mdn-lag1", {"head": "mdn", "lags": 1}),
     Candidate("em-lag1", {"head": "em", "lags": 1}),
     Candidate("hmm-lag1", {"head": "hmm", "lags": 1}),
+    Candidate("arhmm", {}, arhmm=True),
 )
-ROUNDS = (0.25, 0.5, 1.0)
+# Two candidates both run the whole budget (a quarter of it flatters the one EM starts near
+# its optimum); successive halving pays where there are more.
+ROUNDS = (1.0,)
+HALVING = (0.25, 0.5, 1.0)
 # A later candidate must beat an earlier one by this many standard errors of the paired
 # validation log-likelihood difference to rank ahead of it.
 MARGIN_Z = 2.0
@@ -80,29 +101,36 @@ class RaceResult(NamedTuple):
         validation NLL per round it ran, ``None`` for rounds it was out), ``z`` (per round, the
         paired z-score by which that round's lowest-NLL candidate beat it on validation;
         ``None`` for the best itself and for rounds it was out) and ``rounds`` survived.
+      arhmm: the :class:`~grnn_jax.train.em_training.arhmm_choice.ARHMMChoice` behind an
+        ``arhmm`` candidate (every (K, p) fitted and its validation NLL), else None.
     """
 
     winner: str
     config: TrainConfig
     table: list
+    arhmm: ARHMMChoice | None = None
 
 
-def candidate_config(base: TrainConfig, cand: Candidate, train_seqs: Sequences) -> TrainConfig:
+def candidate_config(base: TrainConfig, cand: Candidate, train_seqs: Sequences,
+                     arhmm: ARHMMChoice | None = None) -> TrainConfig:
     """``base`` with the candidate's model settings; lags that the data cannot support (a
-    sequence no longer than them) fall back to 0."""
+    sequence no longer than them) fall back to 0. An ``arhmm`` candidate takes K and lags from
+    ``arhmm`` (:func:`~grnn_jax.train.em_training.arhmm_choice.choose_arhmm`)."""
     model = dict(cand.model)
+    if cand.arhmm:
+        model = {"head": "hmm", "n_components": arhmm.n_components, "lags": arhmm.lags, **model}
     if model.get("lags", 0) >= int(train_seqs.lengths.min()):
         model["lags"] = 0
-    return base.replace(model=model)
+    return base.replace(model=model, em_init=base.em_init or cand.arhmm)
 
 
-def _distinct_configs(base: TrainConfig, candidates, train_seqs: Sequences) -> dict:
-    """{name: config} in the candidates' order, a candidate whose model equals an earlier
+def _distinct_configs(base: TrainConfig, candidates, train_seqs: Sequences, arhmm) -> dict:
+    """{name: config} in the candidates' order, a candidate whose settings equal an earlier
     one's left out (lags the data cannot support fall back to 0, which may repeat the default)."""
     configs = {}
     for c in candidates:
-        cfg = candidate_config(base, c, train_seqs)
-        if all(cfg.model != other.model for other in configs.values()):
+        cfg = candidate_config(base, c, train_seqs, arhmm)
+        if all(cfg != other for other in configs.values()):
             configs[c.name] = cfg
     return configs
 
@@ -202,7 +230,8 @@ def race(train_seqs: Sequences, val_seqs: Sequences, workdir: str | Path, *,
       >>> tr, va = (Sequences(rng.normal(size=(6, 8, 1))) for _ in range(2))
       >>> base = TrainConfig(ModelConfig(n_features=1, n_components=2, hidden_size=4),
       ...                    num_steps=4, batch_size=3, eval_every=1, warmup_steps=0)
-      >>> res = race(tr, va, tempfile.mkdtemp(), base=base, candidates=DEFAULT_CANDIDATES[:2])
+      >>> res = race(tr, va, tempfile.mkdtemp(), base=base, candidates=WIDE_CANDIDATES[:2],
+      ...            rounds=HALVING)
       >>> res.winner in ("default", "mdn-lag1"), sorted(row["rounds"] for row in res.table)
       (True, [1, 3])
     """
@@ -210,7 +239,11 @@ def race(train_seqs: Sequences, val_seqs: Sequences, workdir: str | Path, *,
         raise ValueError(f"need candidates and increasing rounds ending at 1; got {rounds!r}")
     workdir = Path(workdir)
     base = default_config(train_seqs) if base is None else base
-    configs = _distinct_configs(base, candidates, train_seqs)
+    arhmm = None
+    if any(c.arhmm for c in candidates):
+        arhmm = choose_arhmm(train_seqs, val_seqs, covariance_type=base.model.covariance_type,
+                             seed=base.seed)
+    configs = _distinct_configs(base, candidates, train_seqs, arhmm)
     for cfg in configs.values():
         cfg.validate()
     n_blocks = int(min(MAX_BLOCKS, max(2, val_seqs.n_steps // MIN_BLOCK_STEPS)))
@@ -234,14 +267,16 @@ def race(train_seqs: Sequences, val_seqs: Sequences, workdir: str | Path, *,
             alive = alive[: math.ceil(len(alive) / 2)]
     winner = alive[0]
     table = [{"name": n, "head": configs[n].model.head, "lags": configs[n].model.lags,
+              "n_components": configs[n].model.n_components, "em_init": configs[n].em_init,
               "val_nll": scores[n], "z": zs[n], "rounds": sum(v is not None for v in scores[n])}
              for n in configs]
     _adopt(workdir / RACE_DIR / winner, workdir)
-    write_json_atomic(workdir / RACE_FILE, {"winner": winner, "rounds": list(rounds),
-                                            "num_steps": base.num_steps, "margin_z": MARGIN_Z,
-                                            "n_blocks": n_blocks, "ranking": ranking,
-                                            "candidates": table})
-    return RaceResult(winner, configs[winner], table)
+    record = {"winner": winner, "rounds": list(rounds), "num_steps": base.num_steps,
+              "margin_z": MARGIN_Z, "n_blocks": n_blocks, "ranking": ranking, "candidates": table}
+    if arhmm is not None:
+        record["arhmm_choice"] = arhmm._asdict()
+    write_json_atomic(workdir / RACE_FILE, record)
+    return RaceResult(winner, configs[winner], table, arhmm)
 
 
 def _adopt(run: Path, workdir: Path) -> None:
