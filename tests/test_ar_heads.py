@@ -277,6 +277,7 @@ def test_race_keeps_the_best_candidate_on_validation(npz, tmp_path, capsys):
     assert first["step"] == 0 and first["val_nll"] == pytest.approx(choice["val_nll"], abs=2e-3)
     assert saved["rounds"] == [1.0] and all(r["rounds"] == 1 for r in rows.values())
     assert saved["winner"] == saved["ranking"][-1][0]
+    assert [r["name"] for r in rows.values() if r["won"]] == [saved["winner"]]
     # Each round's better half (rounded up) of its ranking goes on; a candidate ranked ahead of
     # the round's lowest-NLL one is earlier in the list and within the margin of it.
     order = list(rows)

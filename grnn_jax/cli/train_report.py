@@ -69,8 +69,8 @@ def race_lines(table: list) -> list[str]:
         size = f", K {c['n_components']}" + (", started by EM" if c.get("em_init") else "")
         lines.append(f"race: {c['name']:<9} {c['head']} head, {plural(c['lags'], 'lag')}{size}; "
                      f"validation NLL by round: {rounds}")
-    kept = [c["name"] for c in table if c["val_nll"][-1] is not None]
-    return lines + [f"race: kept {', '.join(kept)} (z: how far the round's best was ahead, in paired "
+    won = next(c["name"] for c in table if c["won"])
+    return lines + [f"race: chose {won} (z: how far the round's best was ahead, in paired "
                     "standard errors; a later candidate needs z > 2 to rank ahead)"]
 
 

@@ -100,7 +100,8 @@ class RaceResult(NamedTuple):
       table: one dict per candidate: ``name``, ``head``, ``lags``, ``val_nll`` (best
         validation NLL per round it ran, ``None`` for rounds it was out), ``z`` (per round, the
         paired z-score by which that round's lowest-NLL candidate beat it on validation;
-        ``None`` for the best itself and for rounds it was out) and ``rounds`` survived.
+        ``None`` for the best itself and for rounds it was out), ``rounds`` survived and
+        ``won``.
       arhmm: the :class:`~grnn_jax.train.em_training.arhmm_choice.ARHMMChoice` behind an
         ``arhmm`` candidate (every (K, p) fitted and its validation NLL), else None.
     """
@@ -268,7 +269,8 @@ def race(train_seqs: Sequences, val_seqs: Sequences, workdir: str | Path, *,
     winner = alive[0]
     table = [{"name": n, "head": configs[n].model.head, "lags": configs[n].model.lags,
               "n_components": configs[n].model.n_components, "em_init": configs[n].em_init,
-              "val_nll": scores[n], "z": zs[n], "rounds": sum(v is not None for v in scores[n])}
+              "val_nll": scores[n], "z": zs[n], "rounds": sum(v is not None for v in scores[n]),
+              "won": n == winner}
              for n in configs]
     _adopt(workdir / RACE_DIR / winner, workdir)
     record = {"winner": winner, "rounds": list(rounds), "num_steps": base.num_steps,
