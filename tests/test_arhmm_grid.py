@@ -8,7 +8,8 @@ import pytest
 
 from grnn_jax import data
 from grnn_jax.em import arhmm_em
-from grnn_jax.em.arhmm_grid import arhmm_log_likelihood, fit_arhmm_grid, kmeans_start
+from grnn_jax.em.arhmm_em import arhmm_log_likelihood
+from grnn_jax.em.arhmm_grid import fit_arhmm_grid, kmeans_start
 from grnn_jax.gmm.regression import RegressionMixture
 
 

@@ -9,7 +9,7 @@ import pytest
 from grnn_jax import data, gmm
 from grnn_jax import train as T
 from grnn_jax.cli import main
-from grnn_jax.em.arhmm_grid import arhmm_log_likelihood
+from grnn_jax.em.arhmm_em import arhmm_log_likelihood
 from grnn_jax.train.em_training.arhmm_choice import arhmm_start, choose_arhmm, start_key
 from grnn_jax.train.em_training.em_init import fit_observation_gmm, fit_observation_regression
 

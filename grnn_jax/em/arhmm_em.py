@@ -82,13 +82,7 @@ def arhmm_e_step(rm: RegressionMixture, log_init, log_trans, x, phi, mask, activ
       ``(stats, expected_initial (K,), expected_counts (K, K), log_likelihood ())``, summed
       over sequences.
     """
-    mask = jnp.asarray(mask, bool)
-    x = jnp.where(mask[..., None], x, 0.0)
-    phi = jnp.where(mask[..., None], phi, 0.0)
-    log_emit = regression_component_log_prob(rm, x, phi)  # (S, T, K)
-    if active is not None:
-        log_emit = jnp.where(active, log_emit, -jnp.inf)
-        log_init, log_trans = mask_chain(log_init, log_trans, active)
+    mask, x, phi, log_init, log_trans, log_emit = _emissions(rm, log_init, log_trans, x, phi, mask, active)
     sm = jax.vmap(hmm.forward_backward, in_axes=(None, None, 0, 0))(log_init, log_trans, log_emit, mask)
     n = mask.size  # explicit row counts: phi may have no columns (no lags)
     stats = regression_stats(x.reshape(n, x.shape[-1]), phi.reshape(n, phi.shape[-1]),
@@ -96,6 +90,27 @@ def arhmm_e_step(rm: RegressionMixture, log_init, log_trans, x, phi, mask, activ
                              covariance_type=rm.covariance_type, weights=mask.reshape(n).astype(x.dtype))
     return (stats, jnp.sum(sm.expected_initial, 0), jnp.sum(sm.expected_transitions, 0),
             jnp.sum(sm.log_likelihood))
+
+
+def arhmm_log_likelihood(rm: RegressionMixture, log_init, log_trans, x, phi, mask, active=None):
+    """() Sum over a padded batch of sequences of the AR-HMM's log-likelihood (the forward
+    algorithm alone). Arguments as :func:`arhmm_e_step`."""
+    mask, _, _, log_init, log_trans, log_emit = _emissions(rm, log_init, log_trans, x, phi, mask, active)
+    filt = jax.vmap(hmm.forward, in_axes=(None, None, 0, 0))(log_init, log_trans, log_emit, mask)
+    return jnp.sum(filt.log_likelihood)
+
+
+def _emissions(rm, log_init, log_trans, x, phi, mask, active):
+    """``(mask, x, phi, log_init, log_trans, log_emit (S, T, K))``: padding zeroed, and with
+    ``active`` the unused regimes' densities and chain entries ``-inf``."""
+    mask = jnp.asarray(mask, bool)
+    x = jnp.where(mask[..., None], x, 0.0)
+    phi = jnp.where(mask[..., None], phi, 0.0)
+    log_emit = regression_component_log_prob(rm, x, phi)
+    if active is not None:
+        log_emit = jnp.where(active, log_emit, -jnp.inf)
+        log_init, log_trans = mask_chain(log_init, log_trans, active)
+    return mask, x, phi, log_init, log_trans, log_emit
 
 
 @functools.partial(jax.jit, static_argnames=("n_iter",))

@@ -22,15 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from grnn_jax._util.dtypes import default_float
 from grnn_jax.em import hmm
-from grnn_jax.em.arhmm_em import DIRICHLET, ARHMMFit, fit_arhmm, mask_chain
+from grnn_jax.em.arhmm_em import DIRICHLET, ARHMMFit, arhmm_log_likelihood, fit_arhmm, mask_chain
 from grnn_jax.em.blocks import default_block_size
-from grnn_jax.em.init import _sq_dist, kmeans_plusplus, lloyd
+from grnn_jax.em.init import _LLOYD_TOL, _sq_dist, kmeans_plusplus, lloyd
 from grnn_jax.em.regression_em import RegressionStats, regression_m_step_from_stats, regression_stats
-from grnn_jax.gmm.regression import RegressionMixture, regression_component_log_prob
+from grnn_jax.gmm.regression import RegressionMixture
 
 _FAR = 1e15  # where an inactive k-means centre sits: no step is ever nearer to it
-_LLOYD_TOL = 1e-4
 
 
 class ARHMMGrid(NamedTuple):
@@ -75,20 +75,6 @@ class ARHMMGrid(NamedTuple):
                                 st.sxx[i] if tied else st.sxx[i, :k])
         return ARHMMFit(regimes, fit.log_init[i, :k], fit.log_trans[i, :k, :k], fit.log_likelihood[i],
                         fit.history[i], stats)
-
-
-def arhmm_log_likelihood(rm: RegressionMixture, log_init, log_trans, x, phi, mask, active=None):
-    """() Sum over a padded batch of sequences of the AR-HMM's log-likelihood (forward
-    algorithm). Arguments as :func:`grnn_jax.em.arhmm_em.arhmm_e_step`."""
-    mask = jnp.asarray(mask, bool)
-    x = jnp.where(mask[..., None], x, 0.0)
-    phi = jnp.where(mask[..., None], phi, 0.0)
-    log_emit = regression_component_log_prob(rm, x, phi)
-    if active is not None:
-        log_emit = jnp.where(active, log_emit, -jnp.inf)
-        log_init, log_trans = mask_chain(log_init, log_trans, active)
-    filt = jax.vmap(hmm.forward, in_axes=(None, None, 0, 0))(log_init, log_trans, log_emit, mask)
-    return jnp.sum(filt.log_likelihood)
 
 
 def kmeans_start(x, phi, mask, active, key, *, covariance_type: str, reg_covar, ridge,
@@ -185,7 +171,7 @@ def fit_arhmm_grid(x, phi, mask, val=None, *, ks=(2, 4, 8, 12), lags=(1, 2), n_r
     members = [(k, p, r) for k in ks for p in lags for r in range(n_restarts)]
     mk, mp, mr = (np.array(c) for c in zip(*members))
     keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.asarray(mr))
-    dtype = jnp.result_type(float)
+    dtype = default_float()
     held_out = (x, phi, mask) if val is None else val
     arrays = [jnp.asarray(np.nan_to_num(np.asarray(a, np.float64)), dtype) for a in (x, phi, *held_out[:2])]
     fit, val_ll = _fit_members(arrays[0], arrays[1], jnp.asarray(mask, bool), arrays[2], arrays[3],

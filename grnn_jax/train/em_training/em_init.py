@@ -35,6 +35,7 @@ from grnn_jax.train.em_training.em_state import (
 )
 from grnn_jax._util.dtypes import default_float
 
+
 def check_em_init(seqs: Sequences, n_components: int) -> None:
     """Raises a one-line ValueError when ``seqs`` has fewer observed steps than components
     (EM cannot place K components on fewer points)."""
