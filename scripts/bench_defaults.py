@@ -14,8 +14,8 @@ best VALIDATION NLL beside the training data's one-step linear predictability
 (``data.linear_predictability``), the table the default head's rule was chosen from; no
 test data are read.
 
-``--race`` times ``grnn train --race`` (the head and lags chosen on validation by successive
-halving, :func:`grnn_jax.train.race`) against one default run on the same data, each in a
+``--race`` times ``grnn train --race`` (the model chosen on validation,
+:func:`grnn_jax.train.race`) against one default run on the same data, each in a
 fresh process (so each compiles everything, as a user's command does), and scores both on
 the test split.
 

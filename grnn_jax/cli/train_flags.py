@@ -90,8 +90,8 @@ def _add_model_flags(p) -> None:
                    help="choose the model on the validation split: train the default and the "
                         "filtering head (hmm) whose K and lags are those of the Baum-Welch AR-HMM "
                         "that scores the validation split best, started at that AR-HMM; keep the "
-                        "default unless the other is better by 2 paired standard errors (about "
-                        "2-4x one run's time); race.json in --workdir records every candidate's "
+                        "default unless the other is better by 2 paired standard errors (3-7x one "
+                        "run's time on a 2-core CPU); race.json in --workdir records every candidate's "
                         "validation NLL and every AR-HMM size tried")
     g.add_argument("--constant-transitions", action="store_true", default=None,
                    help="with --head hmm: one learned transition matrix (an AR-HMM) instead of one "

@@ -199,11 +199,6 @@ def rank_candidates(names: list, blocks: dict, *, z: float = MARGIN_Z) -> list:
     return ranked
 
 
-def _best_val(history: list) -> float:
-    vals = [r["best_val_nll"] for r in history if r.get("kind") == "eval"]
-    return float(vals[-1]) if vals else math.inf
-
-
 def race(train_seqs: Sequences, val_seqs: Sequences, workdir: str | Path, *,
          base: TrainConfig | None = None, candidates=DEFAULT_CANDIDATES, rounds=ROUNDS,
          progress: bool = False) -> RaceResult:
@@ -255,10 +250,10 @@ def race(train_seqs: Sequences, val_seqs: Sequences, workdir: str | Path, *,
         until = max(1, round(frac * base.num_steps))
         blocks = {}
         for name in alive:
-            _, history = train(configs[name], train_seqs, val_seqs, workdir / RACE_DIR / name,
-                               progress=progress, until_step=until)
-            scores[name][r] = _best_val(history)
+            train(configs[name], train_seqs, val_seqs, workdir / RACE_DIR / name,
+                  progress=progress, until_step=until)
             blocks[name] = validation_blocks(workdir / RACE_DIR / name, val_seqs, n_blocks)
+            scores[name][r] = -float(blocks[name].sum()) / val_seqs.n_steps  # the best checkpoint's NLL
         best = _best_of(alive, blocks)
         for name in alive:
             zs[name][r] = None if name == best else paired_z(blocks[best], blocks[name])
